@@ -1,0 +1,213 @@
+"""Child processes of the benchmarks: real rtp-io members, fake members and the rtp_cluster daemon.
+
+Every process is started with `subprocess.Popen`, tracked by a `Fleet` and stopped by its PID
+(SIGTERM, then SIGKILL after a grace period) when the fleet is closed, also on errors.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEMBER_SCRIPT = os.path.join(ROOT, 'tools', 'rtpp_member.py')
+CLK_TCK = os.sysconf('SC_CLK_TCK')
+
+
+def free_udp_port(host: str = '127.0.0.1') -> int:
+    """A UDP port that is free on `host` right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def control_command(addr: tuple[str, int], cmd: str, timeout: float = 1.0) -> str | None:
+    """One UDP control command; the reply body (with its newline), or None without an answer."""
+    cookie = b'bq%x_%x' % (os.getpid(), time.monotonic_ns())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.send(cookie + b' ' + cmd.encode('latin-1'))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            s.settimeout(left)
+            try:
+                data = s.recv(65535)
+            except (socket.timeout, ConnectionRefusedError):
+                return None
+            got, _, body = data.partition(b' ')
+            if got == cookie:
+                return body.decode('latin-1')
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (1/CLK_TCK s), from /proc/PID/stat."""
+    with open('/proc/%d/stat' % pid) as f:
+        stat = f.read()
+    fields = stat[stat.rindex(')') + 2:].split()   # the command name may contain spaces
+    return int(fields[11]) + int(fields[12])        # fields 14 and 15 of stat(5)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (VmRSS of /proc/PID/status) in bytes."""
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError('no VmRSS for pid %d' % pid)
+
+
+class Child:
+    """One child process, stopped by its PID."""
+
+    def __init__(self, name: str, argv: list[str], log_path: str | None = None,
+                 ready_line: bool = True) -> None:
+        """`ready_line`: the child prints READY on stdout (else stdout goes to the log too)."""
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, 'ab') if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE if ready_line else self._log,
+                                     stderr=self._log)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready_line(self, timeout: float) -> str:
+        """Wait for a line starting with READY on the child's stdout."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline().decode('latin-1')
+                if line.startswith('READY'):
+                    return line
+                if not line and not self.alive():
+                    break
+        raise RuntimeError('%s did not print READY (exit code %r)' % (self.name, self.proc.poll()))
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(grace)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream:
+                stream.close()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+
+def wait_answer(child: Child, addr: tuple[str, int], cmd: str, accept, timeout: float) -> str:
+    """Repeat `cmd` until `accept(reply)` is true; bounded by `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    reply = None
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeError('%s exited with code %r' % (child.name, child.proc.poll()))
+        reply = control_command(addr, cmd, 0.5)
+        if reply is not None and accept(reply):
+            return reply
+        time.sleep(0.1)
+    raise RuntimeError('%s: no acceptable answer to %r (last %r)' % (child.name, cmd, reply))
+
+
+class Fleet:
+    """Starts the benchmark's processes and stops every one of them (by PID) on close()."""
+
+    def __init__(self, workdir: str | None = None) -> None:
+        self.workdir = workdir or tempfile.mkdtemp(prefix='rtpc-bench-')
+        self.children: list[Child] = []
+
+    def __enter__(self) -> 'Fleet':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        while self.children:
+            self.children.pop().stop()
+
+    def _start(self, child: Child) -> Child:
+        self.children.append(child)
+        return child
+
+    def rtpp_member(self, name: str, port: int, media: tuple[int, int],
+                    host: str = '127.0.0.1', ttl: int = 60) -> Child:
+        """A real RTPproxy (rtp-io engine in a child process) on udp:HOST:PORT."""
+        argv = [sys.executable, MEMBER_SCRIPT, '--die-with-stdin',
+                '-s', 'udp:%s:%d' % (host, port), '-l', host,
+                '-m', str(media[0]), '-M', str(media[1]), '-T', str(ttl)]
+        child = self._start(Child(name, argv, log_path=os.path.join(self.workdir, name + '.log')))
+        child.wait_ready_line(30)
+        wait_answer(child, (host, port), 'V', lambda r: r == '20040107\n', 15)
+        return child
+
+    def fake_member(self, name: str, port: int, host: str = '127.0.0.1') -> Child:
+        """A scripted member (bench/fakemember.py): instant answers, no media."""
+        argv = [sys.executable, '-m', 'bench.fakemember', '--listen', '%s:%d' % (host, port)]
+        child = self._start(Child(name, argv, log_path=os.path.join(self.workdir, name + '.log')))
+        child.wait_ready_line(15)
+        wait_answer(child, (host, port), 'V', lambda r: r == '20040107\n', 10)
+        return child
+
+    def cluster(self, port: int, members: list[tuple[str, tuple[str, int]]],
+                host: str = '127.0.0.1', capacity: int = 100000) -> Child:
+        """The rtp_cluster daemon in the foreground, serving udp:HOST:PORT for `members`.
+
+        Returns once the cluster has created (and deleted) a probe session, i.e. once at least
+        one member is online behind it.
+        """
+        conf = os.path.join(self.workdir, 'rtp_cluster.xml')
+        with open(conf, 'w') as f:
+            f.write(cluster_config_xml('bench', (host, port), members, capacity))
+        argv = [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', conf,
+                '-s', 'unix:' + os.path.join(self.workdir, 'admin.sock'),
+                '-P', os.path.join(self.workdir, 'rtp_cluster.pid'),
+                '-L', os.path.join(self.workdir, 'rtp_cluster.log')]
+        child = self._start(Child('rtp_cluster', argv, ready_line=False,
+                                  log_path=os.path.join(self.workdir, 'rtp_cluster.out')))
+        addr = (host, port)
+        wait_answer(child, addr, 'V', lambda r: r == '20040107\n', 20)
+        probe = 'bench-probe-%d' % os.getpid()
+        wait_answer(child, addr, 'U %s 127.0.0.1 4000 pf' % probe,
+                    lambda r: r[:1].isdigit() and r.split()[0] != '0', 30)
+        control_command(addr, 'D %s pf' % probe, 2.0)
+        return child
+
+
+def cluster_config_xml(name: str, addr: tuple[str, int],
+                       members: list[tuple[str, tuple[str, int]]], capacity: int) -> str:
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>', '<rtp_cluster_config>', '  <rtp_cluster>',
+             '    <name>%s</name>' % name, '    <protocol>udp</protocol>',
+             '    <address>%s:%d</address>' % addr]
+    for mname, (mhost, mport) in members:
+        parts += ['    <rtpproxy>', '      <name>%s</name>' % mname,
+                  '      <protocol>udp</protocol>', '      <address>%s:%d</address>' % (mhost, mport),
+                  '      <weight>100</weight>', '      <capacity>%d</capacity>' % capacity,
+                  '      <status>ACTIVE</status>', '    </rtpproxy>']
+    parts += ['  </rtp_cluster>', '</rtp_cluster_config>', '']
+    return '\n'.join(parts)
+
+
+def cluster_available() -> bool:
+    """True when the rtp_cluster daemon exists in this tree (rtp_cluster/app.py and runtime.py)."""
+    pkg = os.path.join(ROOT, 'rtp_cluster')
+    return all(os.path.exists(os.path.join(pkg, f)) for f in ('app.py', 'runtime.py'))

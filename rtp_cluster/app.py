@@ -1,0 +1,432 @@
+"""The `rtp_cluster` daemon: command line, daemonizing, pidfile, logging and signals.
+
+Command line (compatible with sippy's original rtp_cluster):
+
+    rtp_cluster [-fd] [-c conffile] [-s admin_socket] [-P pidfile] [-L logfile] [-o user:group]
+
+Startup problems (bad configuration, a socket that cannot be bound, an unwritable
+pidfile or log file) are reported as one line on stderr with exit status 1.  In daemon
+mode the detached process does the whole startup itself and reports the outcome to the
+waiting parent through a pipe, so those errors still reach the terminal; the parent
+never imports the Twisted reactor, so nothing of it is shared across the fork.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import grp
+import os
+import pwd
+import re
+import select
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import IO, Callable, NoReturn
+
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+
+from . import __version__
+
+PROG = 'rtp_cluster'
+DEFAULT_CONFIG = '/usr/local/etc/rtp_cluster.xml'
+DEFAULT_ADMIN = '/var/run/rtp_cluster.sock'
+DEFAULT_PIDFILE = '/var/run/rtp_cluster.pid'
+DEFAULT_LOGFILE = '/var/log/rtp_cluster.log'
+STARTUP_WAIT = 60.0          # seconds the terminal waits for the daemon to report
+STOP_TIMEOUT = 10.0          # seconds Runtime.stop() may take at shutdown
+
+log = Logger(namespace=PROG)
+_SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9]*:')
+
+
+class AppError(Exception):
+    """A startup problem; str(e) is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Options:
+    foreground: bool
+    check_only: bool
+    config: str
+    admin: str
+    pidfile: str
+    logfile: str
+    owner: tuple[int, int] | None
+
+
+# --- command line ----------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the original's exit status 1 for usage errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, '%s: error: %s\n' % (self.prog, message))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description='RTPproxy cluster proxy: one RTPproxy control '
+                     'socket in front of several real RTPproxies.')
+    parser.add_argument('-f', dest='foreground', action='store_true',
+                        help='stay in the foreground and log to stdout')
+    parser.add_argument('-d', dest='check_only', action='store_true',
+                        help='check the configuration file and exit')
+    parser.add_argument('-c', dest='config', metavar='conffile', default=DEFAULT_CONFIG,
+                        help='configuration file (default: %(default)s)')
+    parser.add_argument('-s', dest='admin', metavar='admin_socket', default=DEFAULT_ADMIN,
+                        help='admin socket: /path, unix:/path or tcp:host:port '
+                        '(default: %(default)s)')
+    parser.add_argument('-P', dest='pidfile', metavar='pidfile', default=DEFAULT_PIDFILE,
+                        help='pid file (default: %(default)s)')
+    parser.add_argument('-L', dest='logfile', metavar='logfile', default=DEFAULT_LOGFILE,
+                        help='log file in daemon mode (default: %(default)s)')
+    parser.add_argument('-o', dest='owner', metavar='user:group',
+                        help='owner of the unix sockets rtp_cluster creates')
+    parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
+    return parser
+
+
+def parse_owner(spec: str) -> tuple[int, int]:
+    """'user:group' (names or numbers) -> (uid, gid); AppError when unknown."""
+    user, sep, group = spec.partition(':')
+    if not sep or not user or not group:
+        raise AppError('-o %s: expected user:group' % spec)
+    return _lookup(user, 'user', pwd.getpwnam, 'pw_uid'), _lookup(group, 'group', grp.getgrnam, 'gr_gid')
+
+
+def _lookup(name: str, kind: str, getter: Callable, attr: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return getattr(getter(name), attr)
+    except KeyError:
+        raise AppError('-o: unknown %s %r' % (kind, name)) from None
+
+
+def normalize_admin_spec(spec: str) -> str:
+    """Check the admin socket spec; make unix paths absolute (the daemon changes to /)."""
+    from .config import parse_socket_spec
+    text = spec.strip()
+    path = text[5:] if text.startswith('unix:') else None if _SCHEME.match(text) else text
+    if path is not None:
+        if not path:
+            raise AppError('-s %s: the unix socket path is empty' % spec)
+        text = 'unix:' + os.path.abspath(path)
+    try:
+        endpoint = parse_socket_spec(text)
+    except ValueError as exc:
+        raise AppError('-s: %s' % exc) from None
+    if endpoint.protocol not in ('unix', 'tcp'):
+        raise AppError('-s %s: the admin socket must be /PATH, unix:/PATH or tcp:HOST:PORT' % spec)
+    return str(endpoint)
+
+
+def parse_options(argv: list[str]) -> Options:
+    args = build_parser().parse_args(argv)
+    return Options(
+        foreground=args.foreground or args.check_only,
+        check_only=args.check_only,
+        config=args.config,
+        admin=normalize_admin_spec(args.admin),
+        pidfile=os.path.abspath(args.pidfile),
+        logfile=os.path.abspath(args.logfile),
+        owner=parse_owner(args.owner) if args.owner else None,
+    )
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def load(path: str):
+    """Load and validate the configuration file; AppError with the ConfigError text."""
+    from .config import ConfigError, load_config
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise AppError(str(exc)) from None
+    except OSError as exc:
+        raise AppError('%s: %s' % (path, exc.strerror or exc)) from None
+
+
+def count(config) -> tuple[int, int]:
+    """(clusters, members) of a Config."""
+    return len(config.clusters), sum(len(c.members) for c in config.clusters)
+
+
+def check_config(path: str) -> int:
+    """`-d`: validate the file, report on stdout (valid) or stderr (invalid)."""
+    try:
+        nclusters, nmembers = count(load(path))
+    except AppError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print('%s: configuration is valid (%d clusters, %d members)' % (path, nclusters, nmembers))
+    return 0
+
+
+# --- pidfile and log file --------------------------------------------------------------------
+
+class PidFile:
+    """A locked pidfile: a second daemon with the same pidfile refuses to start."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise AppError('cannot write pidfile %s: %s' % (self.path, exc.strerror)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise AppError('pidfile %s is locked: is another rtp_cluster running?' % self.path) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, b'%d\n' % os.getpid())
+        self._fd = fd
+
+    def remove(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+class LogFile:
+    """The daemon's log file on fds 1 and 2; reopen() after logrotate moved it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def check(self) -> None:
+        try:
+            with open(self.path, 'a'):
+                pass
+        except OSError as exc:
+            raise AppError('cannot open log file %s: %s' % (self.path, exc.strerror)) from None
+
+    def reopen(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def start_logging(stream: IO[str]) -> None:
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(stream)], redirectStandardIO=False)
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def start_runtime(opts: Options, config, reactor):
+    """Create the Runtime and bind every socket; AppError (one line) on failure."""
+    from .runtime import Runtime
+    try:
+        runtime = Runtime(config, os.path.abspath(opts.config), reactor,
+                          sock_owner=opts.owner, admin_spec=opts.admin)
+        runtime.start()
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ not in _EXPECTED:
+            log.failure('startup failed')        # a bug: keep the details in the log
+        raise AppError(_one_line(exc)) from None
+    return runtime
+
+
+_EXPECTED = ('StartupError', 'ConfigError')
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return ' '.join(text.split('\n'))
+
+
+def install_signals(reactor, runtime, logfile: LogFile | None) -> None:
+    """SIGHUP reloads, SIGUSR1 reopens the log file; SIGTERM/SIGINT are the reactor's own."""
+    def on_signal(signum: int, _frame) -> None:
+        action = reload if signum == signal.SIGHUP else reopen
+        reactor.callFromThread(action)
+
+    def reload() -> None:
+        log.info('SIGHUP: reloading the configuration')
+        try:
+            nclusters, nmembers = runtime.reload()
+        except Exception as exc:
+            log.error('reload failed, keeping the running configuration: {error}',
+                      error=_one_line(exc))
+            return
+        log.info('Loaded {nclusters} clusters and {nmembers} RTP proxies',
+                 nclusters=nclusters, nmembers=nmembers)
+
+    def reopen() -> None:
+        if logfile is None:
+            log.info('SIGUSR1: logging to stdout, nothing to reopen')
+            return
+        try:
+            logfile.reopen()
+        except OSError as exc:
+            log.error('cannot reopen log file {path}: {error}', path=logfile.path, error=exc.strerror)
+            return
+        log.info('SIGUSR1: log file reopened')
+
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
+
+
+def serve(opts: Options, config, logfile: LogFile | None, ready: Callable[[str | None], None]) -> int:
+    """Start everything, report through `ready(error_or_None)`, run until SIGTERM/SIGINT."""
+    from twisted.internet import reactor
+    pidfile = PidFile(opts.pidfile)
+    try:
+        pidfile.acquire()
+        runtime = start_runtime(opts, config, reactor)
+    except AppError as exc:
+        pidfile.remove()
+        ready(str(exc))
+        return 1
+    install_signals(reactor, runtime, logfile)
+    reactor.addSystemEventTrigger('before', 'shutdown', _stop_runtime, runtime, reactor)
+    nclusters, nmembers = count(config)
+    log.info('rtp_cluster {version} started: {nclusters} clusters, {nmembers} members, '
+             'admin socket {admin}, pid {pid}', version=__version__, nclusters=nclusters,
+             nmembers=nmembers, admin=opts.admin, pid=os.getpid())
+    ready(None)
+    try:
+        reactor.run()
+    finally:
+        pidfile.remove()
+    log.info('rtp_cluster stopped')
+    return 0
+
+
+def _stop_runtime(runtime, reactor):
+    log.info('shutting down')
+    try:
+        d = runtime.stop()
+    except Exception:
+        log.failure('error while stopping')
+        return None
+    if d is None:
+        return None
+    d.addTimeout(STOP_TIMEOUT, reactor)
+    d.addErrback(lambda f: log.failure('error while stopping', f))
+    return d
+
+
+def run_foreground(opts: Options, config) -> int:
+    start_logging(sys.stdout)
+
+    def ready(error: str | None) -> None:
+        if error:
+            print('%s: %s' % (PROG, error), file=sys.stderr)
+
+    return serve(opts, config, None, ready)
+
+
+# --- daemon mode -----------------------------------------------------------------------------
+
+def run_daemon(opts: Options, config) -> int:
+    """Double fork; the daemon reports 'OK' or the startup error through a pipe."""
+    logfile = LogFile(opts.logfile)
+    logfile.check()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        _daemon_child(opts, config, logfile, wfd)   # never returns
+    os.close(wfd)
+    os.waitpid(pid, 0)
+    return _wait_ready(rfd, opts.logfile)
+
+
+def _wait_ready(rfd: int, logpath: str) -> int:
+    chunks = []
+    with os.fdopen(rfd, 'rb') as pipe:
+        while True:
+            readable, _, _ = select.select([pipe], [], [], STARTUP_WAIT)
+            if not readable:
+                print('%s: no startup report from the daemon in %d s; see %s'
+                      % (PROG, STARTUP_WAIT, logpath), file=sys.stderr)
+                return 1
+            data = os.read(pipe.fileno(), 4096)
+            if not data:
+                break
+            chunks.append(data)
+    report = b''.join(chunks).decode('utf-8', 'replace').strip()
+    if report == 'OK':
+        return 0
+    if report.startswith('ERROR '):
+        print('%s: %s' % (PROG, report[6:]), file=sys.stderr)
+    else:
+        print('%s: the daemon exited during startup; see %s' % (PROG, logpath), file=sys.stderr)
+    return 1
+
+
+def _daemon_child(opts: Options, config, logfile: LogFile, wfd: int) -> NoReturn:
+    status = 1
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        os.chdir('/')
+        _redirect_stdio(logfile)
+        start_logging(sys.stdout)
+        status = serve(opts, config, logfile, _pipe_reporter(wfd))
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def _pipe_reporter(wfd: int) -> Callable[[str | None], None]:
+    """ready() for the daemon: one report line to the waiting terminal, then close."""
+    def ready(error: str | None) -> None:
+        os.write(wfd, b'OK\n' if error is None else ('ERROR %s\n' % error).encode())
+        os.close(wfd)
+    return ready
+
+
+def _redirect_stdio(logfile: LogFile) -> None:
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    logfile.reopen()
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        opts = parse_options(argv)
+    except SystemExit as exc:               # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 1
+    except AppError as exc:
+        print('%s: %s' % (PROG, exc), file=sys.stderr)
+        return 1
+    if opts.check_only:
+        return check_config(opts.config)
+    try:
+        config = load(opts.config)
+        if opts.foreground:
+            return run_foreground(opts, config)
+        return run_daemon(opts, config)
+    except AppError as exc:
+        print('%s: %s' % (PROG, exc), file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

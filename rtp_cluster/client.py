@@ -1,0 +1,156 @@
+"""`rtp_cluster_client`: send one command to the rtp_cluster admin socket, print the reply.
+
+    rtp_cluster_client [-s unix:/path|/path|tcp:host:port] [-t seconds] COMMAND [ARG...]
+
+The admin protocol is line based: each command is one line; its reply is any number of
+lines ending with a line that is exactly `OK` or one line starting with `ERROR`.  The
+connection stays open until the client sends `quit`.
+
+Exit status: 0 the reply ended with OK, 1 it ended with ERROR, 2 no reply (cannot connect,
+timeout, connection closed early) or a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from typing import NoReturn
+
+PROG = 'rtp_cluster_client'
+DEFAULT_SOCKET = 'unix:/var/run/rtp_cluster.sock'
+DEFAULT_TCP_PORT = 12345         # as the original client
+DEFAULT_TIMEOUT = 10.0
+MAX_REPLY = 64 * 1024 * 1024     # bytes; a reply larger than this is a broken server
+
+EXIT_OK, EXIT_ERROR, EXIT_FAILURE = 0, 1, 2
+
+
+class ClientError(Exception):
+    """No complete reply; str(e) is one line for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_FAILURE, '%s: error: %s\n' % (self.prog, message))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description='Send one command to the rtp_cluster admin socket.')
+    parser.add_argument('-s', dest='socket', metavar='socket', default=DEFAULT_SOCKET,
+                        help='admin socket: /path, unix:/path or tcp:host[:port] '
+                        '(default: %(default)s)')
+    parser.add_argument('-t', dest='timeout', metavar='seconds', type=float, default=DEFAULT_TIMEOUT,
+                        help='give up after this many seconds (default: %(default)s)')
+    parser.add_argument('command', nargs=argparse.REMAINDER,
+                        help='the command, e.g. "ls" or "ls CLUSTER"')
+    return parser
+
+
+def parse_address(spec: str) -> tuple[int, str | tuple[str, int]]:
+    """'unix:/p', '/p' or 'tcp:host[:port]' -> (address family, address)."""
+    if spec.startswith('tcp:'):
+        rest = spec[4:]
+        if rest.startswith('['):
+            host, _, port = rest[1:].partition(']')
+            port = port[1:] if port.startswith(':') else ''
+        else:
+            host, _, port = rest.partition(':')
+        if not host or (port and not port.isdigit()):
+            raise ClientError('%s: expected tcp:HOST[:PORT]' % spec)
+        family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        return family, (host, int(port) if port else DEFAULT_TCP_PORT)
+    path = spec[5:] if spec.startswith('unix:') else spec
+    if not path:
+        raise ClientError('%s: expected /path, unix:/path or tcp:HOST[:PORT]' % spec)
+    return socket.AF_UNIX, path
+
+
+def is_final(line: str) -> bool:
+    """The last line of a reply: exactly OK, or an ERROR line."""
+    return line == 'OK' or line.startswith('ERROR')
+
+
+def read_reply(sock: socket.socket, deadline: float) -> list[str]:
+    """Reply lines up to and including the final OK/ERROR line (socket.timeout at `deadline`)."""
+    lines: list[str] = []
+    buffer = b''
+    received = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout('timed out')
+        sock.settimeout(remaining)
+        data = sock.recv(65536)
+        if not data:
+            raise ClientError('connection closed before the end of the reply')
+        received += len(data)
+        if received > MAX_REPLY:
+            raise ClientError('reply too long (more than %d bytes)' % MAX_REPLY)
+        buffer += data
+        *complete, buffer = buffer.split(b'\n')
+        for raw in complete:
+            line = raw.rstrip(b'\r').decode('utf-8', 'replace')
+            lines.append(line)
+            if is_final(line):
+                return lines
+
+
+def run_command(spec: str, command: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """Send `command` to the admin socket `spec`; the reply lines.  ClientError on failure."""
+    family, address = parse_address(spec)
+    deadline = time.monotonic() + timeout
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            raise ClientError('cannot connect to %s: %s' % (spec, _reason(exc))) from None
+        try:
+            sock.sendall(command.encode('utf-8') + b'\n')
+            lines = read_reply(sock, deadline)
+            _say_quit(sock)
+        except socket.timeout:
+            raise ClientError('%s: no complete reply within %g s' % (spec, timeout)) from None
+        except OSError as exc:
+            raise ClientError('%s: %s' % (spec, _reason(exc))) from None
+    return lines
+
+
+def _say_quit(sock: socket.socket) -> None:
+    try:
+        sock.sendall(b'quit\n')
+    except OSError:
+        pass                     # the reply is complete; a server that hung up is fine
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    command = ' '.join(args.command).strip()
+    if not command or '\n' in command:
+        print('%s: give one command, e.g. %s ls' % (PROG, PROG), file=sys.stderr)
+        return EXIT_FAILURE
+    if not args.timeout > 0:
+        print('%s: -t must be a positive number of seconds' % PROG, file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        lines = run_command(args.socket, command, args.timeout)
+    except ClientError as exc:
+        print('%s: %s' % (PROG, exc), file=sys.stderr)
+        return EXIT_FAILURE
+    sys.stdout.write(''.join(line + '\n' for line in lines))
+    sys.stdout.flush()
+    return EXIT_ERROR if lines[-1].startswith('ERROR') else EXIT_OK
+
+
+if __name__ == '__main__':
+    sys.exit(main())

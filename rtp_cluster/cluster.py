@@ -1,0 +1,413 @@
+"""Routing decisions: which member gets a command, and what the client gets back.
+
+`Cluster.handle(command, respond)` is the whole data path: it looks the call-id up in the
+session store, picks a member for a new session (weight × free capacity), broadcasts
+lookups for unknown sessions, aggregates statistics, and calls `respond(body)` exactly
+once per command.  It opens no sockets: members are reached through `Member.send`.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterable
+
+from twisted.logger import Logger
+
+from . import protocol
+from .member import ACTIVE, DRAINING, SUSPENDED, Member
+from .protocol import Command
+from .sessions import MemorySessionStore
+
+Respond = Callable[[str], None]
+
+NEW_SESSION_DEADLINE = 0.4      # s; well inside the 1 s retransmit interval of Kamailio/OpenSIPS
+SESSION_AGING_INTERVAL = 60.0
+# Capabilities the cluster answers `VF` with 1 even when it cannot ask a member.
+SELF_CAPABILITIES = frozenset({protocol.PROTOCOL_VERSION, '20050322'})
+# U/L error codes OpenSIPS reads as "this RTPproxy is broken" (it then disables the node).
+_NODE_DISABLING_ERRORS = frozenset({'E7', 'E8', 'E9', 'E10'})
+
+
+class ClusterCounters:
+    __slots__ = ('commands', 'new_sessions', 'broadcasts', 'reanchored', 'retried_new',
+                 'member_timeouts', 'late_replies', 'expired_sessions')
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class Cluster:
+    log = Logger()
+
+    def __init__(self, config, clock, *, store=None, rng: Callable[[], float] = random.random,
+                 new_session_deadline: float = NEW_SESSION_DEADLINE) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.new_session_deadline = new_session_deadline
+        self.members: dict[str, Member] = {}
+        self.store = store if store is not None else MemorySessionStore()
+        self.store.on_unbind = self._on_unbind
+        self.counters = ClusterCounters()
+        self.on_member_removed: Callable[[Member], None] | None = None
+        self._aging = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def soft_limit(self) -> bool:
+        return self.config.capacity_limit != 'hard'
+
+    # --- membership ----------------------------------------------------------------------------
+
+    def add_member(self, member: Member) -> None:
+        self.members[member.name] = member
+
+    def drain_member(self, name: str) -> bool:
+        """Take `name` out of rotation; it is removed once its sessions are gone."""
+        member = self.members.get(name)
+        if member is None:
+            return False
+        member.status = DRAINING
+        if self.store.count(name) == 0:
+            self._remove_member(member)
+        return True
+
+    def _remove_member(self, member: Member) -> None:
+        if self.members.get(member.name) is member:
+            del self.members[member.name]
+            self.store.drop_member(member.name)
+            member.stop()
+            self.log.info('cluster {cluster}: member {name} removed', cluster=self.name,
+                          name=member.name)
+            if self.on_member_removed is not None:
+                self.on_member_removed(member)
+
+    def _on_unbind(self, call_id: str, member_name: str) -> None:
+        member = self.members.get(member_name)
+        if member is not None and member.status == DRAINING and self.store.count(member_name) == 0:
+            self.clock.callLater(0, self._remove_member, member)
+
+    def online_members(self) -> list[Member]:
+        return [m for m in self.members.values() if m.online]
+
+    def offline_members(self) -> list[Member]:
+        return [m for m in self.members.values() if not m.online]
+
+    def start(self) -> None:
+        self._aging = self.clock.callLater(SESSION_AGING_INTERVAL, self._age_sessions)
+
+    def stop(self) -> None:
+        if self._aging is not None and self._aging.active():
+            self._aging.cancel()
+        for member in list(self.members.values()):
+            member.stop()
+
+    def _age_sessions(self) -> None:
+        self.counters.expired_sessions += self.store.expire()
+        self._aging = self.clock.callLater(SESSION_AGING_INTERVAL, self._age_sessions)
+
+    # --- the data path ------------------------------------------------------------------------
+
+    def handle(self, cmd: Command, respond: Respond) -> None:
+        self.counters.commands += 1
+        letter = cmd.letter
+        if letter in protocol.SESSION_COMMANDS:
+            self._session_command(cmd, respond)
+        elif letter == 'V':
+            respond(self._version(cmd))
+        elif letter == 'I':
+            respond(self.info(with_load='l' in cmd.mods.lower()))
+        elif letter == 'G':
+            self._stats(cmd, respond)
+        elif letter == 'X':
+            self._delete_all(cmd, respond)
+        else:
+            respond(protocol.E_UNKNOWN_COMMAND)
+
+    def _session_command(self, cmd: Command, respond: Respond) -> None:
+        call_id = cmd.call_id
+        name = self.store.lookup(call_id)
+        member = self.members.get(name) if name is not None else None
+        if name is not None and member is None:
+            self.store.unbind(call_id)      # its member was removed
+        if member is None:
+            if cmd.is_new_session_offer:
+                self._new_session(cmd, respond, frozenset())
+            else:
+                self._broadcast_lookup(cmd, respond)
+            return
+        if cmd.letter == 'U' and not member.online:
+            self._reanchor(cmd, member, respond)
+            return
+        if cmd.letter == 'D':
+            self.store.unbind(call_id)
+            if not member.online:
+                respond('0')
+                self._forward(cmd, member, self._late_reply_logger(member, cmd))
+                return
+        elif cmd.letter == 'U' or cmd.letter == 'L':
+            to_tag = cmd.to_tag
+            if to_tag is not None:
+                self.store.learn_to_tag(call_id, to_tag)
+        self._forward(cmd, member, respond)
+
+    def _forward(self, cmd: Command, member: Member, respond: Respond,
+                 timeout: float | None = None) -> None:
+        out = self._outgoing(cmd, member)
+
+        def done(reply: str | None) -> None:
+            if reply is None:
+                self.counters.member_timeouts += 1
+                respond(protocol.E_MEMBER_TIMEOUT)
+            else:
+                respond(self._client_reply(cmd, out, member, reply))
+        member.send(out.serialize(), done, timeout)
+
+    def _late_reply_logger(self, member: Member, cmd: Command) -> Respond:
+        def log_late(reply: str) -> None:
+            self.counters.late_replies += 1
+            self.log.info('member {name} answered {reply!r} to an already answered {cmd!r}',
+                          name=member.name, reply=reply, cmd=cmd.serialize())
+        return log_late
+
+    # --- new sessions ---------------------------------------------------------------------------
+
+    def _new_session(self, cmd: Command, respond: Respond, exclude: frozenset) -> None:
+        member = self.pick_member(exclude)
+        if member is None:
+            if exclude:
+                respond(protocol.E_MEMBER_TIMEOUT)
+            elif not any(m.online for m in self.members.values()):
+                respond(protocol.E_NO_MEMBER_ONLINE)
+            else:
+                respond(protocol.E_NO_CAPACITY)
+            return
+        call_id = cmd.call_id
+        self.store.bind(call_id, member.name, cmd.from_tag, cmd.to_tag)
+        member.note_session_created()
+        self.counters.new_sessions += 1
+        out = self._outgoing(cmd, member)
+        first_try = not exclude
+
+        def done(reply: str | None) -> None:
+            if reply is None:
+                self.counters.member_timeouts += 1
+                self.store.unbind(call_id)
+                if first_try:
+                    self.counters.retried_new += 1
+                    self.log.warn('member {name} did not answer a new session in time; '
+                                  'trying another member', name=member.name)
+                    self._new_session(cmd, respond, exclude | {member.name})
+                else:
+                    respond(protocol.E_MEMBER_TIMEOUT)
+                return
+            if protocol.is_error(reply):
+                self.store.unbind(call_id)
+            respond(self._client_reply(cmd, out, member, reply))
+        member.send(out.serialize(), done, self.new_session_deadline if first_try else None)
+
+    def _reanchor(self, cmd: Command, dead: Member, respond: Respond) -> None:
+        """A re-offer for a session whose member is offline: move it to a live member."""
+        if self.pick_member(frozenset({dead.name})) is None:
+            self._forward(cmd, dead, respond)
+            return
+        self.counters.reanchored += 1
+        self.log.warn('call {cid!r}: member {name} is offline, re-anchoring the session',
+                      cid=cmd.call_id, name=dead.name)
+        self.store.unbind(cmd.call_id)
+        self._new_session(cmd, respond, frozenset({dead.name}))
+
+    def pick_member(self, exclude: Iterable[str] = ()) -> Member | None:
+        """Weighted random pick among ACTIVE online members by weight × (1 − utilisation)."""
+        candidates: list[tuple[Member, float]] = []
+        total = 0.0
+        best: Member | None = None
+        best_score = float('-inf')
+        for member in self.members.values():
+            if member.status != ACTIVE or not member.online or member.name in exclude:
+                continue
+            score = member.weight * (1.0 - member.utilisation())
+            if score > 0:
+                candidates.append((member, score))
+                total += score
+            if score > best_score:
+                best, best_score = member, score
+        if candidates:
+            threshold = self.rng() * total
+            for member, score in candidates:
+                threshold -= score
+                if threshold < 0:
+                    return member
+            return candidates[-1][0]
+        return best if self.soft_limit else None
+
+    # --- unknown sessions -------------------------------------------------------------------------
+
+    def _broadcast_lookup(self, cmd: Command, respond: Respond) -> None:
+        online = self.online_members()
+        if not online:
+            respond(protocol.E_NO_MEMBER_ONLINE)
+            return
+        self.counters.broadcasts += 1
+        query = cmd.as_lookup() if cmd.letter == 'U' else cmd
+        positive: list[tuple[Member, Command, str]] = []
+        remaining = [len(online)]
+
+        def collect(member: Member, out: Command, reply: str | None) -> None:
+            remaining[0] -= 1
+            if reply is not None and self._is_positive(cmd.letter, reply):
+                positive.append((member, out, reply))
+            if remaining[0] == 0:
+                self._finish_broadcast(cmd, positive, respond)
+
+        for member in online:
+            out = self._outgoing(query, member)
+            member.send(out.serialize(), lambda r, m=member, o=out: collect(m, o, r))
+
+    @staticmethod
+    def _is_positive(letter: str, reply: str) -> bool:
+        if letter in ('U', 'L'):
+            return protocol.is_positive_ul_reply(reply)
+        return not protocol.is_error(reply)
+
+    def _finish_broadcast(self, cmd: Command, positive: list, respond: Respond) -> None:
+        if cmd.letter == 'D' and positive:
+            respond(positive[0][2])
+            return
+        if len(positive) == 1:
+            member, out, reply = positive[0]
+            self.store.bind(cmd.call_id, member.name, cmd.from_tag, cmd.to_tag)
+            respond(self._client_reply(cmd, out, member, reply))
+            return
+        if len(positive) > 1:
+            self.log.warn('call {cid!r} found on {n} members', cid=cmd.call_id, n=len(positive))
+        respond('0' if cmd.letter in ('U', 'L') else protocol.E_BROADCAST_AMBIGUOUS)
+
+    # --- rewriting ---------------------------------------------------------------------------------
+
+    def _outgoing(self, cmd: Command, member: Member) -> Command:
+        """The command as the member must get it: LAN address, notify socket."""
+        if cmd.letter not in ('U', 'L'):
+            return cmd
+        out = cmd
+        if member.lan_address is not None:
+            out = out.with_local_address(member.lan_address)
+        if out.notify_socket is not None and not member.is_local:
+            out = self._notify_for_remote(out, member)
+        return out
+
+    def _notify_for_remote(self, cmd: Command, member: Member) -> Command:
+        relay = self.config.disconnect_notify
+        if (relay is not None and member.supports_notify_relay
+                and cmd.notify_socket.startswith(relay.dest_socket_prefix)):
+            suffix = cmd.notify_socket[len(relay.dest_socket_prefix):]
+            tag = protocol.percent_quote('%s %s' % (suffix, protocol.percent_unquote(cmd.notify_tag)))
+            return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port, tag)
+        return cmd.without_notify()
+
+    def _client_reply(self, cmd: Command, out: Command, member: Member, reply: str) -> str:
+        if cmd.letter not in ('U', 'L'):
+            return reply
+        if reply.split(' ', 1)[0] in _NODE_DISABLING_ERRORS:
+            return protocol.E_SYNTAX
+        wan = member.wan_address
+        if wan is None or not protocol.is_positive_ul_reply(reply):
+            return reply
+        if self._rewrite_to_wan(cmd, out, member):
+            return '%s %s' % (reply.split(None, 1)[0], wan)
+        return reply
+
+    @staticmethod
+    def _rewrite_to_wan(cmd: Command, out: Command, member: Member) -> bool:
+        # The original cluster's rule: the client's own routing (r) and local (l) choices
+        # decide whether the member's address is visible to the outside.
+        route, local = cmd.route_address, cmd.local_address
+        if route is not None and local != member.lan_address:
+            return True
+        return local is None or out.local_address == member.lan_address
+
+    # --- locally answered commands -----------------------------------------------------------------
+
+    def _version(self, cmd: Command) -> str:
+        if not cmd.args:
+            return protocol.PROTOCOL_VERSION
+        return '1' if self.supports(cmd.args[0]) else '0'
+
+    def supports(self, date: str) -> bool:
+        """`VF date`: 1 only if every member we may route to supports it."""
+        online = self.online_members()
+        known = online or [m for m in self.members.values() if m.capabilities]
+        if not known:
+            return date in SELF_CAPABILITIES
+        return all(date in m.capabilities or date == protocol.PROTOCOL_VERSION for m in known)
+
+    def info(self, with_load: bool = False) -> str:
+        totals = dict.fromkeys(protocol.INFO_FIELDS, 0)
+        for member in self.members.values():
+            if member.online and member.stats is not None:
+                for field in protocol.INFO_FIELDS:
+                    totals[field] += member.stats[field]
+        return protocol.format_info(totals, with_load)
+
+    def _stats(self, cmd: Command, respond: Respond) -> None:
+        names = tuple(cmd.args)
+        if not names:
+            respond('')
+            return
+        online = self.online_members()
+        if not online:
+            respond(protocol.E_NO_MEMBER_ONLINE)
+            return
+        verbose = 'v' in cmd.mods.lower()
+        request = 'G ' + ' '.join(names)
+        rows: list[list] = []
+        errors: list[str] = []
+        remaining = [len(online)]
+
+        def collect(member: Member, reply: str | None) -> None:
+            remaining[0] -= 1
+            values = protocol.parse_stats_reply(names, reply, False) if reply else None
+            if values is not None:
+                member.stats_cache[names] = values
+            elif reply is not None and protocol.is_error(reply):
+                errors.append(reply)
+            else:
+                values = member.stats_cache.get(names)
+            if values is not None:
+                rows.append(values)
+            if remaining[0] == 0:
+                if rows:
+                    respond(protocol.format_stats(names, protocol.sum_stats(rows), verbose))
+                else:
+                    respond(errors[0] if errors else protocol.E_STATS_ALL_FAILED)
+
+        for member in online:
+            member.send(request, lambda r, m=member: collect(m, r), 1.0)
+
+    def _delete_all(self, cmd: Command, respond: Respond) -> None:
+        online = self.online_members()
+        if not online:
+            respond(protocol.E_NO_MEMBER_ONLINE)
+            return
+        remaining = [len(online)]
+        ok = [0]
+
+        def collect(member: Member, reply: str | None) -> None:
+            remaining[0] -= 1
+            if reply is not None and not protocol.is_error(reply):
+                ok[0] += 1
+                self.store.drop_member(member.name)
+            if remaining[0] == 0:
+                respond('0' if ok[0] else protocol.E_MEMBER_TIMEOUT)
+
+        for member in online:
+            member.send(cmd.serialize(), lambda r, m=member: collect(m, r))
+
+
+__all__ = ['Cluster', 'ACTIVE', 'SUSPENDED', 'DRAINING']

@@ -1,0 +1,1 @@
+"""End-to-end harness: Kamailio + SIPp calls with RTP through an RTPproxy-protocol relay."""
