@@ -100,7 +100,7 @@ def serve(sock: socket.socket, member: FakeMember, stop: list[bool]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--listen', default='127.0.0.1:23500', help='HOST:PORT (default %(default)s)')
-    ap.add_argument('--addr', default=None, help='address in U/L replies (default: the listen host)')
+    ap.add_argument('--addr', default=None, help='address in U/L replies (default: listen host)')
     args = ap.parse_args(argv)
     host, _, port = args.listen.rpartition(':')
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

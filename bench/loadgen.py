@@ -117,6 +117,7 @@ class Stats:
         self.late_replies = 0          # replies to cookies no longer waited for (duplicates)
         self.abandoned = 0             # commands still unanswered when the drain time ran out
         self.timeout_samples: list[str] = []   # the first few commands that got no answer
+        self.replies = 0               # every matched reply, warm-up and drain included
         self.cycles = 0
         self.cycles_failed = 0
         self.window_s = 0.0
@@ -136,8 +137,8 @@ class Stats:
             out.errors.update(p.errors)
             out.timeout_samples = (out.timeout_samples + p.timeout_samples)[:5]
             out.timeouts.update(p.timeouts)
-            for name in ('retransmits', 'late_replies', 'abandoned', 'cycles', 'cycles_failed',
-                         'window_s', 'wall_s', 'cpu_s'):
+            for name in ('retransmits', 'late_replies', 'abandoned', 'replies', 'cycles',
+                         'cycles_failed', 'window_s', 'wall_s', 'cpu_s'):
                 setattr(out, name, getattr(out, name) + getattr(p, name))
         return out
 
@@ -171,6 +172,7 @@ class Stats:
             'timeouts': dict(sorted(self.timeouts.items())),
             'timeout_count': sum(self.timeouts.values()),
             'timeout_samples': self.timeout_samples,
+            'replies_total': self.replies,
             'late_replies': self.late_replies,
             'abandoned': self.abandoned,
             'loadgen_cpu_pct': round(100.0 * self.cpu_s / self.wall_s, 1) if self.wall_s else None,
@@ -178,7 +180,7 @@ class Stats:
 
 
 class LoadGen:
-    """Drives one RTPproxy-protocol UDP target.  Use create_live(), run(), delete_live(), close()."""
+    """Drives one RTPproxy-protocol UDP target: create_live(), run(), delete_live(), close()."""
 
     def __init__(self, target: tuple[str, int], concurrency: int = 1, sockets: int = 1,
                  timeout: float = 1.0, tries: int = 5, mix_ib: float = 0.0, mix_q: float = 0.0,
@@ -243,7 +245,8 @@ class LoadGen:
                     ok = yield 'Q', 'Q %s %s %s' % (cid, ftag, ttag), check_query
             if mix_ib and rng.random() * 100.0 < mix_ib:
                 ok = (yield 'Ib', 'Ib', check_info) and ok
-            done = yield 'D', 'D %s %s %s' % (cid, ftag, ttag), check_zero if ok else check_zero_or_gone
+            check_d = check_zero if ok else check_zero_or_gone
+            done = yield 'D', 'D %s %s %s' % (cid, ftag, ttag), check_d
             if self._counting:
                 if ok and done:
                     stats.cycles += 1
@@ -360,6 +363,7 @@ class LoadGen:
                     if entry is None:
                         stats.late_replies += 1
                         continue
+                    stats.replies += 1
                     gen, typ, check, sent, _, _, _, slot = entry
                     err = check(body)
                     if err is not None:

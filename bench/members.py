@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,6 +100,13 @@ class Child:
                     break
         raise RuntimeError('%s did not print READY (exit code %r)' % (self.name, self.proc.poll()))
 
+    def log_tail(self, lines: int = 5) -> str:
+        if not self.log_path or not os.path.exists(self.log_path):
+            return 'no log'
+        with open(self.log_path, 'rb') as f:
+            tail = f.read()[-4000:].decode('latin-1').splitlines()[-lines:]
+        return '%s ends with:\n  %s' % (self.log_path, '\n  '.join(tail))
+
     def stop(self, grace: float = 10.0) -> None:
         if self.alive():
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -120,26 +128,31 @@ def wait_answer(child: Child, addr: tuple[str, int], cmd: str, accept, timeout: 
     reply = None
     while time.monotonic() < deadline:
         if not child.alive():
-            raise RuntimeError('%s exited with code %r' % (child.name, child.proc.poll()))
+            raise RuntimeError('%s exited with code %r; %s' % (
+                child.name, child.proc.poll(), child.log_tail()))
         reply = control_command(addr, cmd, 0.5)
         if reply is not None and accept(reply):
             return reply
         time.sleep(0.1)
-    raise RuntimeError('%s: no acceptable answer to %r (last %r)' % (child.name, cmd, reply))
+    raise RuntimeError('%s: no acceptable answer to %r (last %r); %s' % (
+        child.name, cmd, reply, child.log_tail()))
 
 
 class Fleet:
     """Starts the benchmark's processes and stops every one of them (by PID) on close()."""
 
     def __init__(self, workdir: str | None = None) -> None:
+        self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix='rtpc-bench-')
         self.children: list[Child] = []
 
     def __enter__(self) -> 'Fleet':
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *_) -> None:
         self.close()
+        if exc_type is None and self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)   # logs are kept after a failure
 
     def close(self) -> None:
         while self.children:
@@ -200,7 +213,8 @@ def cluster_config_xml(name: str, addr: tuple[str, int],
              '    <address>%s:%d</address>' % addr]
     for mname, (mhost, mport) in members:
         parts += ['    <rtpproxy>', '      <name>%s</name>' % mname,
-                  '      <protocol>udp</protocol>', '      <address>%s:%d</address>' % (mhost, mport),
+                  '      <protocol>udp</protocol>',
+                  '      <address>%s:%d</address>' % (mhost, mport),
                   '      <weight>100</weight>', '      <capacity>%d</capacity>' % capacity,
                   '      <status>ACTIVE</status>', '    </rtpproxy>']
     parts += ['  </rtp_cluster>', '</rtp_cluster_config>', '']

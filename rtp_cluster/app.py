@@ -237,8 +237,15 @@ def start_runtime(opts: Options, config, reactor):
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ not in _EXPECTED:
             log.failure('startup failed')        # a bug: keep the details in the log
+        _settle(reactor)
         raise AppError(_one_line(exc)) from None
     return runtime
+
+
+def _settle(reactor) -> None:
+    """Run the clean-up a failed start scheduled (closing ports removes unix socket files)."""
+    for _ in range(3):
+        reactor.iterate(0)
 
 
 _EXPECTED = ('StartupError', 'ConfigError')
@@ -294,17 +301,22 @@ def serve(opts: Options, config, logfile: LogFile | None, ready: Callable[[str |
         return 1
     install_signals(reactor, runtime, logfile)
     reactor.addSystemEventTrigger('before', 'shutdown', _stop_runtime, runtime, reactor)
-    nclusters, nmembers = count(config)
-    log.info('rtp_cluster {version} started: {nclusters} clusters, {nmembers} members, '
-             'admin socket {admin}, pid {pid}', version=__version__, nclusters=nclusters,
-             nmembers=nmembers, admin=opts.admin, pid=os.getpid())
-    ready(None)
+    # Report success only once the reactor runs and handles SIGTERM/SIGINT itself.
+    reactor.callWhenRunning(_started, opts, config, ready)
     try:
         reactor.run()
     finally:
         pidfile.remove()
     log.info('rtp_cluster stopped')
     return 0
+
+
+def _started(opts: Options, config, ready: Callable[[str | None], None]) -> None:
+    nclusters, nmembers = count(config)
+    log.info('rtp_cluster {version} started: {nclusters} clusters, {nmembers} members, '
+             'admin socket {admin}, pid {pid}', version=__version__, nclusters=nclusters,
+             nmembers=nmembers, admin=opts.admin, pid=os.getpid())
+    ready(None)
 
 
 def _stop_runtime(runtime, reactor):
@@ -378,6 +390,7 @@ def _daemon_child(opts: Options, config, logfile: LogFile, wfd: int) -> NoReturn
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
+        sys.path[:] = [os.path.abspath(p) for p in sys.path]   # '' would mean / after chdir
         os.chdir('/')
         _redirect_stdio(logfile)
         start_logging(sys.stdout)

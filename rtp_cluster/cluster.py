@@ -303,12 +303,16 @@ class Cluster:
         return out
 
     def _notify_for_remote(self, cmd: Command, member: Member) -> Command:
+        """Point a remote member's timeout notifications at our relay, or drop them."""
         relay = self.config.disconnect_notify
-        if (relay is not None and member.supports_notify_relay
-                and cmd.notify_socket.startswith(relay.dest_socket_prefix)):
-            suffix = cmd.notify_socket[len(relay.dest_socket_prefix):]
-            tag = protocol.percent_quote('%s %s' % (suffix, protocol.percent_unquote(cmd.notify_tag)))
-            return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port, tag)
+        if relay is not None and member.supports_notify_relay:
+            socket_path = protocol.notify_socket_path(cmd.notify_socket)
+            prefix = protocol.notify_socket_path(relay.dest_socket_prefix)
+            if socket_path.startswith(prefix):
+                suffix = socket_path[len(prefix):]
+                tag = '%s %s' % (suffix, protocol.percent_unquote(cmd.notify_tag))
+                return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port,
+                                       protocol.percent_quote(tag))
         return cmd.without_notify()
 
     def _client_reply(self, cmd: Command, out: Command, member: Member, reply: str) -> str:

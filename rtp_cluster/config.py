@@ -100,7 +100,9 @@ def parse_endpoint(protocol: str, address: str) -> Endpoint:
 
 
 def parse_socket_spec(spec: str) -> Endpoint:
-    """Parse a command-line socket: ``udp:H[:P]``, ``udp6:H[:P]``, ``unix:/P``, ``/P`` or ``tcp:H:P``.
+    """Parse a command-line socket.
+
+    Accepts ``udp:H[:P]``, ``udp6:H[:P]``, ``unix:/P``, ``/P`` and ``tcp:H:P``.
 
     Raises ValueError.
     """
@@ -168,7 +170,8 @@ def _split_bare_ipv6(text: str) -> tuple[str, str | None]:
         return head, tail
     if _is_ipv6(text):
         return text, None
-    raise ValueError(f'"{text}" is neither HOST:PORT nor an IPv6 address; write IPv6 as [IPV6]:PORT')
+    raise ValueError(f'"{text}" is neither HOST:PORT nor an IPv6 address; '
+                     'write IPv6 as [IPV6]:PORT')
 
 
 def parse_port(text: str) -> int:
@@ -336,7 +339,8 @@ def load_config(path: str) -> Config:
         with open(path, 'rb') as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise ConfigError(f'{path}: cannot read the configuration file: {e.strerror or e}') from None
+        reason = e.strerror or str(e)
+        raise ConfigError(f'{path}: cannot read the configuration file: {reason}') from None
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f'{path}: file is larger than {MAX_CONFIG_BYTES} bytes; '
                           'expected an rtp_cluster configuration')
@@ -553,7 +557,8 @@ class _Reader:
                 other, line = endpoints[cluster.endpoint]
                 raise self.error(el, f'<rtp_cluster> "{cluster.name}"',
                                  f'control socket {cluster.endpoint} is already used by '
-                                 f'rtp_cluster "{other}" (line {line}); expected distinct addresses')
+                                 f'rtp_cluster "{other}" (line {line}); '
+                                 'expected distinct addresses')
             endpoints[cluster.endpoint] = (cluster.name, el.sourceline)
             result.append(cluster)
         return tuple(result)
@@ -573,7 +578,8 @@ class _Reader:
             endpoint=endpoint,
             members=self.members(groups.get('rtpproxy', []), name),
             capacity_limit='soft' if limit_el is None else self.capacity_limit(limit_el, owner),
-            disconnect_notify=None if notify_el is None else self.disconnect_notify(notify_el, name),
+            disconnect_notify=(None if notify_el is None
+                               else self.disconnect_notify(notify_el, name)),
         )
 
     def endpoint(self, el: etree._Element, groups: dict[str, list[etree._Element]],
@@ -599,7 +605,8 @@ class _Reader:
         host, port = self.value(inbound_el, owner, lambda text: split_host_port(text, None))
         prefix_el = self.required(el, groups, 'dest_socket_prefix', owner)
         prefix = self.value(prefix_el, owner, _check_socket_prefix)
-        return DisconnectNotifyConfig(inbound_host=host, inbound_port=port, dest_socket_prefix=prefix)
+        return DisconnectNotifyConfig(inbound_host=host, inbound_port=port,
+                                      dest_socket_prefix=prefix)
 
     def members(self, elements: list[etree._Element], cluster: str) -> tuple[MemberConfig, ...]:
         names: dict[str, int] = {}
@@ -765,7 +772,8 @@ def _parse_peers(text: str) -> tuple[str, ...]:
     seen: set[str] = set()
     for token in tokens:
         if token.lower() == 'auto':
-            raise ValueError('"auto" mixed with instance ids; expected either auto or a list of ids')
+            raise ValueError('"auto" mixed with instance ids; '
+                             'expected either auto or a list of ids')
         _check_ident(token)
         if token in seen:
             raise ValueError(f'instance id "{token}" is listed twice; expected distinct ids')
@@ -782,37 +790,41 @@ def _check_redis_url(text: str) -> str:
         elif scheme == 'unix':
             _check_redis_unix_url(parts)
         else:
-            raise ValueError(f'scheme "{parts.scheme}" is not supported; expected redis, rediss or unix')
+            raise ValueError(f'scheme "{parts.scheme}" is not supported; '
+                             f'expected {_EXPECTED["url"]}')
         _check_redis_query(parts.query)
     except ValueError as e:
-        raise ValueError(f'"{text}": {e}; expected {_EXPECTED["url"]}') from None
+        raise ValueError(f'"{text}": {e}') from None
     return text
 
 
 def _check_redis_tcp_url(parts: SplitResult) -> None:
     if parts.password is not None:
         raise ValueError('a password must not be written in the url; '
-                         'use <password_file> or <password_env>')
+                         'expected <password_file> or <password_env>')
     check_host(parts.hostname or '')
-    port = parts.port  # raises ValueError for a bad port
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
     if port == 0:
-        raise ValueError('port 0 is out of range')
+        raise ValueError('the port is not valid; expected 1-65535')
     if parts.path not in ('', '/') and not re.fullmatch(r'/[0-9]{1,5}', parts.path):
-        raise ValueError(f'database "{parts.path[1:]}" is not a number')
+        raise ValueError(f'database "{parts.path[1:]}" is not valid; expected a number')
 
 
 def _check_redis_unix_url(parts: SplitResult) -> None:
     if parts.netloc:
-        raise ValueError(f'unexpected host "{parts.netloc}" in a unix url')
+        raise ValueError(f'unexpected host "{parts.netloc}"; expected unix:///PATH')
     _unix_path(parts.path)
 
 
 def _check_redis_query(query: str) -> None:
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key != 'db':
-            raise ValueError(f'query parameter "{key}" is not supported; only db is')
+            raise ValueError(f'query parameter "{key}" is not supported; expected only db')
         if not re.fullmatch(r'[0-9]{1,5}', value):
-            raise ValueError(f'database "{value}" is not a number')
+            raise ValueError(f'database "{value}" is not valid; expected a number')
 
 
 # --------------------------------------------------------------------------

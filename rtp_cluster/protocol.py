@@ -348,6 +348,11 @@ def split_ul_modifiers(mods: str) -> list[str]:
     return _UL_MODIFIER.findall(mods)
 
 
+def notify_socket_path(spec: str) -> str:
+    """`unix:/path` and `/path` name the same notification socket."""
+    return spec[5:] if spec.startswith('unix:') else spec
+
+
 def strip_address_brackets(value: str) -> str:
     if value.startswith('[') and value.endswith(']'):
         return value[1:-1]

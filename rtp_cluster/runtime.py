@@ -14,6 +14,8 @@ from twisted.logger import Logger
 from .cluster import Cluster
 from .config import ClusterConfig, Config, MemberConfig, load_config
 from .member import Member
+from .notify import NotifyRelay
+from .sessions import DEFAULT_SESSION_TTL
 from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
                          make_member_client)
 
@@ -34,6 +36,11 @@ class Runtime:
         self.clusters: dict[str, Cluster] = {}
         self._servers: dict[str, Any] = {}
         self.admin = None
+        self.relays: dict[str, NotifyRelay] = {}
+        self.sharing = None
+        if config.redis is not None:
+            from .redis_sharing import RedisSharing
+            self.sharing = RedisSharing(config.redis, reactor)
         self.extensions: list[Any] = []   # e.g. the notification relays, the Redis sharer
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -43,6 +50,8 @@ class Runtime:
         try:
             for cluster_config in self.config.clusters:
                 self._start_cluster(cluster_config)
+            if self.sharing is not None:
+                self.sharing.start()
             if self.admin_spec:
                 from .admin import AdminServer   # the admin socket is optional in tests
                 self.admin = AdminServer(self, self.admin_spec, self.sock_owner)
@@ -58,35 +67,72 @@ class Runtime:
             self.admin = None
         for name in list(self.clusters):
             waits.append(self._stop_cluster(name))
+        if self.sharing is not None:
+            self.sharing.stop()
         return defer.DeferredList(waits)
 
     # --- clusters -------------------------------------------------------------------------------
 
     def _start_cluster(self, config: ClusterConfig) -> Cluster:
-        cluster = Cluster(config, self.reactor)
+        cluster = Cluster(config, self.reactor, store=self._session_store(config.name))
+        cluster.on_member_removed = lambda member: self._sync_relay(cluster)
         self._servers[config.name] = self._listen(config, cluster)
         self.clusters[config.name] = cluster
         for member_config in config.members:
             self.add_member(cluster, member_config)
+        self._sync_relay(cluster)
         cluster.start()
         self.log.info('cluster {name} listening on {endpoint} with {n} members',
                       name=config.name, endpoint=str(config.endpoint), n=len(config.members))
         return cluster
+
+    def _session_store(self, name: str):
+        """Shared through Redis when configured, else in memory (None: the cluster's default)."""
+        if self.sharing is None:
+            return None
+
+        def member_address(member: str) -> str | None:
+            cluster = self.clusters.get(name)
+            found = cluster.members.get(member) if cluster is not None else None
+            return str(found.config.endpoint) if found is not None else None
+        return self.sharing.store_for(name, member_address, DEFAULT_SESSION_TTL)
 
     def _listen(self, config: ClusterConfig, cluster: Cluster):
         endpoint = config.endpoint
         if endpoint.protocol == 'unix':
             return listen_unix(self.reactor, endpoint.path, StreamControlFactory(cluster.handle),
                                self.sock_owner)
-        server = UDPControlServer(lambda cmd, respond: cluster.handle(cmd, respond), self.reactor)
+        server = UDPControlServer(cluster.handle, self.reactor)
         server.listen(self.reactor, endpoint.host, endpoint.port)
         return server
 
     def _stop_cluster(self, name: str) -> defer.Deferred:
         cluster = self.clusters.pop(name)
         cluster.stop()
+        relay = self.relays.pop(name, None)
+        if relay is not None:
+            relay.stop()
         server = self._servers.pop(name)
         return defer.maybeDeferred(server.stop if hasattr(server, 'stop') else server.stopListening)
+
+    def _sync_relay(self, cluster: Cluster) -> None:
+        """Start, restart or stop the cluster's notify relay; allow its remote members."""
+        wanted = cluster.config.disconnect_notify
+        relay = self.relays.get(cluster.name)
+        if relay is not None and relay.config != wanted:
+            if wanted is not None and relay.same_address(wanted):
+                relay.reconfigure(wanted)     # rebinding the same port would race the close
+            else:
+                relay.stop()
+                del self.relays[cluster.name]
+                relay = None
+        if relay is None and wanted is not None:
+            relay = NotifyRelay(wanted, self.reactor)
+            relay.listen()
+            self.relays[cluster.name] = relay
+        if relay is not None:
+            relay.set_allowed(member.client.address[0] for member in cluster.members.values()
+                              if not member.is_local)
 
     def add_member(self, cluster: Cluster, config: MemberConfig) -> Member:
         if config.name in cluster.members:
@@ -96,6 +142,7 @@ class Runtime:
         member = Member(config, client, self.reactor, probe_interval=self.probe_interval)
         cluster.add_member(member)
         member.start()
+        self._sync_relay(cluster)
         return member
 
     # --- reload ------------------------------------------------------------------------------------
@@ -103,6 +150,8 @@ class Runtime:
     def reload(self) -> tuple[int, int]:
         """Re-read the config file and apply it; on a config error nothing changes."""
         new = load_config(self.config_path)
+        if new.redis != self.config.redis:
+            self.log.warn('reload: changed <redis> settings take effect at the next restart')
         self.apply(new)
         return len(new.clusters), sum(len(c.members) for c in new.clusters)
 
@@ -136,6 +185,7 @@ class Runtime:
                 member.apply_config(member_config, revive=True)
             else:
                 self._replace_member(cluster, member, member_config)
+        self._sync_relay(cluster)
 
     def _replace_member(self, cluster: Cluster, member: Member, config: MemberConfig) -> None:
         """New control address: new client and health state; its sessions stay bound by name."""

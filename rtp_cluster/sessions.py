@@ -97,8 +97,27 @@ class MemorySessionStore:
                 return
             self._decrement(old.member)
             del sessions[call_id]
-        sessions[call_id] = Session(member, self._clock(), from_tag, to_tag)
+        sessions[call_id] = self._new_session(call_id, member, from_tag, to_tag, old)
         self._counts[member] = self._counts.get(member, 0) + 1
+
+    def _new_session(self, call_id: str, member: str, from_tag: str | None, to_tag: str | None,
+                     previous: Session | None) -> Session:
+        return Session(member, self._clock(), from_tag, to_tag)
+
+    def _insert(self, call_id: str, session: Session) -> None:
+        """Add or replace an entry as it is (used by stores that learn sessions elsewhere)."""
+        old = self._sessions.pop(call_id, None)
+        if old is not None:
+            self._decrement(old.member)
+        self._sessions[call_id] = session
+        self._counts[session.member] = self._counts.get(session.member, 0) + 1
+
+    def _remove(self, call_id: str) -> Session | None:
+        """Drop an entry without the unbind side effects."""
+        session = self._sessions.pop(call_id, None)
+        if session is not None:
+            self._decrement(session.member)
+        return session
 
     def learn_to_tag(self, call_id: str, to_tag: str) -> None:
         session = self._sessions.get(call_id)

@@ -1,0 +1,148 @@
+"""Memory benchmark: rtp_cluster holding many live sessions, behind two fake members.
+
+One real RTPproxy holds only a few thousand sessions, so the members here are bench.fakemember
+processes (instant answers).  In one run:
+
+ 1. throughput of the empty cluster (call cycles at --concurrency for --duration s);
+ 2. RSS of the cluster (VmRSS), create --sessions live sessions through it (U only), RSS again
+    -> bytes per session;
+ 3. throughput again with those sessions present; then the sessions are deleted.
+
+    python -m bench.memory --sessions 100000
+    python -m bench.memory --target fake     # checks the tooling: one fake member, no cluster
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from bench.loadgen import LoadGen, format_table
+from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port,
+                           rss_bytes)
+
+HOST = '127.0.0.1'
+RESULTS = os.path.join(ROOT, 'bench', 'results', 'memory.json')
+
+
+def throughput(addr: tuple[str, int], pid: int, args, label: str) -> dict:
+    before = cpu_ticks(pid)
+    gen = LoadGen(addr, args.concurrency, timeout=args.timeout)
+    try:
+        stats = gen.run(args.duration, warmup=args.warmup)
+    finally:
+        gen.close()
+    summary = stats.summary()
+    summary['cpu_us_per_command'] = round(
+        (cpu_ticks(pid) - before) * 1e6 / CLK_TCK / (stats.replies or 1), 1)
+    print(format_table([(label, summary)]).splitlines()[-1], flush=True)
+    return summary
+
+
+def settled_rss(pid: int, pause: float = 1.0) -> int:
+    time.sleep(pause)                      # let replies, timers and heartbeats settle
+    return rss_bytes(pid)
+
+
+def run(args) -> dict:
+    result: dict = {'sessions_requested': args.sessions, 'concurrency': args.concurrency,
+                    'duration_s': args.duration, 'target': args.target}
+    with Fleet() as fleet:
+        if args.target == 'cluster':
+            ports = [free_udp_port(HOST) for _ in range(3)]
+            fleet.fake_member('fake1', ports[0])
+            fleet.fake_member('fake2', ports[1])
+            proc = fleet.cluster(ports[2], [('fake1', (HOST, ports[0])),
+                                            ('fake2', (HOST, ports[1]))], HOST,
+                                 capacity=max(100000, args.sessions))
+            addr = (HOST, ports[2])
+        else:
+            port = free_udp_port(HOST)
+            proc = fleet.fake_member('fake', port)
+            addr = (HOST, port)
+        result['rss_start'] = settled_rss(proc.pid)
+        result['empty'] = throughput(addr, proc.pid, args, 'empty')
+        result['rss_before'] = settled_rss(proc.pid)
+        holder = LoadGen(addr, 1, timeout=args.timeout, live_concurrency=args.create_concurrency)
+        try:
+            t0 = time.monotonic()
+            created = holder.create_live(args.sessions).summary()
+            result['create'] = {'seconds': round(time.monotonic() - t0, 2),
+                                'sessions': len(holder.live),
+                                'per_s': round(len(holder.live) / (time.monotonic() - t0), 1),
+                                'errors': created['errors'], 'timeouts': created['timeouts'],
+                                'retransmits': created['retransmits']}
+            print('created %d sessions in %.1f s (%s errors, %d retransmits)' % (
+                len(holder.live), result['create']['seconds'], created['error_count'],
+                created['retransmits']), flush=True)
+            result['rss_after'] = settled_rss(proc.pid)
+            result['full'] = throughput(addr, proc.pid, args, 'with %d sessions' % len(holder.live))
+            result['rss_after_run'] = settled_rss(proc.pid, 0)
+        finally:
+            deleted = holder.delete_live().summary()
+            holder.close()
+        result['delete'] = {'errors': deleted['errors'], 'timeouts': deleted['timeouts']}
+        result['rss_after_delete'] = settled_rss(proc.pid)
+        n = result['create']['sessions']
+        result['bytes_per_session'] = round((result['rss_after'] - result['rss_before']) / n, 1) \
+            if n else None
+        result['throughput_ratio_full_vs_empty'] = round(
+            result['full']['cycles_per_s'] / result['empty']['cycles_per_s'], 3) \
+            if result['empty']['cycles_per_s'] else None
+    return result
+
+
+def report(result: dict) -> str:
+    mib = 1024 * 1024
+    what = 'rtp_cluster (2 fake members)' if result['target'] == 'cluster' else 'fake member alone'
+    return '\n'.join([
+        '| measured | %s |' % what,
+        '|---|---:|',
+        '| RSS at start | %.1f MiB |' % (result['rss_start'] / mib),
+        '| RSS before sessions | %.1f MiB |' % (result['rss_before'] / mib),
+        '| RSS with %d sessions | %.1f MiB |' % (result['create']['sessions'],
+                                               result['rss_after'] / mib),
+        '| RSS after deleting them | %.1f MiB |' % (result['rss_after_delete'] / mib),
+        '| **bytes per session** | **%.0f** |' % (result['bytes_per_session'] or 0),
+        '| session creation rate | %.0f /s |' % result['create']['per_s'],
+        '| cycles/s at concurrency %d, empty | %.0f |' % (result['concurrency'],
+                                                         result['empty']['cycles_per_s']),
+        '| cycles/s at concurrency %d, with sessions | %.0f |' % (
+            result['concurrency'], result['full']['cycles_per_s']),
+        '| ratio with / empty | %.2f |' % (result['throughput_ratio_full_vs_empty'] or 0),
+        '| CPU µs per command, empty / with sessions | %.1f / %.1f |' % (
+            result['empty']['cpu_us_per_command'], result['full']['cpu_us_per_command']),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description='rtp_cluster memory per session and throughput')
+    ap.add_argument('--sessions', type=int, default=100000, help='live sessions (100000)')
+    ap.add_argument('--concurrency', type=int, default=16, help='throughput slots (16)')
+    ap.add_argument('--duration', type=float, default=10.0, help='seconds per throughput run')
+    ap.add_argument('--warmup', type=float, default=1.0)
+    ap.add_argument('--create-concurrency', type=int, default=64,
+                    help='commands in flight while creating the sessions (64)')
+    ap.add_argument('--timeout', type=float, default=1.0)
+    ap.add_argument('--target', choices=('cluster', 'fake'), default='cluster',
+                    help='cluster (default) or one fake member without cluster (tool check)')
+    ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')
+    args = ap.parse_args(argv)
+    if args.target == 'cluster' and not cluster_available():
+        print('rtp_cluster daemon not found; use --target fake to check the tooling',
+              file=sys.stderr)
+        return 2
+    result = run(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(result, f, indent=2)
+    print()
+    print(report(result))
+    print('\nresults: %s' % args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

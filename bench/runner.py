@@ -1,0 +1,209 @@
+"""A/B benchmark: one rtp-io member direct (A) against rtp_cluster with two rtp-io members (B).
+
+For every concurrency, rounds alternate A B A B ... (each --duration seconds after --warmup),
+on the same machine in the same run, so both sides see the same conditions.  Reported per
+target and concurrency: cycles/s, commands/s, latency percentiles per command, errors,
+retransmits, timeouts; the ratio B/A; and the CPU the target process spent per command
+(utime+stime from /proc/PID/stat, before/after each measurement, divided by every reply of
+that measurement): for A the member, for B the rtp_cluster daemon (its members separately).
+
+    python -m bench.runner --rounds 3 --duration 10
+    python -m bench.runner --b member        # B = a second direct member (checks the runner)
+
+Results go to bench/results/latest.json; a markdown table is printed for the README.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+from bench.loadgen import LoadGen, Stats, format_table
+from bench.members import CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port
+
+HOST = '127.0.0.1'
+RESULTS = os.path.join(ROOT, 'bench', 'results', 'latest.json')
+
+
+def media_ranges(base: int, size: int, count: int) -> list[tuple[int, int]]:
+    """`count` disjoint RTP port ranges of `size` ports (even start) from `base` on."""
+    base += base % 2
+    return [(base + i * size, base + (i + 1) * size - 1) for i in range(count)]
+
+
+class Target:
+    """Where the load goes and which processes' CPU is charged to it."""
+
+    def __init__(self, name: str, label: str, addr: tuple[str, int], main_pid: int,
+                 member_pids: list[int]) -> None:
+        self.name, self.label, self.addr = name, label, addr
+        self.main_pid = main_pid           # the process whose CPU µs/command is reported
+        self.member_pids = member_pids     # RTPproxies behind it (B only)
+
+
+def measure(target: Target, concurrency: int, args) -> tuple[Stats, dict]:
+    pids = [target.main_pid] + target.member_pids
+    before = [cpu_ticks(p) for p in pids]
+    gen = LoadGen(target.addr, concurrency, timeout=args.timeout, tries=args.tries,
+                  mix_ib=args.mix_ib, mix_q=args.mix_q, seed=args.seed)
+    try:
+        stats = gen.run(args.duration, warmup=args.warmup)
+    finally:
+        gen.close()
+    used = [(cpu_ticks(p) - b) * 1e6 / CLK_TCK for p, b in zip(pids, before)]
+    cpu = {'main_cpu_us': used[0], 'members_cpu_us': sum(used[1:])}
+    return stats, cpu
+
+
+def aggregate(parts: list[tuple[Stats, dict]]) -> dict:
+    """Merge the rounds of one target at one concurrency."""
+    merged = Stats.merge([s for s, _ in parts]).summary()
+    replies = sum(s.replies for s, _ in parts) or 1
+    merged['rounds_cycles_per_s'] = [s.summary()['cycles_per_s'] for s, _ in parts]
+    merged['cpu_us_per_command'] = round(sum(c['main_cpu_us'] for _, c in parts) / replies, 1)
+    merged['members_cpu_us_per_command'] = round(
+        sum(c['members_cpu_us'] for _, c in parts) / replies, 1)
+    merged['clean'] = (merged['error_count'] == 0 and merged['timeout_count'] == 0
+                       and merged['abandoned'] == 0)
+    return merged
+
+
+def _ratio(b, a):
+    return round(b / a, 3) if a else None
+
+
+def markdown(results: dict) -> str:
+    meta = results['meta']
+    a_label, b_label = meta['targets']['A'], meta['targets']['B']
+    lines = ['A = %s; B = %s.  %d rounds x %g s per target and concurrency, interleaved A B; '
+             '%s, %d CPUs, Python %s, rtp-io %s.' % (
+                 a_label, b_label, meta['rounds'], meta['duration_s'], meta['machine'],
+                 meta['cpus'], meta['python'], meta['rtp_io']),
+             '',
+             '| concurrency | A cycles/s | B cycles/s | B/A | A cmds/s | B cmds/s | B/A cmds '
+             '| A CPU µs/cmd (member) | B CPU µs/cmd (cluster) | A err/rtx/tmo | B err/rtx/tmo |',
+             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for row in results['summary']:
+        a, b = row['A'], row['B']
+        lines.append('| %d | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %.1f | %.1f '
+                     '| %d/%d/%d | %d/%d/%d |' % (
+            row['concurrency'], a['cycles_per_s'], b['cycles_per_s'], row['ratio_cycles'] or 0,
+            a['commands_per_s'], b['commands_per_s'], row['ratio_commands'] or 0,
+            a['cpu_us_per_command'], b['cpu_us_per_command'],
+            a['error_count'], a['retransmits'], a['timeout_count'],
+            b['error_count'], b['retransmits'], b['timeout_count']))
+    lines += ['', '| concurrency | target | cmd | p50 ms | p95 ms | p99 ms |',
+              '|---:|---|---|---:|---:|---:|']
+    for row in results['summary']:
+        for name in ('A', 'B'):
+            for cmd, v in row[name]['latency_ms'].items():
+                lines.append('| %d | %s | %s | %.3f | %.3f | %.3f |' % (
+                    row['concurrency'], name, cmd, v['p50'], v['p95'], v['p99']))
+    return '\n'.join(lines)
+
+
+def _rtp_io_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version('rtp-io')
+    except Exception:                      # noqa: BLE001 - informational only
+        return 'unknown'
+
+
+def run(args) -> dict:
+    concurrencies = [int(c) for c in args.concurrency.split(',')]
+    # each cycle holds 4 ports while it runs; leave room for late deletes and retransmits
+    span = max(2000, 16 * max(concurrencies))
+    ranges = media_ranges(args.media_base, span, 3)
+    results = {'meta': {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
+        'python': platform.python_version(), 'rtp_io': _rtp_io_version(),
+        'rounds': args.rounds, 'duration_s': args.duration, 'warmup_s': args.warmup,
+        'concurrencies': concurrencies, 'mix_q_pct': args.mix_q, 'mix_ib_pct': args.mix_ib,
+        'timeout_s': args.timeout, 'tries': args.tries, 'b': args.b,
+    }, 'runs': [], 'summary': []}
+    with Fleet() as fleet:
+        a_port = free_udp_port(HOST)
+        a = fleet.rtpp_member('a-direct', a_port, ranges[0])
+        target_a = Target('A', 'one rtp-io member, direct', (HOST, a_port), a.pid, [])
+        if args.b == 'cluster':
+            ports = [free_udp_port(HOST) for _ in range(3)]
+            m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
+            m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
+            cl = fleet.cluster(ports[2], [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))], HOST)
+            target_b = Target('B', 'rtp_cluster with two rtp-io members', (HOST, ports[2]),
+                              cl.pid, [m1.pid, m2.pid])
+        else:
+            b_port = free_udp_port(HOST)
+            b = fleet.rtpp_member('b-direct', b_port, ranges[1])
+            target_b = Target('B', 'a second rtp-io member, direct (stand-in)', (HOST, b_port),
+                              b.pid, [])
+        results['meta']['targets'] = {'A': target_a.label, 'B': target_b.label}
+        print('A: %s at %s:%d (pid %d)' % (target_a.label, *target_a.addr, target_a.main_pid))
+        print('B: %s at %s:%d (pid %d)' % (target_b.label, *target_b.addr, target_b.main_pid),
+              flush=True)
+        for conc in concurrencies:
+            per_target: dict[str, list] = {'A': [], 'B': []}
+            for rnd in range(1, args.rounds + 1):
+                for target in (target_a, target_b):
+                    stats, cpu = measure(target, conc, args)
+                    per_target[target.name].append((stats, cpu))
+                    s = stats.summary()
+                    s['cpu_us_per_command'] = round(cpu['main_cpu_us'] / (stats.replies or 1), 1)
+                    results['runs'].append({'concurrency': conc, 'round': rnd,
+                                            'target': target.name, **s})
+                    print(format_table([('%s c=%d r=%d' % (target.name, conc, rnd), s)]
+                                       ).splitlines()[-1], flush=True)
+                    time.sleep(args.pause)
+            row = {'concurrency': conc, 'A': aggregate(per_target['A']),
+                   'B': aggregate(per_target['B'])}
+            row['ratio_cycles'] = _ratio(row['B']['cycles_per_s'], row['A']['cycles_per_s'])
+            row['ratio_commands'] = _ratio(row['B']['commands_per_s'], row['A']['commands_per_s'])
+            results['summary'].append(row)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description='A/B benchmark: direct member vs rtp_cluster')
+    ap.add_argument('--rounds', type=int, default=3, help='A/B rounds per concurrency (3)')
+    ap.add_argument('--duration', type=float, default=10.0, help='seconds per measurement (10)')
+    ap.add_argument('--warmup', type=float, default=1.0, help='uncounted seconds first (1)')
+    ap.add_argument('--concurrency', default='1,16,64', help='comma list (1,16,64)')
+    ap.add_argument('--b', choices=('cluster', 'member'), default='cluster',
+                    help='B = rtp_cluster with two members (default) or a second direct member')
+    ap.add_argument('--mix-q', type=float, default=0.0, help='%% of cycles with a Q (0)')
+    ap.add_argument('--mix-ib', type=float, default=0.0, help='%% of cycles with an Ib (0)')
+    ap.add_argument('--timeout', type=float, default=1.0, help='retransmit after (1 s)')
+    ap.add_argument('--tries', type=int, default=5, help='sends per command (5)')
+    ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--pause', type=float, default=0.5, help='seconds between measurements')
+    ap.add_argument('--media-base', type=int, default=40000, help='first member RTP port')
+    ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')
+    args = ap.parse_args(argv)
+    if args.b == 'cluster' and not cluster_available():
+        print('rtp_cluster daemon not found (rtp_cluster/app.py, runtime.py); '
+              'use --b member to run B against a second direct member', file=sys.stderr)
+        return 2
+    results = run(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(results, f, indent=2)
+    print()
+    print(markdown(results))
+    print('\nresults: %s' % args.out)
+    for row in results['summary']:
+        if row['concurrency'] == max(results['meta']['concurrencies']):
+            b = row['B']
+            print('no-drop check (B, concurrency %d): %s (errors %d, timeouts %d, '
+                  'retransmits %d)' % (row['concurrency'], 'PASS' if b['clean'] else 'FAIL',
+                                       b['error_count'], b['timeout_count'], b['retransmits']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
