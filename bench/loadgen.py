@@ -9,7 +9,8 @@ K concurrent session slots each run call cycles until the time (or cycle budget)
     D <cid> <ftag> <ttag>                 -> expects `0`
 
 Every command has its own cookie; a command without answer is retransmitted with the same
-cookie after --timeout seconds, up to --tries sends in all, then counted as a timeout.  Each
+cookie after --timeout seconds (later retransmits up to --jitter x --timeout later still), up to
+--tries sends in all, then counted as a timeout.  Each
 reply is checked and wrong ones are counted by command and kind (`U:E72`, `D:form`, ...).
 
 Counting: commands, cycles and latencies are taken from replies that arrive inside the
@@ -35,7 +36,8 @@ import selectors
 import socket
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
+from heapq import heappop, heappush
 
 CMD_TYPES = ('U', 'L', 'D', 'Ib', 'Q')
 INFO_PREFIXES = (b'sessions created: ', b'active sessions: ', b'active streams: ',
@@ -184,6 +186,7 @@ class LoadGen:
 
     def __init__(self, target: tuple[str, int], concurrency: int = 1, sockets: int = 1,
                  timeout: float = 1.0, tries: int = 5, mix_ib: float = 0.0, mix_q: float = 0.0,
+                 jitter: float = 0.1,
                  media_addr: str = '127.0.0.1', seed: int | None = None,
                  live_concurrency: int = 128) -> None:
         if concurrency < 1 or sockets < 1 or tries < 1 or timeout <= 0:
@@ -192,6 +195,7 @@ class LoadGen:
         self.concurrency = concurrency
         self.timeout_ns = int(timeout * 1e9)
         self.tries = tries
+        self.jitter = jitter
         self.mix_ib = mix_ib
         self.mix_q = mix_q
         self.media_addr = media_addr
@@ -278,28 +282,32 @@ class LoadGen:
         self._cycles_left = None
         return stats
 
-    def create_live(self, n: int) -> Stats:
-        """Create `n` sessions with U only; they stay until delete_live()."""
+    def create_live(self, n: int, limit: float = 600.0) -> Stats:
+        """Create `n` sessions with U only (they stay until delete_live()); gives up after
+        `limit` seconds."""
         stats = Stats('create-live', self.live_concurrency)
         numbers = iter(range(len(self.live), len(self.live) + n))
         self._drive([self._live_create_script(numbers) for _ in range(self.live_concurrency)],
-                    stats, 0.0, None)
+                    stats, 0.0, None, limit)
         return stats
 
-    def delete_live(self) -> Stats:
+    def delete_live(self, limit: float = 600.0) -> Stats:
+        """Delete the sessions of create_live(); gives up after `limit` seconds."""
         stats = Stats('delete-live', self.live_concurrency)
         cids = iter(self.live)
         self._drive([self._live_delete_script(cids) for _ in range(self.live_concurrency)],
-                    stats, 0.0, None)
+                    stats, 0.0, None, limit)
         self.live = []
         return stats
 
     # -- the loop
 
-    def _drive(self, scripts: list, stats: Stats, warmup: float, duration: float | None) -> None:
+    def _drive(self, scripts: list, stats: Stats, warmup: float, duration: float | None,
+               limit: float = 600.0) -> None:
         """Run `scripts` to completion.  Replies inside [start+warmup, start+warmup+duration)
         are counted; after that the scripts are asked to stop and in-flight work is drained
-        (bounded by the retransmission budget)."""
+        (bounded by the retransmission budget).  Without a duration, `limit` seconds bound
+        the whole run."""
         mono = time.monotonic_ns
         timeout_ns, tries = self.timeout_ns, self.tries
         socks, nsocks = self.socks, len(self.socks)
@@ -307,13 +315,15 @@ class LoadGen:
         lat = stats.lat_ns
         errors = stats.errors
         pending: dict[bytes, list] = {}
-        waits: deque = deque()           # (deadline, cookie, try): deadlines only grow
+        waits: list = []                 # heap of (deadline, cookie, try)
+        jitter_ns = int(self.timeout_ns * self.jitter)
+        randbelow = self.rng.randrange
         start = mono()
         cpu0 = time.process_time()
         t_from = start + int(warmup * 1e9)
         t_to = t_from + int(duration * 1e9) if duration is not None else None
         drain_ns = timeout_ns * tries + 2_000_000_000
-        hard_end = (t_to + drain_ns) if t_to is not None else None
+        hard_end = (t_to + drain_ns) if t_to is not None else start + int(limit * 1e9)
         self._stopping = False
 
         def issue(gen, step, slot: int, now: int) -> None:
@@ -327,7 +337,7 @@ class LoadGen:
             except OSError:
                 pass                             # lost like a dropped datagram: retransmitted
             pending[cookie] = [gen, typ, check, now, 1, payload, sock, slot]
-            waits.append((now + timeout_ns, cookie, 1))
+            heappush(waits, (now + timeout_ns, cookie, 1))
 
         active = 0
         now = mono()
@@ -340,10 +350,10 @@ class LoadGen:
         select = self.sel.select
         while active:
             now = mono()
+            if now >= hard_end:
+                break
             if t_to is not None and now >= t_to:
                 self._stopping = True        # scripts stop at their next cycle boundary
-                if now >= hard_end:
-                    break
             wait_s = 0.05
             if waits:
                 wait_s = min(wait_s, max(0.0, (waits[0][0] - now) / 1e9))
@@ -380,7 +390,7 @@ class LoadGen:
                         issue(gen, step, slot, now)
             now = mono()
             while waits and waits[0][0] <= now:
-                _, cookie, attempt = waits.popleft()
+                _, cookie, attempt = heappop(waits)
                 entry = pending.get(cookie)
                 if entry is None or entry[4] != attempt:
                     continue
@@ -391,7 +401,9 @@ class LoadGen:
                         entry[6].send(entry[5])
                     except OSError:
                         pass
-                    waits.append((now + timeout_ns, cookie, attempt + 1))
+                    # a little jitter keeps retransmits from locking onto a periodic stall
+                    deadline = now + timeout_ns + (randbelow(jitter_ns) if jitter_ns else 0)
+                    heappush(waits, (deadline, cookie, attempt + 1))
                     continue
                 del pending[cookie]
                 stats.timeouts[entry[1]] += 1
@@ -439,6 +451,8 @@ def format_latency(summary: dict) -> str:
     for t, v in summary['latency_ms'].items():
         lines.append('%-4s %8d %9.3f %9.3f %9.3f %9.3f' % (t, v['n'], v['p50'], v['p95'],
                                                            v['p99'], v['max']))
+    if summary['loadgen_cpu_pct'] is not None:
+        lines.append('load generator CPU: %.1f%% of one core' % summary['loadgen_cpu_pct'])
     if summary['errors']:
         lines.append('errors: ' + ', '.join('%s=%d' % kv for kv in summary['errors'].items()))
     if summary['timeouts']:
@@ -451,7 +465,24 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host or '127.0.0.1', int(port)
 
 
-def _self_test(args) -> dict:
+def run_phases(target: tuple[str, int], args) -> list[tuple[str, dict]]:
+    """The command line's run: [create live sessions,] call cycles[, delete live sessions]."""
+    gen = LoadGen(target, args.concurrency, sockets=args.sockets, timeout=args.timeout,
+                  tries=args.tries, mix_ib=args.mix_ib, mix_q=args.mix_q, jitter=args.jitter,
+                  seed=args.seed)
+    phases = []
+    try:
+        if args.live_sessions:
+            phases.append(('create-live', gen.create_live(args.live_sessions).summary()))
+        phases.append(('cycles', gen.run(args.duration, args.cycles, args.warmup).summary()))
+    finally:
+        if gen.live:
+            phases.append(('delete-live', gen.delete_live().summary()))
+        gen.close()
+    return phases
+
+
+def self_test(args) -> list[tuple[str, dict]]:
     """Capacity of the generator: drive bench.fakemember, each pinned to its own CPU."""
     from bench.members import Fleet, free_udp_port
     cpus = sorted(os.sched_getaffinity(0))
@@ -462,18 +493,9 @@ def _self_test(args) -> dict:
             os.sched_setaffinity(fake.pid, {cpus[1]})
             os.sched_setaffinity(0, {cpus[0]})
         try:
-            gen = LoadGen(('127.0.0.1', port), args.concurrency, args.sockets, args.timeout,
-                          args.tries, args.mix_ib, args.mix_q, seed=args.seed)
-            try:
-                stats = gen.run(args.duration, args.cycles, args.warmup)
-            finally:
-                gen.close()
+            return run_phases(('127.0.0.1', port), args)
         finally:
             os.sched_setaffinity(0, set(cpus))
-    summary = stats.summary()
-    summary['target'] = 'bench.fakemember (self-test, one CPU each)' if len(cpus) >= 2 \
-        else 'bench.fakemember (self-test, shared CPU)'
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                     help='create N sessions first, keep them during the run, delete them after')
     ap.add_argument('--timeout', type=float, default=1.0, help='seconds before a retransmit (1)')
     ap.add_argument('--tries', type=int, default=5, help='sends per command incl. retransmits (5)')
+    ap.add_argument('--jitter', type=float, default=0.1,
+                    help='retransmit after timeout x (1 + up to JITTER) (0.1)')
     ap.add_argument('--sockets', type=int, default=1, help='UDP sockets (1)')
     ap.add_argument('--seed', type=int, default=None, help='seed of the Q/Ib mix')
     ap.add_argument('--json', help='also write the JSON result to this file')
@@ -499,26 +523,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.cycles is not None:
         args.duration = None
     if args.self_test:
-        result = _self_test(args)
-        phases = [('self-test', result)]
+        target = 'bench.fakemember (self-test, one CPU each)'
+        phases = self_test(args)
+    elif args.target:
+        target = args.target
+        phases = run_phases(parse_hostport(args.target), args)
     else:
-        if not args.target:
-            ap.error('--target or --self-test is required')
-        gen = LoadGen(parse_hostport(args.target), args.concurrency, args.sockets, args.timeout,
-                      args.tries, args.mix_ib, args.mix_q, seed=args.seed)
-        phases = []
-        try:
-            if args.live_sessions:
-                phases.append(('create-live', gen.create_live(args.live_sessions).summary()))
-            phases.append(('cycles', gen.run(args.duration, args.cycles, args.warmup).summary()))
-        finally:
-            if gen.live:
-                phases.append(('delete-live', gen.delete_live().summary()))
-            gen.close()
-        result = {'target': args.target, 'phases': dict(phases)}
+        ap.error('--target or --self-test is required')
+    result = {'target': target, 'phases': dict(phases)}
     print(format_table(phases))
     print()
-    print(format_latency(dict(phases)['self-test' if args.self_test else 'cycles']))
+    print(format_latency(result['phases']['cycles']))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=2)

@@ -3,10 +3,13 @@
 One real RTPproxy holds only a few thousand sessions, so the members here are bench.fakemember
 processes (instant answers).  In one run:
 
- 1. throughput of the empty cluster (call cycles at --concurrency for --duration s);
+ 1. throughput of the empty cluster (call cycles at --concurrency for --duration s), which also
+    warms the process up;
  2. RSS of the cluster (VmRSS), create --sessions live sessions through it (U only), RSS again
-    -> bytes per session;
- 3. throughput again with those sessions present; then the sessions are deleted.
+    -> bytes per session (an upper bound: it includes whatever the cluster keeps per recent
+    command, e.g. cached replies, unless --settle outlasts that);
+ 3. throughput twice with those sessions present; delete them; throughput of the empty
+    cluster once more (order empty, full, full, empty).
 
     python -m bench.memory --sessions 100000
     python -m bench.memory --target fake     # checks the tooling: one fake member, no cluster
@@ -41,14 +44,21 @@ def throughput(addr: tuple[str, int], pid: int, args, label: str) -> dict:
     return summary
 
 
-def settled_rss(pid: int, pause: float = 1.0) -> int:
+def settled_rss(pid: int, pause: float) -> int:
     time.sleep(pause)                      # let replies, timers and heartbeats settle
     return rss_bytes(pid)
 
 
+def _mean_cycles(runs: list[dict]) -> float:
+    return round(sum(r['cycles_per_s'] for r in runs) / len(runs), 1)
+
+
 def run(args) -> dict:
+    """Throughput runs in the order empty, full, full, empty (cancels a linear drift of the
+    machine's speed); RSS before and after creating the sessions."""
     result: dict = {'sessions_requested': args.sessions, 'concurrency': args.concurrency,
-                    'duration_s': args.duration, 'target': args.target}
+                    'create_concurrency': args.create_concurrency, 'duration_s': args.duration,
+                    'settle_s': args.settle, 'target': args.target}
     with Fleet() as fleet:
         if args.target == 'cluster':
             ports = [free_udp_port(HOST) for _ in range(3)]
@@ -62,58 +72,67 @@ def run(args) -> dict:
             port = free_udp_port(HOST)
             proc = fleet.fake_member('fake', port)
             addr = (HOST, port)
-        result['rss_start'] = settled_rss(proc.pid)
-        result['empty'] = throughput(addr, proc.pid, args, 'empty')
-        result['rss_before'] = settled_rss(proc.pid)
+        result['rss_start'] = settled_rss(proc.pid, 1.0)
+        empty = [throughput(addr, proc.pid, args, 'empty')]
+        # the empty run has warmed the process (caches, allocator arenas): measure from here
+        result['rss_before'] = settled_rss(proc.pid, args.settle)
         holder = LoadGen(addr, 1, timeout=args.timeout, live_concurrency=args.create_concurrency)
         try:
             t0 = time.monotonic()
             created = holder.create_live(args.sessions).summary()
-            result['create'] = {'seconds': round(time.monotonic() - t0, 2),
-                                'sessions': len(holder.live),
-                                'per_s': round(len(holder.live) / (time.monotonic() - t0), 1),
+            seconds = time.monotonic() - t0
+            result['create'] = {'seconds': round(seconds, 2), 'sessions': len(holder.live),
+                                'per_s': round(len(holder.live) / seconds, 1),
                                 'errors': created['errors'], 'timeouts': created['timeouts'],
                                 'retransmits': created['retransmits']}
-            print('created %d sessions in %.1f s (%s errors, %d retransmits)' % (
-                len(holder.live), result['create']['seconds'], created['error_count'],
+            print('created %d sessions in %.1f s (%d errors, %d timeouts, %d retransmits)' % (
+                len(holder.live), seconds, created['error_count'], created['timeout_count'],
                 created['retransmits']), flush=True)
-            result['rss_after'] = settled_rss(proc.pid)
-            result['full'] = throughput(addr, proc.pid, args, 'with %d sessions' % len(holder.live))
-            result['rss_after_run'] = settled_rss(proc.pid, 0)
+            result['rss_after'] = settled_rss(proc.pid, args.settle)
+            label = 'with %d sessions' % len(holder.live)
+            full = [throughput(addr, proc.pid, args, label) for _ in range(2)]
+            result['rss_after_runs'] = settled_rss(proc.pid, 0)
         finally:
             deleted = holder.delete_live().summary()
             holder.close()
         result['delete'] = {'errors': deleted['errors'], 'timeouts': deleted['timeouts']}
-        result['rss_after_delete'] = settled_rss(proc.pid)
+        result['rss_after_delete'] = settled_rss(proc.pid, 1.0)
+        empty.append(throughput(addr, proc.pid, args, 'empty again'))
+        result['empty_runs'], result['full_runs'] = empty, full
+        result['empty_cycles_per_s'] = _mean_cycles(empty)
+        result['full_cycles_per_s'] = _mean_cycles(full)
         n = result['create']['sessions']
-        result['bytes_per_session'] = round((result['rss_after'] - result['rss_before']) / n, 1) \
-            if n else None
+        result['bytes_per_session'] = \
+            round((result['rss_after'] - result['rss_before']) / n, 1) if n else None
         result['throughput_ratio_full_vs_empty'] = round(
-            result['full']['cycles_per_s'] / result['empty']['cycles_per_s'], 3) \
-            if result['empty']['cycles_per_s'] else None
+            result['full_cycles_per_s'] / result['empty_cycles_per_s'], 3) \
+            if result['empty_cycles_per_s'] else None
     return result
 
 
 def report(result: dict) -> str:
     mib = 1024 * 1024
     what = 'rtp_cluster (2 fake members)' if result['target'] == 'cluster' else 'fake member alone'
+    conc = result['concurrency']
     return '\n'.join([
         '| measured | %s |' % what,
         '|---|---:|',
         '| RSS at start | %.1f MiB |' % (result['rss_start'] / mib),
-        '| RSS before sessions | %.1f MiB |' % (result['rss_before'] / mib),
+        '| RSS before sessions (after a warm-up run) | %.1f MiB |' % (result['rss_before'] / mib),
         '| RSS with %d sessions | %.1f MiB |' % (result['create']['sessions'],
                                                result['rss_after'] / mib),
         '| RSS after deleting them | %.1f MiB |' % (result['rss_after_delete'] / mib),
         '| **bytes per session** | **%.0f** |' % (result['bytes_per_session'] or 0),
-        '| session creation rate | %.0f /s |' % result['create']['per_s'],
-        '| cycles/s at concurrency %d, empty | %.0f |' % (result['concurrency'],
-                                                         result['empty']['cycles_per_s']),
-        '| cycles/s at concurrency %d, with sessions | %.0f |' % (
-            result['concurrency'], result['full']['cycles_per_s']),
+        '| session creation rate (%d in flight) | %.0f /s |' % (
+            result['create_concurrency'], result['create']['per_s']),
+        '| cycles/s at concurrency %d, empty (2 runs) | %.0f |' % (
+            conc, result['empty_cycles_per_s']),
+        '| cycles/s at concurrency %d, with the sessions (2 runs) | %.0f |' % (
+            conc, result['full_cycles_per_s']),
         '| ratio with / empty | %.2f |' % (result['throughput_ratio_full_vs_empty'] or 0),
         '| CPU µs per command, empty / with sessions | %.1f / %.1f |' % (
-            result['empty']['cpu_us_per_command'], result['full']['cpu_us_per_command']),
+            sum(r['cpu_us_per_command'] for r in result['empty_runs']) / 2,
+            sum(r['cpu_us_per_command'] for r in result['full_runs']) / 2),
     ])
 
 
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--create-concurrency', type=int, default=64,
                     help='commands in flight while creating the sessions (64)')
     ap.add_argument('--timeout', type=float, default=1.0)
+    ap.add_argument('--settle', type=float, default=2.0,
+                    help='seconds of quiet before each RSS reading (2)')
     ap.add_argument('--target', choices=('cluster', 'fake'), default='cluster',
                     help='cluster (default) or one fake member without cluster (tool check)')
     ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')

@@ -23,11 +23,15 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import IO, Callable, NoReturn
+from typing import IO, TYPE_CHECKING, Callable, NoReturn
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .runtime import Runtime
 
 PROG = 'rtp_cluster'
 DEFAULT_CONFIG = '/usr/local/etc/rtp_cluster.xml'
@@ -138,7 +142,7 @@ def parse_options(argv: list[str]) -> Options:
 
 # --- configuration ---------------------------------------------------------------------------
 
-def load(path: str):
+def load(path: str) -> Config:
     """Load and validate the configuration file; AppError with the ConfigError text."""
     from .config import ConfigError, load_config
     try:
@@ -149,7 +153,7 @@ def load(path: str):
         raise AppError('%s: %s' % (path, exc.strerror or exc)) from None
 
 
-def count(config) -> tuple[int, int]:
+def count(config: Config) -> tuple[int, int]:
     """(clusters, members) of a Config."""
     return len(config.clusters), sum(len(c.members) for c in config.clusters)
 
@@ -222,12 +226,13 @@ class LogFile:
 
 
 def start_logging(stream: IO[str]) -> None:
+    """Timestamped twisted.logger output to `stream` (stdout: the terminal or the log file)."""
     globalLogBeginner.beginLoggingTo([textFileLogObserver(stream)], redirectStandardIO=False)
 
 
 # --- running ---------------------------------------------------------------------------------
 
-def start_runtime(opts: Options, config, reactor):
+def start_runtime(opts: Options, config: Config, reactor) -> Runtime:
     """Create the Runtime and bind every socket; AppError (one line) on failure."""
     from .runtime import Runtime
     try:
@@ -256,7 +261,7 @@ def _one_line(exc: BaseException) -> str:
     return ' '.join(text.split('\n'))
 
 
-def install_signals(reactor, runtime, logfile: LogFile | None) -> None:
+def install_signals(reactor, runtime: Runtime, logfile: LogFile | None) -> None:
     """SIGHUP reloads, SIGUSR1 reopens the log file; SIGTERM/SIGINT are the reactor's own."""
     def on_signal(signum: int, _frame) -> None:
         action = reload if signum == signal.SIGHUP else reopen
@@ -288,7 +293,7 @@ def install_signals(reactor, runtime, logfile: LogFile | None) -> None:
     signal.signal(signal.SIGUSR1, on_signal)
 
 
-def serve(opts: Options, config, logfile: LogFile | None, ready: Callable[[str | None], None]) -> int:
+def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callable[[str | None], None]) -> int:
     """Start everything, report through `ready(error_or_None)`, run until SIGTERM/SIGINT."""
     from twisted.internet import reactor
     pidfile = PidFile(opts.pidfile)
@@ -297,6 +302,8 @@ def serve(opts: Options, config, logfile: LogFile | None, ready: Callable[[str |
         runtime = start_runtime(opts, config, reactor)
     except AppError as exc:
         pidfile.remove()
+        if logfile is not None:            # the terminal gets the line too, through ready()
+            log.error('startup failed: {error}', error=str(exc))
         ready(str(exc))
         return 1
     install_signals(reactor, runtime, logfile)
@@ -333,7 +340,7 @@ def _stop_runtime(runtime, reactor):
     return d
 
 
-def run_foreground(opts: Options, config) -> int:
+def run_foreground(opts: Options, config: Config) -> int:
     start_logging(sys.stdout)
 
     def ready(error: str | None) -> None:
@@ -345,7 +352,7 @@ def run_foreground(opts: Options, config) -> int:
 
 # --- daemon mode -----------------------------------------------------------------------------
 
-def run_daemon(opts: Options, config) -> int:
+def run_daemon(opts: Options, config: Config) -> int:
     """Double fork; the daemon reports 'OK' or the startup error through a pipe."""
     logfile = LogFile(opts.logfile)
     logfile.check()

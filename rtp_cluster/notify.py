@@ -17,7 +17,6 @@ from collections import deque
 from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-from twisted.protocols.basic import LineOnlyReceiver
 
 from .protocol import notify_socket_path
 from .transports import StartupError
@@ -38,12 +37,13 @@ class RelayCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class _Inbound(LineOnlyReceiver):
-    delimiter = b'\n'
-    MAX_LENGTH = MAX_LINE
+class _Inbound(tx_protocol.Protocol):
+    """Lines from one member; over-long lines are dropped, the connection is kept."""
 
     def __init__(self, relay: 'NotifyRelay') -> None:
         self.relay = relay
+        self._buffer = b''
+        self._discarding = False
 
     def connectionMade(self) -> None:
         host = self.transport.getPeer().host
@@ -53,12 +53,24 @@ class _Inbound(LineOnlyReceiver):
                                 host=host)
             self.transport.abortConnection()
 
-    def lineReceived(self, line: bytes) -> None:
-        self.relay.dispatch(line.rstrip(b'\r').decode('latin-1'))
+    def dataReceived(self, data: bytes) -> None:
+        *lines, self._buffer = (self._buffer + data).split(b'\n')
+        for line in lines:
+            if self._discarding:
+                self._discarding = False      # the tail of an over-long line
+                continue
+            if len(line) > MAX_LINE:
+                self._too_long(len(line))
+                continue
+            self.relay.dispatch(line.rstrip(b'\r').decode('latin-1'))
+        if len(self._buffer) > MAX_LINE:
+            self._too_long(len(self._buffer))
+            self._buffer = b''
+            self._discarding = True
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def _too_long(self, size: int) -> None:
         self.relay.counters.bad_lines += 1
-        self.relay.log.warn('notify relay: line of {n} bytes dropped', n=len(line))
+        self.relay.log.warn('notify relay: line of {n} bytes dropped', n=size)
 
 
 class _InboundFactory(tx_protocol.Factory):
@@ -111,9 +123,11 @@ class _Destination:
 
     def send(self, data: bytes) -> None:
         if len(self.queue) >= self.relay.queue_limit:
-            self.relay.counters.dropped += 1
-            self.relay.log.warn('notify relay: queue for {path} full, notification dropped',
-                                path=self.path)
+            counters = self.relay.counters
+            counters.dropped += 1
+            if counters.dropped == 1 or counters.dropped % 1000 == 0:
+                self.relay.log.warn('notify relay: queue for {path} full, notification dropped '
+                                    '({n} dropped so far)', path=self.path, n=counters.dropped)
             return
         self.queue.append(data)
         self.flush()

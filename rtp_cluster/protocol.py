@@ -73,10 +73,13 @@ def split_cookie(datagram: str) -> tuple[str | None, str | None]:
     if not text:
         return None, None
     match = _SEPARATORS.search(text)
+    cookie = text if match is None else text[:match.start()]
+    if '\x00' in cookie:
+        return None, None          # RTPproxy answers a bare E5: no usable cookie
     if match is None:
         return text, None
     command = text[match.end():]
-    return text[:match.start()], (command if command else None)
+    return cookie, (command if command else None)
 
 
 class Command:
@@ -151,6 +154,8 @@ class Command:
 
     def modifier_value(self, letter: str) -> str | None:
         """The value of a value-bearing U/L modifier (`l`/`r`), case-insensitively."""
+        if self.letter not in ('U', 'L'):
+            return None
         for mod in split_ul_modifiers(self.mods):
             if mod[0].lower() == letter:
                 return strip_address_brackets(mod[1:])
@@ -177,6 +182,9 @@ class Command:
         """
         new = self.copy()
         kept = [m for m in split_ul_modifiers(self.mods) if m[0] not in 'lLrR']
+        # single letters first: a digit such as `6` must not run into a value (`c0,8` + `6`)
+        kept.sort(key=len)
+        kept = [m for m in kept if len(m) == 1] + [m for m in kept if len(m) > 1]
         value = '[%s]' % address if ':' in address else address
         new.mods = ''.join(kept) + 'L' + value
         new._dirty = True
@@ -256,30 +264,52 @@ def _split_sections(tokens: list[str]) -> list[list[str]] | None:
 
 
 def _check(cmd: Command) -> str | None:
+    """The E-code RTPproxy gives, checked in its order: letter, count, modifiers, `&&`."""
     letter, mods, ntokens = cmd.letter, cmd.mods, len(cmd.args) + 1
     if letter == 'V':
-        return _check_version(mods, ntokens)
+        wanted = 2 if mods[:1] in ('F', 'f') else 1
+        if ntokens != wanted:
+            return E_ARG_COUNT
+        if mods[wanted - 1:]:
+            return E_NO_MODIFIERS
+        return E_SUBCOMMAND if cmd.subcommands else None
     limits = _ARG_LIMITS.get(letter)
     if limits is None:
         return E_UNKNOWN_COMMAND
+    if not limits[0] <= ntokens <= limits[1]:
+        return E_ARG_COUNT
+    if letter in _NO_MODIFIER_COMMANDS and mods:
+        return E_NO_MODIFIERS
+    if cmd.subcommands and (letter not in SUBCOMMAND_HOSTS or not _subcommands_valid(cmd)):
+        return E_SUBCOMMAND
     mod_error = _MODIFIER_CHECKS[letter](mods)
     if mod_error:
         return mod_error
-    if not limits[0] <= ntokens <= limits[1]:
-        return E_ARG_COUNT
-    if cmd.subcommands and letter not in SUBCOMMAND_HOSTS:
-        return E_SUBCOMMAND
     if letter == 'U' and ntokens >= 7 and not _valid_percent_encoding(cmd.args[-1]):
         return E_NOTIFY_TAG
     return None
 
 
-def _check_version(mods: str, ntokens: int) -> str | None:
-    if mods == '':
-        return None if ntokens == 1 else E_ARG_COUNT
-    if mods in ('F', 'f'):
-        return None if ntokens == 2 else E_ARG_COUNT
-    return E_NO_MODIFIERS
+_NO_MODIFIER_COMMANDS = frozenset('SX')
+
+
+def _subcommands_valid(cmd: Command) -> bool:
+    """The shape of each `&&` subcommand (its values are checked by the member)."""
+    dual_leg = cmd.letter == 'U' and len(cmd.args) in (5, 7)    # U with a to-tag
+    for sub in cmd.subcommands:
+        word, args = sub[0], sub[1:]
+        kind, mods = word[0].upper(), word[1:]
+        if kind == 'D':
+            ok = mods in ('', 'w', 'W') and not args
+        elif kind == 'S':
+            ok = mods in ('', 'r', 'R') and len(args) == 1 and '=' in args[0]
+        elif kind in ('L', 'C'):
+            ok = dual_leg
+        else:
+            ok = kind == 'M'
+        if not ok:
+            return False
+    return True
 
 
 def _only(allowed: str, code: str):
@@ -291,9 +321,12 @@ def _only(allowed: str, code: str):
 
 
 def _check_r_modifiers(mods: str) -> str | None:
-    if 'p' in mods or 'P' in mods:
-        return E_R_MODIFIER_P
-    return None if set('sS').issuperset(mods) else E_RCN_MODIFIER
+    for c in mods:                     # the first bad letter decides, as in RTPproxy
+        if c in 'pP':
+            return E_R_MODIFIER_P
+        if c not in 'sS':
+            return E_RCN_MODIFIER
+    return None
 
 
 def _check_n_modifiers(mods: str) -> str | None:
@@ -305,8 +338,7 @@ def _check_n_modifiers(mods: str) -> str | None:
 def _check_p_count(mods: str) -> str | None:
     if mods == '':
         return None
-    body = mods[1:] if mods[0] == '-' else mods
-    return None if body.isdigit() and body.isascii() else E_P_COUNT
+    return None if _SIGNED_INT.fullmatch(mods) else E_P_COUNT
 
 
 def _no_check(mods: str) -> str | None:
@@ -329,6 +361,8 @@ _MODIFIER_CHECKS = {
     'X': _only('', E_NO_MODIFIERS),
 }
 
+_SIGNED_INT = re.compile('[-+]?[0-9]+')
+_UNSIGNED_INT = re.compile('[0-9]+')
 _PERCENT_ESCAPE = re.compile('%(?![0-9A-Fa-f]{2})')
 
 
@@ -369,14 +403,14 @@ def is_positive_ul_reply(body: str) -> bool:
     """A U/L reply that names a port (not an error, not `0` = session not found)."""
     if not body or is_error(body):
         return False
-    first = body.split(None, 1)[0] if body.strip() else ''
-    return first.isdigit() and int(first) != 0
+    tokens = tokenize(body)
+    return bool(tokens) and _UNSIGNED_INT.fullmatch(tokens[0]) is not None and int(tokens[0]) != 0
 
 
 def parse_ul_reply(body: str) -> tuple[int, str | None, bool] | None:
     """`port [addr [6]]` → (port, addr, ipv6); None for `0`, errors and garbage."""
     tokens = tokenize(body)
-    if not tokens or not tokens[0].isdigit():
+    if not tokens or _UNSIGNED_INT.fullmatch(tokens[0]) is None:
         return None
     port = int(tokens[0])
     if port == 0 or port > 65535:
@@ -396,7 +430,7 @@ def parse_info(body: str) -> dict[str, int] | None:
     for line in body.splitlines():
         name, sep, value = line.partition(':')
         value = value.strip()
-        if sep and name in INFO_FIELDS and value.lstrip('-').isdigit():
+        if sep and name in INFO_FIELDS and _SIGNED_INT.fullmatch(value):
             values[name] = int(value)
     return values if len(values) == len(INFO_FIELDS) else None
 
@@ -429,11 +463,13 @@ def parse_stats_reply(names: Sequence[str], body: str, verbose: bool) -> list[Nu
     return values
 
 
+_DECIMAL = re.compile('-?[0-9]+(?:\\.[0-9]*)?')
+
+
 def _parse_number(token: str) -> Number | None:
-    try:
-        return float(token) if '.' in token else int(token)
-    except ValueError:
+    if _DECIMAL.fullmatch(token) is None:
         return None
+    return float(token) if '.' in token else int(token)
 
 
 def format_stats(names: Sequence[str], values: Iterable[Number], verbose: bool) -> str:

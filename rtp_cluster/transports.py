@@ -313,7 +313,10 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
             raise StartupError('cannot bind member client to %s: %s'
                                % (interface, exc.socketError)) from None
         _grow_buffers(self._listening.socket)
-        self.transport.connect(*self.address)
+        # Not connect()ed on purpose: an ICMP port-unreachable on a connected socket makes
+        # epoll report EPOLLERR, and Twisted then closes the port for good, so a member
+        # that was down for a moment could never be probed again.  Replies are matched on
+        # their source address instead (datagramReceived).
 
     def close(self) -> None:
         for pending in list(self._pending.values()):
@@ -337,7 +340,7 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
     def _transmit(self, cookie: str, pending: _Pending) -> None:
         if self.transport is not None:
             try:
-                self.transport.write(pending.data)
+                self.transport.write(pending.data, self.address)
             except OSError:
                 pass    # e.g. ECONNREFUSED from an earlier ICMP error: the retransmit tries again
         delay = min(pending.rto, pending.deadline - self.reactor.seconds())
@@ -363,6 +366,8 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
             pending.callback(None)
 
     def datagramReceived(self, data: bytes, addr) -> None:
+        if (addr[0], addr[1]) != self.address:
+            return      # not from our member
         text = data.decode('latin-1')
         cookie, _, body = text.partition(' ')
         pending = self._pending.pop(cookie, None)

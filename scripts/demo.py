@@ -160,7 +160,7 @@ def instructions(port: int, admin: str) -> str:
         '    %s %s -s %s ls' % (sys.executable, client, admin),
         '    %s %s -s %s ls demo' % (sys.executable, client, admin),
         'A control command by hand:',
-        "    printf '1 V' | nc -u -w1 %s %d" % (HOST, port),
+        "    printf '1 V' | nc -u -w1 %s %d      (netcat; the reply is: 1 20040107)" % (HOST, port),
         '',
         'Press Ctrl-C to stop the cluster and the members.',
         '',

@@ -76,7 +76,10 @@ def read(path) -> str:
 
 
 def app_command(*args: str) -> list[str]:
-    return [sys.executable, '-m', 'rtp_cluster.app', *args]
+    # RTPC_APP_PYTHON runs the daemon under another interpreter, e.g. Debian's python3
+    # with python3-twisted 22.4: RTPC_APP_PYTHON=/usr/bin/python3 pytest tests/test_app.py
+    python = os.environ.get('RTPC_APP_PYTHON', sys.executable)
+    return [python, '-m', 'rtp_cluster.app', *args]
 
 
 def child_env() -> dict[str, str]:
@@ -117,7 +120,7 @@ def setup(tmp_path, procs):
 
 @pytest.fixture
 def daemon_pids():
-    """Pids of detached daemons; any still running at teardown gets SIGKILL."""
+    """Pids of processes that are not our children; any still running at teardown: SIGKILL."""
     pids: list[int] = []
     yield pids
     for pid in pids:
@@ -315,6 +318,23 @@ def test_port_in_use_is_one_line_exit_1(setup):
     assert not os.path.exists(s['admin'])
 
 
+def test_failed_start_leaves_no_socket_files(tmp_path):
+    control = tmp_path / 'control.sock'
+    config = tmp_path / 'c.xml'
+    config.write_text('<rtp_cluster_config><rtp_cluster><name>u</name><protocol>unix</protocol>'
+                      '<address>%s</address>%s</rtp_cluster></rtp_cluster_config>'
+                      % (control, member_xml('m0', '127.0.0.1:22223')))
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        admin = 'tcp:127.0.0.1:%d' % busy.getsockname()[1]
+        for mode in (['-f'], ['-L', str(tmp_path / 'log')]):
+            result = run_app(*mode, '-c', str(config), '-s', admin, '-P', str(tmp_path / 'p'))
+            assert_one_line_error(result, admin[4:].replace(':', ' port '))
+            assert not control.exists()
+            assert not (tmp_path / 'p').exists()
+
+
 def test_unwritable_pidfile_is_one_line_exit_1(setup):
     s = setup
     pidfile = str(s['tmp'] / 'no' / 'such' / 'dir.pid')
@@ -380,3 +400,37 @@ def test_daemon_sigusr1_reopens_the_log_file(setup, daemon_pids):
     stop_daemon(pid)
     assert 'stopped' in read(s['log'])
     assert 'stopped' not in read(rotated)
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+def test_demo_serves_and_ctrl_c_stops_everything(tmp_path, procs, daemon_pids):
+    port, m1, m2 = free_udp_port(), free_udp_port(), free_udp_port()
+    env = dict(child_env(), RTPC_DEMO_PORT=str(port), RTPC_DEMO_MEMBER_PORTS='%d %d' % (m1, m2),
+               RTPC_DEMO_DIR=str(tmp_path), RTPC_DEMO_MEDIA_BASE='58000')
+    output = tmp_path / 'demo.out'
+    with open(output, 'w') as out:
+        demo = procs.add(subprocess.Popen([sys.executable, os.path.join(ROOT, 'scripts', 'demo.py')],
+                                          cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+
+    def started() -> str:
+        assert demo.poll() is None, read(output)
+        text = read(output)
+        return text if 'Press Ctrl-C' in text else ''
+
+    text = wait_until(started, 'the demo to start', timeout=60)
+    pids = [int(line.split('(pid ')[1].split(')')[0]) for line in text.splitlines()
+            if line.startswith('demo: member')]
+    daemon_pids.extend(pids)                  # killed at teardown if the demo fails to
+    assert len(pids) == 2
+    assert 'modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:%d")' % port in text
+    assert answers_v(port)
+    listing = admin_ls(str(tmp_path / 'admin.sock'))
+    assert listing.returncode == 0 and 'demo' in listing.stdout
+
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(30) == 0
+    assert 'demo: stopped' in read(output)
+    assert not any(pid_running(pid) for pid in pids)
+    assert not answers_v(port)
+    assert not (tmp_path / 'admin.sock').exists()

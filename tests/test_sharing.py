@@ -1,0 +1,738 @@
+"""Session sharing without Redis: records, ownership order, SharedSessionStore, admin commands.
+
+Everything here is pure: fake clocks, a list as the write-behind queue, a RedisSharing that
+is never started (it opens no connection before `start()`), clusters with stub member
+clients that record what they are sent.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtp_cluster.admin import AdminCommands
+from rtp_cluster.admin_sharing import NOT_CONFIGURED, execute_sharing_command, show
+from rtp_cluster.cluster import Cluster
+from rtp_cluster.config import ClusterConfig, Endpoint, MemberConfig, RedisConfig
+from rtp_cluster.member import ONLINE, Member
+from rtp_cluster.redis_sharing import RedisSharing
+from rtp_cluster.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
+                                 SharedSessionStore, decode_record, key_owner, presence_key,
+                                 session_key, session_prefix)
+
+NS = 'rtpc'
+
+
+class FakeTime:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(cid='c1', owner='b', epoch=1, seq=1, member='m1', state='active', cluster='test',
+           ftag='ft', ttag='', created=1000.0) -> Record:
+    return Record(cid, cluster, member, 'udp:127.0.0.1:1', ftag, ttag, created, created, owner,
+                  epoch, seq, state)
+
+
+def encoded(rec: Record, **changes) -> tuple[str, dict]:
+    """(key, raw hash as redis-py returns it: bytes) with fields changed/removed (None)."""
+    mapping = rec.to_mapping()
+    for name, value in changes.items():
+        if value is None:
+            mapping.pop(name, None)
+        else:
+            mapping[name] = value
+    raw = {k.encode(): (v if isinstance(v, bytes) else str(v).encode('latin-1'))
+           for k, v in mapping.items()}
+    return session_key(NS, rec.owner, rec.cluster, rec.cid), raw
+
+
+class Harness:
+    """A SharedSessionStore for instance `me` with fake clocks and a visible write queue."""
+
+    def __init__(self, me='a', ttl=100.0, final_timeout=0.0, members=('m1', 'm2')) -> None:
+        self.mono = FakeTime(50.0)
+        self.wall = FakeTime(1_700_000_000.0)
+        self.writes: list[tuple[str, dict | None]] = []
+        self.unbound: list[tuple[str, str]] = []
+        self.store = SharedSessionStore(
+            'test', me, NS, lambda key, mapping: self.writes.append((key, mapping)),
+            lambda m: 'udp:127.0.0.1:%d' % (7000 + int(m[1:])) if m in members else None,
+            ttl=ttl, final_timeout=final_timeout, clock=self.mono, wall_clock=self.wall)
+        self.store.on_unbind = lambda cid, member: self.unbound.append((cid, member))
+
+    def last_write(self):
+        return self.writes[-1]
+
+    def decode_last(self) -> Record:
+        key, mapping = self.last_write()
+        return decode_record(key, NS, mapping)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+def test_keys_and_owner_of_key():
+    assert session_key(NS, 'a', 'test', 'c:1') == 'rtpc:s:a:test:c:1'
+    assert session_prefix(NS, 'a') == 'rtpc:s:a:'
+    assert presence_key(NS, 'a') == 'rtpc:n:a'
+    assert key_owner(NS, 'rtpc:s:a:test:c:1') == 'a'
+    assert key_owner(NS, 'rtpc:n:a') is None
+    assert key_owner(NS, 'other:s:a:test:c') is None
+    assert key_owner(NS, 'rtpc:s::test:c') is None
+    assert key_owner(NS, 'rtpc:s:a') is None
+
+
+# --- records ------------------------------------------------------------------------------------
+
+def test_record_round_trip_bytes_and_str():
+    rec = record(cid='call@host;x=1', ttag='tt', epoch=3, seq=7)
+    key, raw = encoded(rec)
+    assert decode_record(key, NS, raw) == rec
+    assert decode_record(key, NS, rec.to_mapping()) == rec       # str values too
+    tomb = record(state=DELETED_STATE, epoch=2, seq=4)
+    assert decode_record(*encoded(tomb)[:1], NS, encoded(tomb)[1]).state == DELETED_STATE
+
+
+def test_record_extra_fields_and_newer_version_accepted():
+    rec = record()
+    key, raw = encoded(rec, v='2', ports='127.0.0.1:4000', future='x')
+    assert decode_record(key, NS, raw) == rec
+
+
+@pytest.mark.parametrize('changes, why', [
+    ({'member': None}, 'missing fields: member'),
+    ({'epoch': None, 'seq': None}, 'missing fields: epoch, seq'),
+    ({'epoch': 'two'}, 'bad number'),
+    ({'seq': '1.5'}, 'bad number'),
+    ({'created': 'yesterday'}, 'bad number'),
+    ({'v': ''}, 'bad number'),
+    ({'epoch': '0'}, 'must be positive'),
+    ({'seq': '-1'}, 'must be positive'),
+    ({'v': '0'}, 'must be positive'),
+    ({'owner': 'c'}, 'does not match the key'),
+    ({'owner': ''}, 'does not match the key'),
+    ({'state': 'zombie'}, 'unknown state'),
+    ({'state': 'ACTIVE'}, 'unknown state'),
+    ({'member': ''}, 'bad call-id or member'),
+    ({'cid': ''}, 'bad call-id or member'),
+    ({'cid': 'other'}, 'do not match the key'),
+    ({'cluster': 'other'}, 'do not match the key'),
+    ({'ftag': 'x' * (MAX_FIELD + 1)}, 'bytes long'),
+    ({'member': 'm' * 1_000_000}, 'bytes long'),
+    ({'epoch': b'\xff\xfe'}, 'bad number'),
+])
+def test_bad_records_are_rejected_with_a_reason(changes, why):
+    key, raw = encoded(record(), **changes)
+    with pytest.raises(BadRecord, match=why):
+        decode_record(key, NS, raw)
+
+
+def test_bad_records_wrong_key_and_empty():
+    rec = record()
+    _, raw = encoded(rec)
+    with pytest.raises(BadRecord, match='empty'):
+        decode_record(session_key(NS, 'b', 'test', 'c1'), NS, {})
+    with pytest.raises(BadRecord, match='does not match the key'):
+        decode_record('rtpc:n:b', NS, raw)                        # not a session key
+    with pytest.raises(BadRecord, match='does not match the key'):
+        decode_record('other:s:b:test:c1', NS, raw)               # another namespace
+    with pytest.raises(BadRecord, match='does not match the key'):
+        decode_record(session_key(NS, 'c', 'test', 'c1'), NS, raw)  # planted in c's prefix
+
+
+def test_huge_and_too_long_call_id():
+    long_cid = 'x' * (MAX_CALL_ID + 1)
+    key, raw = encoded(record(cid=long_cid))
+    with pytest.raises(BadRecord):
+        decode_record(key, NS, raw)
+    key, raw = encoded(record(cid='x' * MAX_CALL_ID))
+    assert decode_record(key, NS, raw).cid == 'x' * MAX_CALL_ID
+
+
+def test_non_utf8_bytes_never_crash_and_stay_consistent_with_the_key():
+    # redis-py hands keys and values over as bytes; both are read as latin-1, so a
+    # non-UTF-8 call-id decodes the same way in the key and in the hash.
+    cid_bytes = b'call-\xff\xfe-\xc3('
+    key = b'rtpc:s:b:test:' + cid_bytes
+    rec = record(cid=cid_bytes.decode('latin-1'))
+    _, raw = encoded(rec)
+    raw[b'cid'] = cid_bytes
+    decoded = decode_record(key.decode('latin-1'), NS, raw)
+    assert decoded.cid == cid_bytes.decode('latin-1')
+    raw[b'member'] = b'\x80\x81'
+    assert decode_record(key.decode('latin-1'), NS, raw).member == '\x80\x81'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(['v', 'cid', 'cluster', 'member', 'maddr', 'ftag', 'ttag',
+                                        'created', 'updated', 'owner', 'epoch', 'seq', 'state',
+                                        'junk']),
+                       st.one_of(st.binary(max_size=40), st.text(max_size=40),
+                                 st.integers().map(str))),
+       st.binary(max_size=30))
+def test_fuzzed_records_either_decode_or_raise_bad_record(fields, key_tail):
+    key = 'rtpc:s:b:test:' + key_tail.decode('latin-1')
+    try:
+        rec = decode_record(key, NS, fields)
+    except BadRecord:
+        return
+    # whatever is accepted is self-consistent
+    assert rec.owner == 'b' and rec.epoch >= 1 and rec.seq >= 1
+    assert session_key(NS, rec.owner, rec.cluster, rec.cid) == key
+
+
+# --- ordering -----------------------------------------------------------------------------------
+
+def test_order_is_epoch_then_seq_then_owner():
+    assert record(epoch=2, seq=1).order > record(epoch=1, seq=99).order
+    assert record(epoch=2, seq=3).order > record(epoch=2, seq=2).order
+    assert record(epoch=2, seq=2, owner='b').order > record(epoch=2, seq=2, owner='a').order
+    ordered = sorted([record(epoch=1, seq=5, owner='z'), record(epoch=3, seq=1, owner='a'),
+                      record(epoch=1, seq=5, owner='b'), record(epoch=2, seq=9, owner='a')],
+                     key=lambda r: r.order)
+    assert [(r.epoch, r.seq, r.owner) for r in ordered] == [
+        (1, 5, 'b'), (1, 5, 'z'), (2, 9, 'a'), (3, 1, 'a')]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4), st.sampled_from('bcd')),
+                min_size=1, max_size=12))
+def test_store_converges_to_the_highest_record_in_any_arrival_order(orders):
+    """Peers' records applied in any order leave exactly the maximum (epoch, seq, owner)."""
+    h = Harness(me='a')
+    for epoch, seq, owner in orders:
+        h.store.apply_record(record(owner=owner, epoch=epoch, seq=seq,
+                                    member='m%d' % (1 + (epoch + seq) % 2)))
+    best = max(orders)
+    session = h.store.get('c1')
+    assert (session.epoch, session.seq, session.owner) == best
+    assert session.member == 'm%d' % (1 + (best[0] + best[1]) % 2)
+    assert h.writes == []                  # learning peers' records never writes
+
+
+# --- SharedSessionStore: own sessions --------------------------------------------------------------
+
+def test_new_session_is_own_epoch_1_and_queued():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    key, mapping = h.last_write()
+    assert key == 'rtpc:s:a:test:c1'
+    rec = h.decode_last()
+    assert (rec.owner, rec.epoch, rec.seq, rec.member, rec.ftag, rec.ttag) == ('a', 1, 1, 'm1', 'ft', '')
+    assert rec.maddr == 'udp:127.0.0.1:7001'
+    assert rec.created == pytest.approx(h.wall.now)
+    assert h.store.ownership_counts() == (1, 0)
+
+
+def test_learning_to_tag_bumps_seq_once():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    h.wall.now += 5
+    h.store.learn_to_tag('c1', 'tt')
+    rec = h.decode_last()
+    assert (rec.seq, rec.ttag, rec.updated) == (2, 'tt', pytest.approx(h.wall.now))
+    n = len(h.writes)
+    h.store.learn_to_tag('c1', 'other')          # known already: nothing changes
+    assert len(h.writes) == n and h.store.get('c1').to_tag == 'tt'
+
+
+def test_delete_of_epoch_1_session_deletes_the_key():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    assert h.store.unbind('c1') == 'm1'
+    assert h.last_write() == ('rtpc:s:a:test:c1', None)
+    assert h.unbound == [('c1', 'm1')]
+    assert len(h.store) == 0
+
+
+def test_reanchor_to_another_member_bumps_epoch():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    h.store.bind('c1', 'm2', 'ft', None)
+    rec = h.decode_last()
+    assert (rec.member, rec.epoch, rec.seq) == ('m2', 2, 1)
+    assert h.store.count('m1') == 0 and h.store.count('m2') == 1
+
+
+# --- takeover ---------------------------------------------------------------------------------------
+
+def test_lookup_of_foreign_session_takes_it_over():
+    h = Harness(me='a')
+    assert h.store.apply_record(record(owner='b', epoch=1, seq=3, ttag='tt'))
+    assert h.store.ownership_counts() == (0, 1)
+    assert h.writes == []
+    h.wall.now += 1
+    assert h.store.lookup('c1') == 'm1'
+    rec = h.decode_last()
+    assert h.last_write()[0] == 'rtpc:s:a:test:c1'           # written into OUR prefix only
+    assert (rec.owner, rec.epoch, rec.seq, rec.member, rec.ftag, rec.ttag) == (
+        'a', 2, 1, 'm1', 'ft', 'tt')
+    assert rec.created == 1000.0                               # creation time survives
+    assert h.store.counters.takeovers == 1
+    assert h.store.ownership_counts() == (1, 0)
+    n = len(h.writes)
+    h.store.lookup('c1')                                       # own now: no more writes
+    assert len(h.writes) == n and h.store.counters.takeovers == 1
+
+
+def test_bind_same_member_of_foreign_session_takes_over_without_duplicate():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=4, seq=2))
+    h.store.bind('c1', 'm1', 'ft', None)
+    rec = h.decode_last()
+    assert (rec.owner, rec.epoch, rec.seq) == ('a', 5, 1)
+    assert h.store.count('m1') == 1
+
+
+def test_take_over_all_or_one_peer():
+    h = Harness(me='a')
+    for i, owner in enumerate('bbcc'):
+        h.store.apply_record(record(cid='c%d' % i, owner=owner))
+    h.store.bind('own', 'm1', 'f', None)
+    assert h.store.take_over_all('b') == 2
+    assert sorted(h.store.foreign_of('c')) == ['c2', 'c3']
+    assert h.store.take_over_all() == 2
+    assert h.store.ownership_counts() == (5, 0)
+    assert all(key.startswith('rtpc:s:a:') for key, _ in h.writes)
+
+
+def test_delete_after_takeover_writes_a_tombstone_that_outranks_the_old_key():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=1, seq=1))
+    h.store.lookup('c1')                                       # epoch 2, seq 1
+    h.store.unbind('c1')
+    key, mapping = h.last_write()
+    assert key == 'rtpc:s:a:test:c1' and mapping is not None
+    tomb = decode_record(key, NS, mapping)
+    assert (tomb.state, tomb.epoch, tomb.seq) == (DELETED_STATE, 2, 2)
+    assert tomb.order > record(owner='b', epoch=1, seq=1).order
+    # a third instance applying the tombstone drops its copy of b's record
+    c = Harness(me='c')
+    c.store.apply_record(record(owner='b', epoch=1, seq=1))
+    assert c.store.apply_record(tomb)
+    assert 'c1' not in c.store
+
+
+def test_tombstone_for_unknown_call_adds_nothing():
+    h = Harness(me='c')
+    assert not h.store.apply_record(record(owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    assert len(h.store) == 0 and h.writes == []
+
+
+def test_tombstone_keeps_an_older_record_out_whatever_the_arrival_order():
+    """A dead owner's key (epoch 1) and the taker's tombstone (epoch 2) both stay in Redis
+    until their TTL; a resync reads them in any order and must not bring the call back."""
+    old = record(owner='b', epoch=1, seq=1)
+    tomb = record(owner='a', epoch=2, seq=2, state=DELETED_STATE)
+    for first, second in ((old, tomb), (tomb, old)):
+        h = Harness(me='c')
+        h.store.apply_record(first)
+        h.store.apply_record(second)
+        assert 'c1' not in h.store, 'order %s then %s' % (first.owner, second.owner)
+
+
+# --- demotion (split brain) -------------------------------------------------------------------------
+
+def test_newer_peer_record_demotes_our_own_session_and_deletes_our_key():
+    h = Harness(me='a')
+    h.store.bind('c1', 'm1', 'ft', None)                       # a: epoch 1
+    h.writes.clear()
+    assert h.store.apply_record(record(owner='b', epoch=2, seq=1))
+    assert h.writes == [('rtpc:s:a:test:c1', None)]
+    assert h.store.counters.demotions == 1
+    session = h.store.get('c1')
+    assert (session.owner, session.epoch) == ('b', 2)
+    assert h.store.ownership_counts() == (0, 1)
+
+
+def test_split_brain_both_take_over_then_converge_on_the_higher_owner():
+    """a and b both take over z's call at epoch 2: (2, 1, 'b') > (2, 1, 'a'), so b keeps it."""
+    a, b = Harness(me='a'), Harness(me='b')
+    for h in (a, b):
+        h.store.apply_record(record(owner='z', epoch=1, seq=1))
+        h.store.lookup('c1')
+    rec_a, rec_b = a.decode_last(), b.decode_last()
+    assert rec_a.epoch == rec_b.epoch == 2
+    a.writes.clear()
+    b.writes.clear()
+    assert a.store.apply_record(rec_b)                         # a demotes
+    assert not b.store.apply_record(rec_a)                     # b ignores the lower record
+    assert a.writes == [('rtpc:s:a:test:c1', None)] and b.writes == []
+    assert a.store.get('c1').owner == b.store.get('c1').owner == 'b'
+    assert a.store.counters.demotions == 1 and b.store.counters.demotions == 0
+
+
+def test_older_or_equal_records_are_ignored():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=2, seq=5, member='m2'))
+    assert not h.store.apply_record(record(owner='b', epoch=2, seq=5, member='m1'))
+    assert not h.store.apply_record(record(owner='b', epoch=2, seq=4, member='m1'))
+    assert not h.store.apply_record(record(owner='b', epoch=1, seq=9, member='m1'))
+    assert h.store.get('c1').member == 'm2'
+    assert h.store.apply_record(record(owner='b', epoch=2, seq=6, member='m1'))
+    assert h.store.get('c1').member == 'm1'
+    assert h.store.count('m1') == 1 and h.store.count('m2') == 0
+
+
+def test_lower_peer_record_does_not_demote_and_owner_breaks_ties():
+    h = Harness(me='a')
+    h.store.bind('c1', 'm1', 'ft', None)
+    h.store.learn_to_tag('c1', 'tt')                           # ours: (1, 2, 'a')
+    h.writes.clear()
+    assert not h.store.apply_record(record(owner='b', epoch=1, seq=1))
+    assert h.writes == [] and h.store.get('c1').owner == 'a'
+    assert h.store.apply_record(record(owner='b', epoch=1, seq=2))   # (1, 2, 'b') wins the tie
+    assert h.writes == [('rtpc:s:a:test:c1', None)] and h.store.get('c1').owner == 'b'
+
+
+def test_unknown_member_is_counted_but_kept():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', member='m9'))
+    assert h.store.counters.unknown_members == 1
+    assert h.store.get('c1').member == 'm9'
+
+
+# --- removal ------------------------------------------------------------------------------------------
+
+def test_apply_removal_only_when_that_peer_owns_the_session():
+    h = Harness(me='a')
+    h.store.apply_record(record(cid='c1', owner='b'))
+    h.store.apply_record(record(cid='c2', owner='c'))
+    h.store.bind('c3', 'm1', 'ft', None)
+    h.writes.clear()
+    assert not h.store.apply_removal('c1', 'c')                # c does not own c1
+    assert not h.store.apply_removal('c3', 'b')                # our own session
+    assert not h.store.apply_removal('c3', 'a')                # our own key went away
+    assert not h.store.apply_removal('nope', 'b')
+    assert h.store.apply_removal('c1', 'b')
+    assert 'c1' not in h.store and 'c2' in h.store and 'c3' in h.store
+    assert h.store.counters.removed_by_event == 1
+    assert h.unbound == [('c1', 'm1')]
+    assert h.writes == []                                      # removal never writes
+
+
+def test_removal_of_old_owner_key_after_takeover_keeps_the_session():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=1))
+    h.store.apply_record(record(owner='c', epoch=2))           # c took it over from b
+    assert not h.store.apply_removal('c1', 'b')                # b's demotion DEL
+    assert h.store.get('c1').owner == 'c'
+
+
+def test_drop_unseen_after_resync():
+    h = Harness(me='a')
+    for cid in ('c1', 'c2', 'c3'):
+        h.store.apply_record(record(cid=cid, owner='b'))
+    h.store.apply_record(record(cid='c4', owner='c'))
+    h.store.bind('own', 'm1', 'ft', None)
+    since = h.mono.now + 1
+    h.mono.now += 2
+    h.store.apply_record(record(cid='c5', owner='b'))          # learnt after the scan began
+    assert h.store.drop_unseen('b', {'c1'}, since) == 2        # c2, c3
+    assert sorted(c for c, _ in h.store.items()) == ['c1', 'c4', 'c5', 'own']
+    assert h.store.counters.removed_by_resync == 2
+    assert h.writes[-1][0] == 'rtpc:s:a:test:own'              # nothing written by the drop
+
+
+def test_drop_foreign_and_foreign_of():
+    h = Harness(me='a')
+    for i, owner in enumerate('bbc'):
+        h.store.apply_record(record(cid='c%d' % i, owner=owner))
+    h.store.bind('own', 'm1', 'ft', None)
+    assert sorted(h.store.foreign_of('b')) == ['c0', 'c1']
+    assert h.store.drop_foreign('b') == 2
+    assert h.store.drop_foreign() == 1
+    assert [c for c, _ in h.store.items()] == ['own']
+
+
+def test_rewrite_all_own_and_own_keys():
+    h = Harness(me='a')
+    h.store.bind('x', 'm1', 'f', None)
+    h.store.bind('y', 'm2', 'f', None)
+    h.store.apply_record(record(cid='z', owner='b'))
+    h.writes.clear()
+    assert h.store.rewrite_all_own() == 2
+    assert sorted(k for k, _ in h.writes) == ['rtpc:s:a:test:x', 'rtpc:s:a:test:y']
+    assert sorted(h.store.own_keys()) == ['rtpc:s:a:test:x', 'rtpc:s:a:test:y']
+
+
+# --- timeouts --------------------------------------------------------------------------------------------
+
+def test_ttl_expiry_of_own_and_foreign_sessions():
+    h = Harness(me='a', ttl=100.0)
+    h.store.bind('own', 'm1', 'f', None)
+    h.store.apply_record(record(cid='foreign', owner='b'))
+    h.mono.now += 50
+    h.store.lookup('own')
+    h.writes.clear()
+    h.mono.now += 60
+    assert h.store.expire() == 1                               # foreign: unused for 110 s
+    assert 'foreign' not in h.store and 'own' in h.store
+    assert h.writes == []                                      # a foreign expiry never writes
+    h.mono.now += 101
+    assert h.store.expire() == 1
+    assert h.writes == [('rtpc:s:a:test:own', None)]
+
+
+def test_final_timeout_ends_long_calls_by_creation_time():
+    h = Harness(me='a', ttl=10_000.0, final_timeout=30.0)
+    h.store.bind('old', 'm1', 'f', None)
+    h.store.apply_record(record(cid='peer-old', owner='b', created=h.wall.now - 2))
+    h.wall.now += 25
+    h.store.bind('young', 'm1', 'f', None)
+    assert h.store.expire() == 0
+    h.wall.now += 10                                           # old: 35 s, peer-old: 37 s
+    h.mono.now += 1
+    h.store.lookup('old')                                      # being used does not help
+    h.writes.clear()
+    assert h.store.expire() == 2
+    assert sorted(c for c, _ in h.store.items()) == ['young']
+    assert h.writes == [('rtpc:s:a:test:old', None)]           # only our own key
+
+
+def test_final_timeout_zero_disables_it():
+    h = Harness(me='a', ttl=10_000.0, final_timeout=0.0)
+    h.store.bind('old', 'm1', 'f', None)
+    h.wall.now += 10 ** 6
+    assert h.store.expire() == 0
+
+
+# --- admin commands (no Redis: RedisSharing is never started) ----------------------------------------------
+
+class RecordingClient:
+    """A member client that answers D with 0 and records every command."""
+    rtt = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text, callback, timeout=None):
+        self.sent.append(text)
+        callback('0' if text.startswith('D') else 'E1')
+
+    def close(self):
+        pass
+
+
+class FakeRuntime:
+    def __init__(self, sharing, clusters) -> None:
+        self.sharing = sharing
+        self.clusters = clusters
+
+
+def admin_setup(me='a', peers=()):
+    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
+                           reactor=None, client_factory=lambda: None)
+    configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
+               MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), None,
+                      store=sharing.store_for('test', lambda m: 'udp:x' if m in ('m1', 'm2')
+                                              else None, 3600.0))
+    clients = {}
+    for config in configs:
+        clients[config.name] = RecordingClient()
+        member = Member(config, clients[config.name], None)
+        member.state = ONLINE
+        cluster.add_member(member)
+    runtime = FakeRuntime(sharing, {'test': cluster})
+    return runtime, sharing, cluster.store, clients
+
+
+def run(runtime, line):
+    return execute_sharing_command(runtime, line.split())
+
+
+def test_admin_not_a_sharing_command_and_not_configured():
+    runtime, _, _, _ = admin_setup()
+    assert run(runtime, 'ls') is None
+    assert run(runtime, 'ls test') is None
+    assert run(runtime, 'modify test pause m1') is None
+    assert run(runtime, '') is None
+    bare = FakeRuntime(None, {})
+    for line in ('ls numsessions', 'ls sessions own', 'ls session x', 'terminate all',
+                 'ksadd b', 'ksrm b', 'kslist', 'ls peers', 'ls redis', 'resync', 'takeover all'):
+        assert run(bare, line) == [NOT_CONFIGURED], line
+
+
+def test_admin_cluster_names_win_over_sharing_words():
+    runtime, _, _, _ = admin_setup()
+    runtime.clusters['redis'] = runtime.clusters['test']
+    assert run(runtime, 'ls redis') is None
+    assert run(runtime, 'ls peers')[-1] == 'OK'
+
+
+def fill(store):
+    store.bind('own1', 'm1', 'f1', None)
+    store.bind('own2', 'm2', 'f2', 't2')
+    for i in range(3):
+        store.apply_record(record(cid='b%d' % i, owner='b', epoch=2, seq=1))
+    store.apply_record(record(cid='c0', owner='c', member='m2'))
+
+
+def test_admin_counts_and_listing():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    assert run(runtime, 'ls numsessions') == [
+        'Current sessions own: 2', 'Current sessions foreign: 4', 'Current sessions total: 6',
+        'OK']
+    own = run(runtime, 'ls sessions own')
+    assert own == ['own1 cluster=test member=m1 owner=a epoch=1 state=OWN',
+                   'own2 cluster=test member=m2 owner=a epoch=1 state=OWN', 'OK']
+    foreign = run(runtime, 'ls sessions foreign')
+    assert len(foreign) == 5 and all(line.endswith('state=FOREIGN') for line in foreign[:-1])
+    assert 'b1 cluster=test member=m1 owner=b epoch=2 state=FOREIGN' in foreign
+    assert len(run(runtime, 'ls sessions')) == 7
+    assert len(run(runtime, 'ls sessions all 3')) == 4
+    assert len(run(runtime, 'ls sessions 1')) == 2
+    assert store.ownership_counts() == (2, 4)                  # listing took nothing over
+
+
+def test_admin_session_details():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    lines = run(runtime, 'ls session own2')
+    text = '\n'.join(lines)
+    assert lines[0] == 'Session own2:' and lines[-1] == 'OK'
+    for part in ('    member = m2', '    member address = udp:127.0.0.1:7002',
+                 '    from tag = f2', '    to tag = t2', '    state = OWN', '    owner = a',
+                 '    epoch = 1', '    key = rtpc:s:a:test:own2', '    queued = write (active)',
+                 '    written = no (queued)'):
+        assert part in text
+    sharing._ops.clear()                                       # as if the writer flushed
+    assert '    written = yes' in run(runtime, 'ls session own2')
+    details = run(runtime, 'ls session b1')
+    assert '    state = FOREIGN' in details and '    written = by peer b' in details
+    assert '    key = rtpc:s:b:test:b1' in details
+    assert store.get('b1').owner == 'b'                        # no takeover by looking
+    assert run(runtime, 'ls session nope') == ['ERROR: session "nope" not found']
+
+
+def test_admin_terminate_own_sends_d_through_the_cluster():
+    runtime, sharing, store, clients = admin_setup()
+    fill(store)
+    sharing._ops.clear()
+    assert run(runtime, 'terminate own') == ['Terminated own: 2', 'Terminated foreign: 0', 'OK']
+    assert clients['m1'].sent == ['D own1 f1']
+    assert clients['m2'].sent == ['D own2 f2 t2']
+    assert sharing._ops == {'rtpc:s:a:test:own1': None, 'rtpc:s:a:test:own2': None}
+    assert store.ownership_counts() == (0, 4)
+
+
+def test_admin_terminate_foreign_writes_nothing():
+    runtime, sharing, store, clients = admin_setup()
+    fill(store)
+    sharing._ops.clear()
+    assert run(runtime, 'terminate foreign') == ['Terminated own: 0', 'Terminated foreign: 4',
+                                                 'OK']
+    assert sharing._ops == {}
+    assert clients['m1'].sent == clients['m2'].sent == []
+    assert store.ownership_counts() == (2, 0)
+
+
+def test_admin_terminate_one_and_all():
+    runtime, sharing, store, clients = admin_setup()
+    fill(store)
+    assert run(runtime, 'terminate b1') == ['Terminated own: 0', 'Terminated foreign: 1', 'OK']
+    assert 'b1' not in store and clients['m1'].sent == []
+    assert run(runtime, 'terminate own1')[0] == 'Terminated own: 1'
+    assert clients['m1'].sent == ['D own1 f1']
+    assert run(runtime, 'terminate nope') == ['ERROR: session "nope" not found']
+    assert run(runtime, 'terminate all') == ['Terminated own: 1', 'Terminated foreign: 3', 'OK']
+    assert len(store) == 0
+
+
+def test_admin_ksadd_ksrm_kslist():
+    runtime, sharing, store, _ = admin_setup(peers=('b', 'c'))
+    fill(store)
+    assert run(runtime, 'kslist') == ['mode: list', 'b sessions=3', 'c sessions=1', 'OK']
+    assert run(runtime, 'ksrm b') == ['Unsubscribed from b, dropped 3 foreign sessions', 'OK']
+    assert store.foreign_of('b') == []
+    assert run(runtime, 'kslist') == ['mode: list', 'c sessions=1', 'OK']
+    assert run(runtime, 'ksadd d') == ['Subscribed to d', 'OK']
+    assert 'd' in sharing.subscribed and sharing._patterns_changed.is_set()
+    assert any(p.endswith(':rtpc:s:d:*') for p in sharing.patterns())
+    assert not any(p.endswith(':rtpc:s:b:*') for p in sharing.patterns())
+
+
+def test_admin_takeover_and_resync():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    sharing._ops.clear()
+    assert run(runtime, 'takeover c') == ['Took over 1 sessions', 'OK']
+    assert list(sharing._ops) == ['rtpc:s:a:test:c0']
+    assert run(runtime, 'takeover all') == ['Took over 3 sessions', 'OK']
+    assert store.ownership_counts() == (6, 0)
+    assert all(key.startswith('rtpc:s:a:') for key in sharing._ops)
+    assert run(runtime, 'resync') == ['Resync requested', 'OK']
+    assert sharing._reads.get_nowait()[0] == 'resync'
+
+
+def test_admin_peers_and_redis_status():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    sharing.peers['b'] = {'alive': True, 'presence': {'own_sessions': '3', 'state': 'ok',
+                                                      'last_seen': '%f' % 1e10}}
+    lines = run(runtime, 'ls peers')
+    assert lines[0].startswith('b alive=yes last_seen=') and 'own_sessions=3' in lines[0]
+    assert 'sessions_here=3 subscribed=yes' in lines[0]
+    assert lines[1].startswith('c alive=no last_seen=never') and 'sessions_here=1' in lines[1]
+    runtime.clusters['test'].counters.broadcasts = 7
+    sharing.counters.bad_records = 2
+    status = run(runtime, 'ls redis')
+    for line in ('instance: a', 'state: connected', 'subscriber: disconnected', 'peers: auto',
+                 'last resync: never', 'bad records: 2', 'own: 2', 'foreign: 4',
+                 'broadcasts: 7', 'OK'):
+        assert line in status
+    assert 'queue depth: %d' % len(sharing._ops) in status
+
+
+@pytest.mark.parametrize('line, expected', [
+    ('ls numsessions x', 'ls numsessions (no arguments)'),
+    ('ls sessions mine', 'ls sessions [all|own|foreign] [LIMIT]'),
+    ('ls sessions own 0', 'ls sessions [all|own|foreign] [LIMIT]'),
+    ('ls sessions own 5 6', 'ls sessions [all|own|foreign] [LIMIT]'),
+    ('ls session', 'ls session CALLID'),
+    ('ls session a b', 'ls session CALLID'),
+    ('terminate', 'terminate CALLID|own|foreign|all'),
+    ('terminate a b', 'terminate CALLID|own|foreign|all'),
+    ('ksadd', 'ksadd PEER'),
+    ('ksadd a:b', 'ksadd PEER'),
+    ('ksadd a', 'ksadd PEER'),                                 # this instance itself
+    ('ksrm b c', 'ksrm PEER'),
+    ('kslist x', 'kslist (no arguments)'),
+    ('resync b', 'resync (no arguments)'),
+    ('takeover', 'takeover PEER|all'),
+    ('takeover *', 'takeover PEER|all'),
+    ('ls peers x', 'ls peers (no arguments)'),
+    ('ls redis x', 'ls redis (no arguments)'),
+])
+def test_admin_bad_arguments_give_one_error_line(line, expected):
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    before = store.ownership_counts()
+    reply = run(runtime, line)
+    assert len(reply) == 1 and reply[0].startswith('ERROR: ') and expected in reply[0], reply
+    assert store.ownership_counts() == before
+
+
+def test_admin_output_is_one_line_per_session_even_for_odd_call_ids():
+    runtime, sharing, store, _ = admin_setup()
+    store.apply_record(record(cid='evil\ncall\x00\\', owner='b'))
+    lines = run(runtime, 'ls sessions')
+    assert lines == ['evil\\x0acall\\x00\\\\ cluster=test member=m1 owner=b epoch=1 '
+                     'state=FOREIGN', 'OK']
+    assert show('x' * 500).endswith('...')
+
+
+def test_admin_hook_in_admin_commands():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    commands = AdminCommands(runtime)
+    assert commands.execute('ls numsessions').text() == (
+        'Current sessions own: 2\nCurrent sessions foreign: 4\nCurrent sessions total: 6\nOK\n')
+    assert commands.execute('ls sessions bogus').is_error
+    bare = AdminCommands(FakeRuntime(None, {}))
+    assert bare.execute('kslist').text() == NOT_CONFIGURED + '\n'
