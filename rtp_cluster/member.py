@@ -47,6 +47,7 @@ class MemberClient(Protocol):
     """Sends commands to one RTPproxy; `callback(None)` means no reply in time."""
 
     rtt: float | None
+    on_timeout: Callable[[], None] | None      # called before a command's callback(None)
 
     def send(self, text: str, callback: Reply, timeout: float | None = None) -> None: ...
 
@@ -79,6 +80,9 @@ class Member:
         self._generation = 0        # bumps on every state change: stale callbacks see it
         self._suspect_check = False
         self._stopped = False
+        # Commands go straight to the client; its timeouts make the member suspect.
+        self.send = client.send
+        client.on_timeout = self.suspect
 
     # --- configuration --------------------------------------------------------------------
 
@@ -257,13 +261,6 @@ class Member:
 
     # --- commands -----------------------------------------------------------------------------
 
-    def send(self, text: str, callback: Reply, timeout: float | None = None) -> None:
-        """Forward one command; a timeout makes the member suspect (immediate probe)."""
-        def done(reply: str | None) -> None:
-            if reply is None:
-                self.suspect()
-            callback(reply)
-        self.client.send(text, done, timeout)
 
     def suspect(self) -> None:
         """A command went unanswered: check with `V` now instead of waiting for the heartbeat."""

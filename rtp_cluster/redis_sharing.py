@@ -80,6 +80,29 @@ def database_number(url: str) -> int:
     return int(path) if path.isdigit() else 0
 
 
+def newest_records(namespace: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Of the keys of one call in different prefixes, keep only the newest record.
+
+    A dead owner's key outlives a takeover and the taker's tombstone until both expire; a
+    resync reads them in scan order, and applying the stale record after the tombstone
+    would bring a deleted call back.  Unreadable records are kept (counted where applied).
+    """
+    best: dict[tuple[str, str], tuple] = {}
+    decoded = []
+    for key, raw in records:
+        try:
+            record = decode_record(key, namespace, raw)
+        except BadRecord:
+            record = None
+        decoded.append(record)
+        if record is not None:
+            ident = (record.cluster, record.cid)
+            if ident not in best or record.order > best[ident]:
+                best[ident] = record.order
+    return [item for item, record in zip(records, decoded)
+            if record is None or record.order == best[(record.cluster, record.cid)]]
+
+
 def _text(value) -> str:
     return value.decode('latin-1') if isinstance(value, bytes) else str(value)
 
@@ -123,6 +146,13 @@ class RedisSharing:
         self._read_scheduled = False
         self._resync_pending = False
         self._resync_running = False
+        self._own_loaded = False       # own prefix read once (start-up load or a resync)
+        # removal events, numbered: a read issued before a key's removal event must not
+        # bring the key's record back when its (older) result arrives after the event
+        self._removals = 0
+        self._removed_at: dict[str, int] = {}
+        self._read_issued = 0
+        self._resync_issued = 0
         self._loops: list[task.LoopingCall] = []
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -359,6 +389,8 @@ class RedisSharing:
             if event == 'hset':
                 self._dirty.add(key)
             elif event in ('del', 'expired', 'evicted', 'rename_from'):
+                self._removals += 1
+                self._removed_at[key] = self._removals
                 self._remove_by_key(key, owner)
             elif event != 'expire':
                 self.bad_events += 1
@@ -389,6 +421,7 @@ class RedisSharing:
     def _schedule_read(self) -> None:
         if self._dirty and not self._read_scheduled:
             self._read_scheduled = True
+            self._read_issued = self._removals
             keys, self._dirty = sorted(self._dirty), set()
             self._reads.put(('read', keys))
 
@@ -408,7 +441,9 @@ class RedisSharing:
                 elif kind == 'resync':
                     self._resync(client, payload)
                 elif kind == 'load_own':
-                    self._load_prefix(client, session_prefix(self.namespace, self.instance_id))
+                    self._load_prefix(client, session_prefix(self.namespace, self.instance_id),
+                                      own=True)
+                    self.reactor.callFromThread(self._on_own_loaded)
                 elif kind == 'clean_own':
                     self._clean_own(client)
             except (redis.RedisError, OSError) as exc:
@@ -431,11 +466,12 @@ class RedisSharing:
         for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
             yield _text(key)
 
-    def _load_prefix(self, client, prefix: str) -> list[str]:
+    def _load_prefix(self, client, prefix: str, own: bool = False) -> list[str]:
         keys = list(self._scan(client, prefix + '*'))
-        records = self._hgetall(client, keys)
+        records = newest_records(self.namespace, self._hgetall(client, keys))
         for start in range(0, len(records), APPLY_CHUNK):
-            self.reactor.callFromThread(self._apply_reads, records[start:start + APPLY_CHUNK], False)
+            self.reactor.callFromThread(self._apply_reads, records[start:start + APPLY_CHUNK],
+                                        False, own)
         return keys
 
     def _resync(self, client, since: float) -> None:
@@ -465,11 +501,21 @@ class RedisSharing:
 
     # --- applying what was read (reactor) ---------------------------------------------------------------------
 
-    def _apply_reads(self, results: list[tuple[str, dict]], from_events: bool) -> None:
+    def _apply_reads(self, results: list[tuple[str, dict]], from_events: bool,
+                     own: bool = False) -> None:
+        issued = self._read_issued if from_events else self._resync_issued
         for key, raw in results:
             owner = key_owner(self.namespace, key)
             if owner is None:
                 continue
+            if owner == self.instance_id and not own and self._own_loaded:
+                # once our own prefix is loaded, the table is the truth: a resync may read
+                # an own key whose DEL is still queued, and must not bring the call back
+                continue
+            if owner != self.instance_id and not self._follows(owner):
+                continue                  # a resync reads every prefix; `ksrm` peers stay out
+            if self._removed_at.get(key, 0) > issued:
+                continue                  # removed after this read was issued: stale
             if not raw and from_events:
                 self._remove_by_key(key, owner)
                 continue
@@ -485,7 +531,21 @@ class RedisSharing:
             store.apply_record(record)
         if from_events:
             self._read_scheduled = False
+            self._prune_removals()
             self._schedule_read()
+
+    def _prune_removals(self) -> None:
+        """Forget removals older than every read still in flight."""
+        floor = self._removals
+        if self._read_scheduled:
+            floor = min(floor, self._read_issued)
+        if self._resync_running:
+            floor = min(floor, self._resync_issued)
+        if self._removed_at:
+            self._removed_at = {k: n for k, n in self._removed_at.items() if n > floor}
+
+    def _on_own_loaded(self) -> None:
+        self._own_loaded = True
 
     def _bad_record(self, key: str, why: str) -> None:
         self.counters.bad_records += 1
@@ -500,6 +560,7 @@ class RedisSharing:
             self._resync_pending = True
             return
         self._resync_running = True
+        self._resync_issued = self._removals
         self._reads.put(('resync', time.monotonic()))
 
     def _periodic_resync(self) -> None:
@@ -528,7 +589,9 @@ class RedisSharing:
             self.peers[peer]['alive'] = False
         self.last_resync = {'at': time.time(), 'duration': duration, 'keys': len(keys),
                             'removed': removed}
+        self._own_loaded = True
         self._resync_running = False
+        self._prune_removals()
         if self._resync_pending:
             self._resync_pending = False
             self.request_resync()

@@ -26,6 +26,7 @@ Reply = Callable[[str | None], None]
 SOCKET_BUFFER = 4 * 1024 * 1024
 REPLY_CACHE_GENERATION = 10.0        # seconds; a reply stays cached 10-20 s
 REPLY_CACHE_MAX = 200_000            # entries per generation
+SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member commands
 
 
 class StartupError(Exception):
@@ -99,13 +100,13 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         text = data[:protocol.MAX_COMMAND_BYTES].decode('latin-1')
         cookie, command_text = protocol.split_cookie(text)
         if cookie is None:
-            self.transport.write(b'E5\n', addr)
+            self.port.socket.sendto(b'E5\n', addr)
             return
         key = (cookie, addr)
         cached = self._cache.get(key) or self._old_cache.get(key)
         if cached is not None:
             self.duplicates += 1
-            self.transport.write(cached, addr)
+            self.port.socket.sendto(cached, addr)
             return
         if key in self._inflight:
             self.duplicates += 1
@@ -130,9 +131,10 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         if len(self._cache) >= self.cache_max:
             self._old_cache, self._cache = self._cache, {}
         self._cache[key] = data
-        if self.transport is not None:
+        if self.port is not None:
             try:
-                self.transport.write(data, addr)
+                # the socket itself: transport.write re-validates the address every time
+                self.port.socket.sendto(data, addr)
             except OSError as exc:
                 self.log.warn('cannot reply to {addr}: {err}', addr=addr, err=exc)
 
@@ -244,15 +246,15 @@ def listen_unix(reactor, path: str, factory, owner: tuple[int, int] | None = Non
 # --- member clients --------------------------------------------------------------------------------
 
 class _Pending:
-    __slots__ = ('callback', 'data', 'sent_at', 'deadline', 'retransmitted', 'timer', 'rto')
+    __slots__ = ('callback', 'data', 'sent_at', 'deadline', 'retransmit_at', 'retransmitted', 'rto')
 
     def __init__(self, callback: Reply, data: bytes, sent_at: float, deadline: float, rto: float):
         self.callback = callback
         self.data = data
         self.sent_at = sent_at
         self.deadline = deadline
+        self.retransmit_at = sent_at + rto
         self.retransmitted = False
-        self.timer = None
         self.rto = rto
 
 
@@ -294,7 +296,10 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         self._pending: dict[str, _Pending] = {}
         self._estimator = RttEstimator()
         self._listening = None
+        self._sweeper = None
         self.late_replies = 0
+        self.timeouts = 0
+        self.on_timeout: Callable[[], None] | None = None
 
     @property
     def rtt(self) -> float | None:
@@ -319,9 +324,9 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         # their source address instead (datagramReceived).
 
     def close(self) -> None:
-        for pending in list(self._pending.values()):
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.cancel()
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
         self._pending.clear()
         if self._listening is not None:
             listening, self._listening = self._listening, None
@@ -331,38 +336,44 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         self._counter += 1
         cookie = self._prefix + str(self._counter)
         now = self.reactor.seconds()
-        rto = self._estimator.rto()
         pending = _Pending(callback, ('%s %s' % (cookie, text)).encode('latin-1'), now,
-                           now + (timeout or self.default_timeout), rto)
+                           now + (timeout or self.default_timeout), self._estimator.rto())
         self._pending[cookie] = pending
-        self._transmit(cookie, pending)
+        self._write(pending.data)
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
 
-    def _transmit(self, cookie: str, pending: _Pending) -> None:
-        if self.transport is not None:
+    def _write(self, data: bytes) -> None:
+        if self._listening is not None:
             try:
-                self.transport.write(pending.data, self.address)
+                self._listening.socket.sendto(data, self.address)
             except OSError:
-                pass    # e.g. ECONNREFUSED from an earlier ICMP error: the retransmit tries again
-        delay = min(pending.rto, pending.deadline - self.reactor.seconds())
-        if delay <= 0:
-            self._expire(cookie)
-            return
-        pending.timer = self.reactor.callLater(delay, self._on_timer, cookie)
+                pass    # e.g. a full buffer: the retransmit tries again
 
-    def _on_timer(self, cookie: str) -> None:
-        pending = self._pending.get(cookie)
-        if pending is None:
-            return
-        if self.reactor.seconds() >= pending.deadline - 1e-6:
+    def _sweep(self) -> None:
+        """Retransmit and expire: one timer per client, not one per command."""
+        self._sweeper = None
+        now = self.reactor.seconds()
+        expired = []
+        for cookie, pending in self._pending.items():
+            if now >= pending.deadline:
+                expired.append(cookie)
+            elif now >= pending.retransmit_at:
+                pending.retransmitted = True
+                pending.rto = min(pending.rto * 2, 1.0)
+                pending.retransmit_at = min(now + pending.rto, pending.deadline)
+                self._write(pending.data)
+        for cookie in expired:
             self._expire(cookie)
-            return
-        pending.retransmitted = True
-        pending.rto = min(pending.rto * 2, 1.0)
-        self._transmit(cookie, pending)
+        if self._pending and self._sweeper is None:
+            self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
 
     def _expire(self, cookie: str) -> None:
         pending = self._pending.pop(cookie, None)
         if pending is not None:
+            self.timeouts += 1
+            if self.on_timeout is not None:
+                self.on_timeout()
             pending.callback(None)
 
     def datagramReceived(self, data: bytes, addr) -> None:
@@ -374,8 +385,6 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         if pending is None:
             self.late_replies += 1
             return
-        if pending.timer is not None and pending.timer.active():
-            pending.timer.cancel()
         if not pending.retransmitted:
             self._estimator.sample(self.reactor.seconds() - pending.sent_at)
         if body.endswith('\n'):
@@ -422,7 +431,9 @@ class UnixMemberClient:
 
     log = Logger()
     default_timeout = 3.0
-    max_connections = 64      # RTPproxy serves at most 100 stream connections
+    # RTPproxy listens with a backlog of 32 (and serves at most 100 stream connections):
+    # more connects at once than the backlog fail with EAGAIN and the command is lost.
+    max_connections = 16
 
     def __init__(self, reactor, path: str) -> None:
         self.reactor = reactor
@@ -431,6 +442,8 @@ class UnixMemberClient:
         self._active = 0
         self._queue: deque = deque()
         self._closed = False
+        self.timeouts = 0
+        self.on_timeout: Callable[[], None] | None = None
 
     @property
     def rtt(self) -> float | None:
@@ -475,6 +488,9 @@ class UnixMemberClient:
 
         def on_timeout() -> None:
             connector = state['connector']
+            self.timeouts += 1
+            if self.on_timeout is not None:
+                self.on_timeout()
             finish(None)
             if connector is not None:
                 connector.disconnect()

@@ -355,6 +355,12 @@ class ScriptedClient:
         self.sent: list[str] = []
         self.closed = False
         self.rtt = None
+        self.on_timeout = None      # the MemberClient contract: called before callback(None)
+
+    def _time_out(self, callback) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout()
+        callback(None)
 
     def send(self, text: str, callback, timeout: float | None = None) -> None:
         self.sent.append(text)
@@ -365,7 +371,7 @@ class ScriptedClient:
             if reply is None:
                 reply = self.rtpp.answer(text)
         if reply is None or self.delay >= timeout:
-            self.clock.callLater(timeout, callback, None)
+            self.clock.callLater(timeout, self._time_out, callback)
         else:
             self.clock.callLater(self.delay, callback, reply)
 

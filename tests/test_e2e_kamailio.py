@@ -44,7 +44,7 @@ def e2e(procs, relay_kind, request):
     workdirs: list[str] = []
     failed_before = request.session.testsfailed
 
-    def make(protocols: list[str], control: str = 'udp') -> E2E:
+    def make(protocols: list[str], control: str = 'udp', kamailio_defines: dict | None = None) -> E2E:
         workdir = tempfile.mkdtemp(prefix='rtpc-e2e-')      # short: unix socket paths live here
         workdirs.append(workdir)
         if relay_kind == 'direct':
@@ -52,7 +52,7 @@ def e2e(procs, relay_kind, request):
         else:
             ep = start_cluster(procs, workdir, protocols, control)
         try:
-            env = E2E(procs, workdir, ep)
+            env = E2E(procs, workdir, ep, kamailio_defines)
         except BaseException:
             ep.stop()
             raise
@@ -235,8 +235,8 @@ def test_member_killed_during_run(e2e):
     after_detection = [c for c in views if c.started is not None and c.started >= detected]
     ck.note('calls: %d on %s, %d on survivors, %d never reached the UAS (%d after detection), %d failed; '
             '%d started after kill+%.1f s' % (len(on_dead), dead, len(on_survivors), len(unplaced),
-                                              len(unplaced_late), len(failed), env.ep.detect_s,
-                                              len(after_detection)))
+                                              len(unplaced_late), len(failed), len(after_detection),
+                                              env.ep.detect_s))
 
     ck.ge('calls relayed by %s before it was killed (precondition)' % dead, len(on_dead), 1)
     ck.ge('calls started after detection (precondition)', len(after_detection), 5)

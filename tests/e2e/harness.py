@@ -287,8 +287,9 @@ class Kamailio:
     """tests/e2e/kamailio.cfg in the foreground, stateful proxy with record-routing."""
 
     def __init__(self, workdir: str, rtpproxy_sock: str, tracker: ProcessTracker,
-                 avoid: list[tuple[int, int]] = ()) -> None:
+                 avoid: list[tuple[int, int]] = (), defines: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.extra_defines = dict(defines or {})     # e.g. {'RTPP_RETR': '2'}
         self.tracker = tracker
         self.port = free_port_outside(list(avoid))
         self.rtpproxy_sock = rtpproxy_sock
@@ -301,6 +302,7 @@ class Kamailio:
              'RTPP_SOCK': '"%s"' % self.rtpproxy_sock,
              'CTL_SOCK': '"unix:%s"' % self.ctl,
              'MPATH': '"%s"' % KAMAILIO_MODULES}
+        d.update(self.extra_defines)
         out = []
         for k, v in d.items():
             out += ['-A', '%s=%s' % (k, v)]
@@ -614,12 +616,13 @@ class RunResult:
 class E2E:
     """Members + relay endpoint + Kamailio; `run_calls()` runs SIPp through them."""
 
-    def __init__(self, tracker: ProcessTracker, workdir: str, ep: RelayEndpoint) -> None:
+    def __init__(self, tracker: ProcessTracker, workdir: str, ep: RelayEndpoint,
+                 kamailio_defines: dict[str, str] | None = None) -> None:
         self.tracker = tracker
         self.workdir = workdir
         self.ep = ep
         self.avoid = list(ep.ranges.values())
-        self.kamailio = Kamailio(workdir, ep.rtpproxy_sock, tracker, self.avoid)
+        self.kamailio = Kamailio(workdir, ep.rtpproxy_sock, tracker, self.avoid, kamailio_defines)
         self.kamailio.start()
         self.runs = 0
         self.sipps: list[Sipp] = []
