@@ -71,7 +71,8 @@ def execute_sharing_command(runtime, words: list[str]) -> list[str] | None:
         return None
     head = words[0]
     if head == 'ls':
-        if len(words) < 2 or words[1] not in _LS_WORDS or words[1] in getattr(runtime, 'clusters', {}):
+        clusters = getattr(runtime, 'clusters', {})
+        if len(words) < 2 or words[1] not in _LS_WORDS or words[1] in clusters:
             return None
         name, args = words[1], words[2:]
     elif head in _TOP_WORDS:
@@ -249,8 +250,8 @@ def _ls_redis(runtime, sharing, args):
     status = sharing.status()
     resync = status['last_resync']
     if resync:
-        resync_text = '%s ago (%.3f s, %d keys, %d removed)' % (
-            _age(time.time() - resync['at']), resync['duration'], resync['keys'],
+        resync_text = '%s ago at %.3f (%.3f s, %d keys, %d removed)' % (
+            _age(time.time() - resync['at']), resync['at'], resync['duration'], resync['keys'],
             resync['removed'])
     else:
         resync_text = 'never'

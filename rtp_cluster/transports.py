@@ -297,6 +297,7 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         self._estimator = RttEstimator()
         self._listening = None
         self._sweeper = None
+        self._closed = False
         self.late_replies = 0
         self.timeouts = 0
         self.on_timeout: Callable[[], None] | None = None
@@ -324,15 +325,28 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         # their source address instead (datagramReceived).
 
     def close(self) -> None:
+        """Take no new commands; the socket closes once those in flight are answered or expired.
+
+        Every callback is still called exactly once: a member removed right after its last
+        `D` went out (a drained member) must not leave that `D` without an answer.
+        """
+        self._closed = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if not self._closed or self._pending:
+            return
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
-        self._pending.clear()
         if self._listening is not None:
             listening, self._listening = self._listening, None
             listening.stopListening()
 
     def send(self, text: str, callback: Reply, timeout: float | None = None) -> None:
+        if self._closed:
+            callback(None)
+            return
         self._counter += 1
         cookie = self._prefix + str(self._counter)
         now = self.reactor.seconds()
@@ -372,9 +386,10 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         pending = self._pending.pop(cookie, None)
         if pending is not None:
             self.timeouts += 1
-            if self.on_timeout is not None:
+            if self.on_timeout is not None and not self._closed:
                 self.on_timeout()
             pending.callback(None)
+            self._close_if_idle()
 
     def datagramReceived(self, data: bytes, addr) -> None:
         if (addr[0], addr[1]) != self.address:
@@ -390,6 +405,7 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         if body.endswith('\n'):
             body = body[:-1]
         pending.callback(body)
+        self._close_if_idle()
 
     def connectionRefused(self) -> None:
         pass    # ICMP port unreachable: the member is down; timeouts and probes handle it

@@ -356,7 +356,8 @@ def test_add_member_which_then_comes_online(world):
     assert world.run(line) == 'OK\n'
     world.rtpp.pump()
     member = world.cluster().members['m5']
-    assert (member.online, member.status, member.weight, member.capacity) == (True, 'ACTIVE', 7, 300)
+    assert (member.online, member.status, member.weight, member.capacity) == \
+        (True, 'ACTIVE', 7, 300)
     assert world.run('ls alpha').split('\n\n')[2] == '''\
     RTPproxy: #2
         name = m5

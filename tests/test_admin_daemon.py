@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from procs import ROOT, control_command, free_udp_port
+from procs import ROOT, control_command, free_tcp_port, free_udp_port
 from rtp_cluster.client import ClientError, run_command
 
 pytestmark = pytest.mark.slow
@@ -423,3 +423,31 @@ def test_many_concurrent_clients(walk):
     assert errors == []
     assert [p.returncode for p in clis] == [0] * 5
     assert outputs == [summary] * 5
+
+
+def test_tcp_admin_socket(procs, tmp_path):
+    port, admin_port = free_udp_port(), free_tcp_port()
+    config = tmp_path / 'rtp_cluster.xml'
+    config.write_text('<rtp_cluster_config><rtp_cluster><name>empty</name><protocol>udp'
+                      '</protocol><address>127.0.0.1:%d</address></rtp_cluster>'
+                      '</rtp_cluster_config>\n' % port)
+    spec = 'tcp:127.0.0.1:%d' % admin_port
+    proc = procs.add(subprocess.Popen(
+        [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', str(config), '-s', spec,
+         '-P', str(tmp_path / 'pid')], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL))
+    expected = ('Cluster: #0\n    name = empty\n    address = 127.0.0.1:%d\n'
+                '    online members = 0 (0 active, 0 suspended, 0 draining)\n'
+                '    offline members = 0\nOK\n' % port)
+    deadline = time.monotonic() + WAIT
+    while True:
+        assert proc.poll() is None
+        try:
+            lines = run_command(spec, 'ls', 2.0)
+            break
+        except ClientError:
+            assert time.monotonic() < deadline, 'the TCP admin socket never answered'
+            time.sleep(0.1)
+    assert ''.join(line + '\n' for line in lines) == expected
+    assert run_command(spec, 'ls empty') == ['Online members of the cluster #0:', '',
+                                             'Offline members of the cluster #0:', '', 'OK']

@@ -425,6 +425,30 @@ def test_udp_client_drops_a_reply_that_comes_after_the_timeout(rt):
     rt.call(client.close)
 
 
+@pytest.mark.parametrize('kind', ['udp', 'unix'])
+def test_closing_a_client_still_answers_commands_in_flight(rt, tmp_path, kind):
+    """A drained member is closed right after its last D went out: that D must be answered."""
+    if kind == 'udp':
+        fake, endpoint = fake_udp_member(rt, 'ok', delay=0.3)
+    else:
+        fake, endpoint = fake_unix_member(rt, str(tmp_path / 'f.sock'), 'ok', delay=0.3)
+    fake.rtpp.create('last', 'ft')
+    client = rt.call(lambda: make_member_client(rt.reactor, endpoint))
+    rt.call(client.start)
+
+    def send_then_close(reply):
+        client.send('D last ft', reply, 2.0)
+        client.close()
+    reply = Reply()
+    rt.call(send_then_close, reply)
+    assert reply.wait(3.0) == '0'
+    late = Reply()
+    rt.call(client.send, 'V', late, 1.0)               # a closed client takes nothing new
+    assert late.wait(2.0) is None
+    time.sleep(0.1)
+    assert reply.values == ['0'] and late.values == [None]
+
+
 @pytest.mark.parametrize('mode', ['garbage', 'wrong_cookie', 'silent', 'slow'])
 def test_member_on_a_faulty_fake_never_goes_online(rt, mode):
     fake, endpoint = fake_udp_member(rt, 'ok' if mode == 'slow' else mode,
