@@ -20,6 +20,8 @@ from .sessions import MemorySessionStore
 Respond = Callable[[str], None]
 
 NEW_SESSION_DEADLINE = 0.4      # s; well inside the 1 s retransmit interval of Kamailio/OpenSIPS
+DELETE_DEADLINE = 0.5           # s; a `D` is answered `0` by then even if the member is silent
+BROADCAST_DEADLINE = 0.5        # s; a member silent this long counts as not knowing the call
 SESSION_AGING_INTERVAL = 60.0
 # Capabilities the cluster answers `VF` with 1 even when it cannot ask a member.
 SELF_CAPABILITIES = frozenset({protocol.PROTOCOL_VERSION, '20050322'})
@@ -150,7 +152,9 @@ class Cluster:
             if not member.online:
                 respond('0')
                 self._forward(cmd, member, self._late_reply_logger(member, cmd))
-                return
+            else:
+                self._delete(cmd, member, respond)
+            return
         elif cmd.letter == 'U' or cmd.letter == 'L':
             to_tag = cmd.to_tag
             if to_tag is not None:
@@ -168,6 +172,33 @@ class Cluster:
             else:
                 respond(self._client_reply(cmd, out, member, reply))
         member.send(out.serialize(), done, timeout)
+
+    def _delete(self, cmd: Command, member: Member, respond: Respond) -> None:
+        """Forward a `D`; if the member is silent, answer `0` at the deadline and keep trying.
+
+        The session is unbound already.  A client that waits seconds for a delete takes
+        the whole cluster for dead (Kamailio disables it after its retries).
+        """
+        pending = [respond]
+
+        def answer(body: str) -> None:
+            if pending:
+                pending.pop()(body)
+            else:
+                self._late_reply_logger(member, cmd)(body)
+
+        def on_deadline() -> None:
+            if pending:
+                self.log.warn('member {name} did not answer a delete within {t} s; answered 0',
+                              name=member.name, t=DELETE_DEADLINE)
+                answer('0')
+        timer = self.clock.callLater(DELETE_DEADLINE, on_deadline)
+
+        def done(body: str) -> None:
+            if timer.active():
+                timer.cancel()
+            answer(body)
+        self._forward(cmd, member, done)
 
     def _late_reply_logger(self, member: Member, cmd: Command) -> Respond:
         def log_late(reply: str) -> None:
@@ -215,7 +246,8 @@ class Cluster:
     def _reanchor(self, cmd: Command, dead: Member, respond: Respond) -> None:
         """A re-offer for a session whose member is offline: move it to a live member."""
         if self.pick_member(frozenset({dead.name})) is None:
-            self._forward(cmd, dead, respond)
+            online = any(m.online for m in self.members.values())
+            respond(protocol.E_NO_CAPACITY if online else protocol.E_NO_MEMBER_ONLINE)
             return
         self.counters.reanchored += 1
         self.log.warn('call {cid!r}: member {name} is offline, re-anchoring the session',
@@ -268,7 +300,8 @@ class Cluster:
 
         for member in online:
             out = self._outgoing(query, member)
-            member.send(out.serialize(), lambda r, m=member, o=out: collect(m, o, r))
+            member.send(out.serialize(), lambda r, m=member, o=out: collect(m, o, r),
+                        BROADCAST_DEADLINE)
 
     @staticmethod
     def _is_positive(letter: str, reply: str) -> bool:

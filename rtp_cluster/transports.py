@@ -27,6 +27,9 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 REPLY_CACHE_GENERATION = 10.0        # seconds; a reply stays cached 10-20 s
 REPLY_CACHE_MAX = 200_000            # entries per generation
 SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member commands
+# A member command is given up after this long (then E997).  Kamailio and OpenSIPS wait
+# 1 s per try and disable the whole cluster when their tries run out (2-5 s).
+MEMBER_TIMEOUT = 1.5
 
 
 class StartupError(Exception):
@@ -283,7 +286,7 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
 
     log = Logger()
     noisy = False
-    default_timeout = 3.0
+    default_timeout = MEMBER_TIMEOUT
 
     def __init__(self, reactor, host: str, port: int, family: int = socket.AF_INET,
                  bind_address: str | None = None) -> None:
@@ -446,7 +449,7 @@ class UnixMemberClient:
     """Commands to a member's one-shot `unix:` socket: one connection per command."""
 
     log = Logger()
-    default_timeout = 3.0
+    default_timeout = MEMBER_TIMEOUT
     # RTPproxy listens with a backlog of 32 (and serves at most 100 stream connections):
     # more connects at once than the backlog fail with EAGAIN and the command is lost.
     max_connections = 16

@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 
 from cluster_proc import FakeRtpp, ScriptedClient
 from rtp_cluster import protocol
+from rtp_cluster import cluster as cluster_mod
 from rtp_cluster.cluster import NEW_SESSION_DEADLINE, Cluster
 from rtp_cluster.config import ClusterConfig, Endpoint, MemberConfig
 from rtp_cluster.member import DRAINING, OFFLINE, ONLINE, SUSPENDED, Member
@@ -612,3 +613,45 @@ def test_session_of_a_removed_member_is_forgotten():
     h.cluster._remove_member(member)
     assert h.cluster.store.lookup('c1') is None
     assert h.cmd('L c1 127.0.0.1 6000 ft tt') == '0'      # broadcast to the rest: not found
+
+
+def test_stats_with_every_member_silent_and_nothing_cached():
+    h = Harness([{'counters': {'nsess_created': 1}}, {'counters': {'nsess_created': 2}}])
+    for client in h.clients.values():
+        client.silent = True
+    replies = h.send('G nsess_created')
+    run(h.clock, 1.5)
+    assert replies == [protocol.E_STATS_ALL_FAILED]
+
+
+# --- answered well within the SIP clients' 1 s retransmit interval -----------------------------------
+
+def test_broadcast_answers_within_a_second_despite_a_silent_member():
+    h = three()
+    h.fakes['m2'].create('x@h', 'ft')
+    h.clients['m3'].silent = True              # online, not noticed yet
+    replies = h.send('L x@h 127.0.0.1 6000 ft tt')
+    run(h.clock, 1.0)
+    assert len(replies) == 1 and h.owner_of(replies[0]) == 'm2'
+
+
+def test_reoffer_with_every_member_offline_is_answered_at_once():
+    h = Harness([{}, {}], rng=lambda: 0.0)
+    h.cmd('U c1 127.0.0.1 5000 ft')
+    for name in h.fakes:
+        h.take_offline(name)
+    replies = h.send('U c1 127.0.0.1 5000 ft tt')
+    run(h.clock, 0.1)
+    assert replies == [protocol.E_NO_MEMBER_ONLINE]
+
+
+def test_delete_to_a_silent_member_is_answered_zero_at_the_deadline():
+    h = Harness([{}], rng=lambda: 0.0)
+    h.cmd('U d1 127.0.0.1 5000 ft')
+    h.clients['m1'].silent = True               # online, silence not noticed yet
+    replies = h.send('D d1 ft tt')
+    run(h.clock, cluster_mod.DELETE_DEADLINE - 0.05)
+    assert replies == []
+    run(h.clock, 0.1)
+    assert replies == ['0']
+    assert h.cluster.store.lookup('d1') is None

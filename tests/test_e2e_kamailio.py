@@ -12,7 +12,6 @@ Media: the UAC plays g711a.pcap (PCMA, ~33 packets/s) for the call length, the U
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import tempfile

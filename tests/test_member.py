@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from cluster_proc import FakeRtpp, ScriptedClient
+from cluster_proc import ScriptedClient
 from rtp_cluster.config import Endpoint, MemberConfig
 from rtp_cluster.member import (CAPABILITY_DATES, DRAINING, OFFLINE, ONLINE, PROBING, Member)
 

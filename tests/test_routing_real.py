@@ -390,5 +390,5 @@ def test_delete_for_a_call_on_a_dead_member_is_answered_at_once(procs, tmp_path)
     cluster.wait_log('member a: online -> offline', 5.0)
     for i in on_a:
         started = time.monotonic()
-        assert cluster.command('D dd%d ft tt' % i, timeout=1.0) == '0'
-        assert time.monotonic() - started < 0.5
+        assert cluster.command('D dd%d ft tt' % i, timeout=2.0) == '0'
+        assert time.monotonic() - started < 1.5      # not after the 3 s member timeout

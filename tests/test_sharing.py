@@ -736,3 +736,106 @@ def test_admin_hook_in_admin_commands():
     assert commands.execute('ls sessions bogus').is_error
     bare = AdminCommands(FakeRuntime(None, {}))
     assert bare.execute('kslist').text() == NOT_CONFIGURED + '\n'
+
+
+# --- RedisSharing, reactor side (fed by hand: no threads, no Redis) ----------------------------------
+
+from rtp_cluster.redis_sharing import newest_records  # noqa: E402
+
+CHANNEL = '__keyspace@0__:'
+
+
+def sharing_setup(me='a', peers=()):
+    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
+                           reactor=None, client_factory=lambda: None)
+    store = sharing.store_for('test', lambda m: 'udp:x', 3600.0)
+    return sharing, store
+
+
+def queued_reads(sharing) -> list:
+    items = []
+    while not sharing._reads.empty():
+        items.append(sharing._reads.get_nowait())
+    return items
+
+
+def raw_of(rec: Record) -> tuple[str, dict]:
+    return encoded(rec)
+
+
+def test_newest_records_keeps_one_record_per_call_and_the_bad_ones():
+    stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
+    tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    other = raw_of(record(cid='c2', owner='b'))
+    bad = ('rtpc:s:b:test:c3', {b'junk': b'1'})
+    for order in ([stale, tomb, other, bad], [bad, other, tomb, stale]):
+        kept = newest_records(NS, order)
+        assert sorted(k for k, _ in kept) == sorted([tomb[0], other[0], bad[0]])
+
+
+def test_resync_does_not_bring_back_a_call_deleted_after_a_takeover():
+    """b died owning c1; a took it over and deleted it (tombstone); c's resync reads both."""
+    sharing, store = sharing_setup(me='c')
+    sharing._own_loaded = True
+    stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
+    tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    for order in ([stale, tomb], [tomb, stale]):
+        sharing._apply_reads(newest_records(NS, order), False)
+        assert 'c1' not in store
+
+
+def test_event_read_answered_before_the_delete_event_does_not_resurrect():
+    sharing, store = sharing_setup(me='a')
+    key, raw = raw_of(record(cid='c1', owner='b'))
+    sharing._on_events([(CHANNEL + key, 'hset')])
+    assert queued_reads(sharing) == [('read', [key])]
+    # the reader's HGETALL ran before b's DEL; the del event reaches the reactor first
+    sharing._on_events([(CHANNEL + key, 'del')])
+    sharing._apply_reads([(key, raw)], True)
+    assert 'c1' not in store
+    # the call is created again: its new hset is read and applied
+    sharing._on_events([(CHANNEL + key, 'hset')])
+    assert queued_reads(sharing) == [('read', [key])]
+    sharing._apply_reads([raw_of(record(cid='c1', owner='b', seq=2))], True)
+    assert store.get('c1').seq == 2
+    assert sharing._removed_at == {}                          # nothing in flight: forgotten
+
+
+def test_resync_read_before_a_delete_event_does_not_resurrect():
+    sharing, store = sharing_setup(me='a')
+    sharing._own_loaded = True
+    key, raw = raw_of(record(cid='c1', owner='b'))
+    sharing.request_resync()
+    assert queued_reads(sharing)[0][0] == 'resync'
+    sharing._on_events([(CHANNEL + key, 'del')])              # while the scan runs
+    sharing._apply_reads([(key, raw), raw_of(record(cid='c2', owner='b'))], False)
+    assert 'c1' not in store and 'c2' in store
+
+
+def test_resync_skips_our_own_keys_once_loaded():
+    """A resync may read an own key whose DEL is still queued: the table is the truth."""
+    sharing, store = sharing_setup(me='a')
+    own = raw_of(record(cid='mine', owner='a'))
+    sharing._apply_reads([own], False, True)                  # the start-up load
+    sharing._on_own_loaded()
+    assert store.get('mine').owner == 'a'
+    store.unbind('mine')                                      # DEL queued, not flushed yet
+    sharing._apply_reads([own], False)                        # a resync read the old key
+    assert 'mine' not in store
+
+
+def test_resync_applies_own_keys_until_the_own_load_succeeded():
+    sharing, store = sharing_setup(me='a')
+    sharing._apply_reads([raw_of(record(cid='mine', owner='a'))], False)
+    assert store.get('mine').owner == 'a'
+
+
+def test_resync_ignores_peers_removed_with_ksrm():
+    sharing, store = sharing_setup(me='a', peers=('b', 'c'))
+    sharing._own_loaded = True
+    sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
+                          raw_of(record(cid='c1', owner='c'))], False)
+    assert sharing.unsubscribe('b') == 1
+    sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
+                          raw_of(record(cid='c1', owner='c'))], False)   # the next resync
+    assert 'b1' not in store and 'c1' in store

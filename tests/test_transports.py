@@ -20,7 +20,6 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import globalLogPublisher
 
 from cluster_proc import FakeRtpp
-from procs import start_member
 from rtp_cluster import protocol
 from rtp_cluster.cluster import Cluster
 from rtp_cluster.config import ClusterConfig, Endpoint, MemberConfig, parse_endpoint
@@ -361,7 +360,7 @@ def test_command_to_a_killed_member_makes_it_offline_quickly(rt, procs):
     real.kill(signal.SIGKILL)
     assert send(rt, member, 'U c1 127.0.0.1 5000 ft', 0.3).wait() is None
     took = wait_for(lambda: member.state == OFFLINE, 5.0, 'offline')
-    assert took <= 2.0                 # the V probe after a timeout, not the 30 s heartbeat
+    assert took <= 3.0                 # the V probe after a timeout, not the 30 s heartbeat
     rt.call(member.stop)
 
 
@@ -707,7 +706,6 @@ def test_cluster_over_real_members_on_all_transports(rt, procs, tmp_path):
     real = [procs.member('udp'), procs.member('udp6'), procs.member('unix')]
     stack = Stack(rt, [member_config('m%d' % i, m) for i, m in enumerate(real)],
                   str(tmp_path / 'ctl.sock'))
-    owners: dict[str, int] = {}
     for i in range(30):
         cid = 'all%d' % i
         u = stack.udp_command('u%d' % i, 'U %s 127.0.0.1 5000 ft' % cid)
@@ -717,7 +715,6 @@ def test_cluster_over_real_members_on_all_transports(rt, procs, tmp_path):
             assert protocol.parse_ul_reply(recv_lines(s, 1).decode())
         d = stack.udp_command('d%d' % i, 'D %s ft tt' % cid)
         assert d == 'd%d 0\n' % i
-        owners[cid] = 1
     created = [int(m.command('Ib').split('\n')[0].split(': ')[1]) for m in real]
     assert sum(created) == 30
     assert all(int(m.command('Ib').split('\n')[1].split(': ')[1]) == 0 for m in real)

@@ -569,6 +569,8 @@ class Checks:
         self.context.append(text)
 
     def verify(self) -> None:
+        print('[%s] %d checks passed, %d failed:\n  - %s' % (self.title, len(self.passed), len(self.failed),
+                                                         '\n  - '.join(self.passed)))
         if self.failed:
             raise AssertionError('%s: %d check(s) failed:\n  - %s\npassed:\n  - %s\ncontext:\n%s' % (
                 self.title, len(self.failed), '\n  - '.join(self.failed), '\n  - '.join(self.passed),
