@@ -5,7 +5,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo clean
+.PHONY: all venv test demo bench bench-memory clean
 
 all: test
 
@@ -24,6 +24,12 @@ test: venv
 
 demo: venv
 	$(VENV)/bin/python scripts/demo.py
+
+bench: venv
+	$(VENV)/bin/python -m bench.runner --rounds 3 --duration 10
+
+bench-memory: venv
+	$(VENV)/bin/python -m bench.memory --sessions 100000
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

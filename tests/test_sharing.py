@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import task
 
 from rtp_cluster.admin import AdminCommands
 from rtp_cluster.admin_sharing import NOT_CONFIGURED, execute_sharing_command, show
@@ -322,16 +323,14 @@ def test_tombstone_for_unknown_call_adds_nothing():
     assert len(h.store) == 0 and h.writes == []
 
 
-def test_tombstone_keeps_an_older_record_out_whatever_the_arrival_order():
-    """A dead owner's key (epoch 1) and the taker's tombstone (epoch 2) both stay in Redis
-    until their TTL; a resync reads them in any order and must not bring the call back."""
-    old = record(owner='b', epoch=1, seq=1)
-    tomb = record(owner='a', epoch=2, seq=2, state=DELETED_STATE)
-    for first, second in ((old, tomb), (tomb, old)):
-        h = Harness(me='c')
-        h.store.apply_record(first)
-        h.store.apply_record(second)
-        assert 'c1' not in h.store, 'order %s then %s' % (first.owner, second.owner)
+def test_tombstone_after_an_older_record_drops_it():
+    """The store applies records in arrival order; a resync, which reads a dead owner's
+    stale key and the taker's tombstone in any order, filters them first (newest_records,
+    tested below)."""
+    h = Harness(me='c')
+    h.store.apply_record(record(owner='b', epoch=1, seq=1))
+    assert h.store.apply_record(record(owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    assert 'c1' not in h.store and h.writes == []
 
 
 # --- demotion (split brain) -------------------------------------------------------------------------
@@ -528,13 +527,14 @@ def admin_setup(me='a', peers=()):
                            reactor=None, client_factory=lambda: None)
     configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
                MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
-    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), None,
+    clock = task.Clock()
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
                       store=sharing.store_for('test', lambda m: 'udp:x' if m in ('m1', 'm2')
                                               else None, 3600.0))
     clients = {}
     for config in configs:
         clients[config.name] = RecordingClient()
-        member = Member(config, clients[config.name], None)
+        member = Member(config, clients[config.name], clock)
         member.state = ONLINE
         cluster.add_member(member)
     runtime = FakeRuntime(sharing, {'test': cluster})
