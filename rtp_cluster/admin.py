@@ -23,7 +23,7 @@ from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from .config import ConfigError, MemberConfig, check_host, parse_endpoint, parse_socket_spec
+from .config import ConfigError, MemberConfig, check_host, parse_admin_socket, parse_endpoint
 from .member import ACTIVE, DRAINING, SUSPENDED
 from .transports import StartupError, listen_unix
 
@@ -52,7 +52,6 @@ HELP_TEXT = (
     '\tmodify CLUSTER_NAME remove|delete|pause|resume RTPPROXY_NAME',
 )
 _DIGITS = re.compile(r'[0-9]+')
-_SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9]*:')
 
 log = Logger(namespace='rtp_cluster.admin')
 
@@ -563,16 +562,10 @@ class AdminFactory(tx_protocol.Factory):
 
 def parse_admin_spec(spec: str):
     """'/path', 'unix:/path' or 'tcp:host:port' -> Endpoint; StartupError otherwise."""
-    text = spec.strip()
-    if text and not text.startswith('/') and not _SCHEME.match(text):
-        text = os.path.abspath(text)          # a bare relative path, as the original took it
     try:
-        endpoint = parse_socket_spec(text)
+        return parse_admin_socket(spec)
     except ValueError as exc:
         raise StartupError('admin socket: %s' % exc) from None
-    if endpoint.protocol not in ('unix', 'tcp'):
-        raise StartupError('admin socket %s: expected /PATH, unix:/PATH or tcp:HOST:PORT' % spec)
-    return endpoint
 
 
 class AdminServer:

@@ -17,7 +17,6 @@ import fcntl
 import grp
 import os
 import pwd
-import re
 import select
 import signal
 import sys
@@ -42,7 +41,6 @@ STARTUP_WAIT = 60.0          # seconds the terminal waits for the daemon to repo
 STOP_TIMEOUT = 10.0          # seconds Runtime.stop() may take at shutdown
 
 log = Logger(namespace=PROG)
-_SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9]*:')
 
 
 class AppError(Exception):
@@ -111,20 +109,11 @@ def _lookup(name: str, kind: str, getter: Callable, attr: str) -> int:
 
 def normalize_admin_spec(spec: str) -> str:
     """Check the admin socket spec; make unix paths absolute (the daemon changes to /)."""
-    from .config import parse_socket_spec
-    text = spec.strip()
-    path = text[5:] if text.startswith('unix:') else None if _SCHEME.match(text) else text
-    if path is not None:
-        if not path:
-            raise AppError('-s %s: the unix socket path is empty' % spec)
-        text = 'unix:' + os.path.abspath(path)
+    from .config import parse_admin_socket
     try:
-        endpoint = parse_socket_spec(text)
+        return str(parse_admin_socket(spec))
     except ValueError as exc:
         raise AppError('-s: %s' % exc) from None
-    if endpoint.protocol not in ('unix', 'tcp'):
-        raise AppError('-s %s: the admin socket must be /PATH, unix:/PATH or tcp:HOST:PORT' % spec)
-    return str(endpoint)
 
 
 def parse_options(argv: list[str]) -> Options:

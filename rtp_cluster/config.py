@@ -15,6 +15,7 @@ with the admin command ``modify CLUSTER add``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -120,6 +121,26 @@ def parse_socket_spec(spec: str) -> Endpoint:
     # The admin TCP socket has no conventional port, so one must be given.
     default_port = None if proto == 'tcp' else DEFAULT_PORT
     return _net_endpoint(proto, rest, default_port)
+
+
+_SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9]*:')
+
+
+def parse_admin_socket(spec: str) -> Endpoint:
+    """The admin socket (`-s`): `/path`, a relative path, `unix:path` or `tcp:host:port`.
+
+    Relative unix paths are made absolute (the daemon changes to /).  Raises ValueError.
+    """
+    text = spec.strip()
+    path = text[5:] if text.startswith('unix:') else None if _SCHEME.match(text) else text
+    if path is not None:
+        if not path:
+            raise ValueError(f'"{spec}": the unix socket path is empty')
+        text = 'unix:' + os.path.abspath(path)
+    endpoint = parse_socket_spec(text)
+    if endpoint.protocol not in ('unix', 'tcp'):
+        raise ValueError(f'"{spec}": expected /PATH, unix:/PATH or tcp:HOST:PORT')
+    return endpoint
 
 
 def _net_endpoint(proto: str, text: str, default_port: int | None) -> Endpoint:
