@@ -281,7 +281,25 @@ class RttEstimator:
         return min(ceiling, max(floor, self.srtt + 4 * self.rttvar))
 
 
-class UDPMemberClient(tx_protocol.DatagramProtocol):
+class _ClientStats:
+    """What every member client keeps: the RTT estimate, timeouts and the timeout hook."""
+
+    def _init_stats(self) -> None:
+        self._estimator = RttEstimator()
+        self.timeouts = 0
+        self.on_timeout: Callable[[], None] | None = None
+
+    @property
+    def rtt(self) -> float | None:
+        return self._estimator.srtt
+
+    def _timed_out(self) -> None:
+        self.timeouts += 1
+        if self.on_timeout is not None:
+            self.on_timeout()
+
+
+class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
     """Commands to a UDP/UDP6 member: fresh short cookies, retransmits with backoff."""
 
     log = Logger()
@@ -297,17 +315,11 @@ class UDPMemberClient(tx_protocol.DatagramProtocol):
         self._prefix = '%x_' % random.getrandbits(32)
         self._counter = 0
         self._pending: dict[str, _Pending] = {}
-        self._estimator = RttEstimator()
+        self._init_stats()
         self._listening = None
         self._sweeper = None
         self._closed = False
         self.late_replies = 0
-        self.timeouts = 0
-        self.on_timeout: Callable[[], None] | None = None
-
-    @property
-    def rtt(self) -> float | None:
-        return self._estimator.srtt
 
     def start(self) -> None:
         interface = self.bind_address or ('::' if self.family == socket.AF_INET6 else '0.0.0.0')
@@ -445,7 +457,7 @@ class _OneShotFactory(tx_protocol.ClientFactory):
         self.finish(None)
 
 
-class UnixMemberClient:
+class UnixMemberClient(_ClientStats):
     """Commands to a member's one-shot `unix:` socket: one connection per command."""
 
     log = Logger()
@@ -457,16 +469,10 @@ class UnixMemberClient:
     def __init__(self, reactor, path: str) -> None:
         self.reactor = reactor
         self.path = path
-        self._estimator = RttEstimator()
+        self._init_stats()
         self._active = 0
         self._queue: deque = deque()
         self._closed = False
-        self.timeouts = 0
-        self.on_timeout: Callable[[], None] | None = None
-
-    @property
-    def rtt(self) -> float | None:
-        return self._estimator.srtt
 
     def start(self) -> None:
         self._closed = False
@@ -507,9 +513,7 @@ class UnixMemberClient:
 
         def on_timeout() -> None:
             connector = state['connector']
-            self.timeouts += 1
-            if self.on_timeout is not None:
-                self.on_timeout()
+            self._timed_out()
             finish(None)
             if connector is not None:
                 connector.disconnect()
