@@ -278,7 +278,7 @@ def _ls_redis(runtime, sharing, args):
     return lines
 
 
-# --- changing things -------------------------------------------------------------------------------
+# --- changing things -----------------------------------------------------------------------------
 
 def _terminate_own(cluster, store, call_id: str, session) -> None:
     """Delete on the member as a client's D would (the store then removes the key)."""

@@ -234,6 +234,7 @@ class Cluster:
                     self.counters.retried_new += 1
                     self.log.warn('member {name} did not answer a new session in time; '
                                   'trying another member', name=member.name)
+                    self._discard_late_session(cmd, member)
                     self._new_session(cmd, respond, exclude | {member.name})
                 else:
                     respond(protocol.E_MEMBER_TIMEOUT)
@@ -242,6 +243,12 @@ class Cluster:
                 self.store.unbind(call_id)
             respond(self._client_reply(cmd, out, member, reply))
         member.send(out.serialize(), done, self.new_session_deadline if first_try else None)
+
+    def _discard_late_session(self, cmd: Command, member: Member) -> None:
+        """The slow member may still create the session we moved elsewhere: delete it there."""
+        delete = protocol.parse_command('D %s %s' % (cmd.call_id, cmd.from_tag))
+        if delete.error is None:
+            member.send(delete.serialize(), lambda reply: None)
 
     def _reanchor(self, cmd: Command, dead: Member, respond: Respond) -> None:
         """A re-offer for a session whose member is offline: move it to a live member."""

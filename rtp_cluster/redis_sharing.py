@@ -478,11 +478,13 @@ class RedisSharing:
         started = time.monotonic()
         keys = self._load_prefix(client, '%s:s:' % self.namespace)
         presences = {}
-        for key, raw in self._hgetall(client, list(self._scan(client, '%s:n:*' % self.namespace))):
+        presence_keys = list(self._scan(client, '%s:n:*' % self.namespace))
+        for key, raw in self._hgetall(client, presence_keys):
             if '_error' in raw:           # not a hash: garbage must not stop every resync
                 self.reactor.callFromThread(self._bad_record, key, raw['_error'][:100])
                 continue
-            presences[key[len(self.namespace) + 3:]] = {_text(k): _text(v) for k, v in raw.items()}
+            presences[key[len(self.namespace) + 3:]] = {
+                _text(k): _text(v) for k, v in raw.items()}
         run_id = _text(client.info('server').get('run_id', ''))
         self.reactor.callFromThread(self._finish_resync, since, keys, presences, run_id,
                                     time.monotonic() - started)

@@ -478,9 +478,8 @@ class UnixMemberClient(_ClientStats):
         self._closed = False
 
     def close(self) -> None:
+        """Take no new commands; queued ones still go out (a drained member's last `D`)."""
         self._closed = True
-        while self._queue:
-            self._queue.popleft()[1](None)
 
     def send(self, text: str, callback: Reply, timeout: float | None = None) -> None:
         if self._closed:
@@ -523,7 +522,7 @@ class UnixMemberClient(_ClientStats):
         state['connector'] = self.reactor.connectUNIX(self.path, factory, timeout=timeout)
 
     def _next(self) -> None:
-        if self._queue and self._active < self.max_connections and not self._closed:
+        if self._queue and self._active < self.max_connections:
             text, callback, timeout = self._queue.popleft()
             self._start_one(text, callback, timeout or self.default_timeout)
 

@@ -564,6 +564,8 @@ def test_new_session_on_a_silent_member_is_retried_on_another_within_the_deadlin
     assert h.cluster.store.lookup('c1') == 'm2'
     assert h.cluster.counters.retried_new == 1
     assert h.owner_of(h.cmd('L c1 127.0.0.1 6000 ft tt')) == 'm2'
+    # the slow member is told to drop the session in case it creates it late
+    assert h.clients['m1'].sent.count('D c1 ft') == 1
 
 
 def test_no_member_timeout_error_while_a_member_answers():

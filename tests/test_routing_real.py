@@ -242,8 +242,7 @@ def test_draining_member_is_removed_after_its_calls_end(fresh, procs, tmp_path):
     with open(cluster.config_path, 'w') as f:
         f.write(xml_a)
     os.kill(cluster.proc.pid, signal.SIGHUP)
-    wait_until(lambda: all(owner(cluster.command('U after%d 127.0.0.1 5000 ft' % i), [a, b]) == 0
-                           for i in range(5)), 5.0, 'b to leave the rotation')
+    cluster.wait_log('Loaded 1 clusters and 1 RTP proxies', 10.0)
     news = [cluster.command('U new%d 127.0.0.1 5000 ft' % i) for i in range(30)]
     assert all(owner(r, [a, b]) == 0 for r in news)
     for i in on_b:                                     # b still serves its calls
@@ -347,7 +346,7 @@ def test_new_sessions_on_a_silent_member_go_to_a_live_one(procs, tmp_path):
         replies = []
         for i in range(12):
             started = time.monotonic()
-            replies.append(cluster.command('U silent%d 127.0.0.1 5000 ft' % i, timeout=1.0))
+            replies.append(cluster.command('U silent%d 127.0.0.1 5000 ft' % i, timeout=2.0))
             assert time.monotonic() - started < 1.0     # inside a SIP proxy's retransmit time
         assert 'E997' not in replies
         assert all(owner(r, [a, b]) == 1 for r in replies)
