@@ -61,10 +61,10 @@ _next_media_base = [36000 + (os.getpid() % 50) * 400]
 
 def media_port_range(size: int = 200) -> tuple[int, int]:
     """A private RTP port range for one member (members in one test run never overlap)."""
+    if _next_media_base[0] + size > 64000:
+        _next_media_base[0] = 36000
     base = _next_media_base[0]
     _next_media_base[0] += size
-    if _next_media_base[0] > 64000:
-        _next_media_base[0] = 36000
     return base, base + size - 1
 
 

@@ -236,14 +236,19 @@ def view(sessions: dict[str, dict[str, str]]) -> dict[str, tuple[str, str, str]]
     return {cid: (s['member'], s['owner'], s['epoch']) for cid, s in sessions.items()}
 
 
-# --- (1) failover ------------------------------------------------------------------------------------
+# --- (1) failover --------------------------------------------------------------------------------
 
 def test_failover_peer_routes_directly_to_recorded_member(env):
     a, b = env.instance('a'), env.instance('b')
     calls = ['fo-%d' % i for i in range(500)]
-    ports = create_calls(a, calls)
+    offers = create_calls(a, calls, answer=False)           # timed from the last offer's reply
     took = wait_for(lambda: b.counts() == (0, 500), 5, 'b knows 500 foreign sessions')
     assert took <= 1.0, 'b learned the 500 sessions only after %.2f s' % took
+    answers = batch(a.control, ['L %s 127.0.0.1 %d ft-%s tt-%s' % (c, 6000 + i, c, c)
+                                for i, c in enumerate(calls)])
+    assert all(is_port_reply(r) for r in answers)
+    ports = {c: (offers[c][0], answer) for c, answer in zip(calls, answers)}
+    wait_for(lambda: all(s.get('ttag') for s in env.keys('a').values()), 2, 'to-tags written')
     assert a.counts() == (500, 0)
     assert view(b.sessions('foreign')) == view(a.sessions('own'))
     assert set(env.keys('a')) == set(calls)
@@ -282,7 +287,7 @@ def test_failover_peer_routes_directly_to_recorded_member(env):
     assert b.status()['broadcasts'] == '0'
 
 
-# --- (2) Redis crash and restart ------------------------------------------------------------------------
+# --- (2) Redis crash and restart -----------------------------------------------------------------
 
 class Traffic(threading.Thread):
     """Re-offers, new calls and deletes against one instance; records every failure."""
@@ -380,7 +385,7 @@ def test_redis_killed_and_restarted_empty_mid_traffic(env):
             restarted.stop()
 
 
-# --- (3) lost notifications --------------------------------------------------------------------------------
+# --- (3) lost notifications ----------------------------------------------------------------------
 
 def test_killed_pubsub_connection_is_repaired_by_the_resync_on_resubscribe(env):
     # b's periodic resync is too slow to matter: only the resync on re-subscribe can fix b
@@ -454,7 +459,7 @@ def test_output_buffer_overflow_is_repaired_after_resubscribe(procs, tmp_path):
         server.stop()
 
 
-# --- (4) split brain ----------------------------------------------------------------------------------------
+# --- (4) split brain -----------------------------------------------------------------------------
 
 def test_split_brain_converges_to_one_owner(env):
     a, b = env.instance('a'), env.instance('b')
@@ -497,7 +502,7 @@ def test_split_brain_converges_to_one_owner(env):
     assert env.active() == 0
 
 
-# --- (5) deletes, TTL expiry ---------------------------------------------------------------------------------
+# --- (5) deletes, TTL expiry ---------------------------------------------------------------------
 
 def test_deletes_propagate_and_leaked_sessions_expire(env):
     a = env.instance('a', redis_extra='<session_ttl>2</session_ttl>')
@@ -524,7 +529,7 @@ def test_deletes_propagate_and_leaked_sessions_expire(env):
     assert int(b.status()['removed by event']) >= 100
 
 
-# --- (6) TLS ---------------------------------------------------------------------------------------------------
+# --- (6) TLS -------------------------------------------------------------------------------------
 
 def openssl(*args: str, cwd) -> None:
     subprocess.run(['openssl'] + list(args), cwd=cwd, check=True, capture_output=True, timeout=30)
@@ -611,7 +616,7 @@ def test_tls_verified_server_accepted_wrong_name_and_untrusted_refused(procs, tm
         assert list(raw.scan_iter(match='%s:s:*' % NS)) == []   # nothing was written there
 
 
-# --- (7) bad data in a peer's prefix -------------------------------------------------------------------------
+# --- (7) bad data in a peer's prefix -------------------------------------------------------------
 
 def test_bad_data_in_peer_prefix_is_ignored_counted_and_never_written_back(env):
     a, b = env.instance('a'), env.instance('b')

@@ -214,7 +214,7 @@ def test_store_converges_to_the_highest_record_in_any_arrival_order(orders):
     assert h.writes == []                  # learning peers' records never writes
 
 
-# --- SharedSessionStore: own sessions --------------------------------------------------------------
+# --- SharedSessionStore: own sessions ------------------------------------------------------------
 
 def test_new_session_is_own_epoch_1_and_queued():
     h = Harness()
@@ -222,7 +222,8 @@ def test_new_session_is_own_epoch_1_and_queued():
     key, mapping = h.last_write()
     assert key == 'rtpc:s:a:test:c1'
     rec = h.decode_last()
-    assert (rec.owner, rec.epoch, rec.seq, rec.member, rec.ftag, rec.ttag) == ('a', 1, 1, 'm1', 'ft', '')
+    assert (rec.owner, rec.epoch, rec.seq, rec.member, rec.ftag, rec.ttag) == (
+        'a', 1, 1, 'm1', 'ft', '')
     assert rec.maddr == 'udp:127.0.0.1:7001'
     assert rec.created == pytest.approx(h.wall.now)
     assert h.store.ownership_counts() == (1, 0)
@@ -258,7 +259,7 @@ def test_reanchor_to_another_member_bumps_epoch():
     assert h.store.count('m1') == 0 and h.store.count('m2') == 1
 
 
-# --- takeover ---------------------------------------------------------------------------------------
+# --- takeover ------------------------------------------------------------------------------------
 
 def test_lookup_of_foreign_session_takes_it_over():
     h = Harness(me='a')
@@ -333,7 +334,7 @@ def test_tombstone_after_an_older_record_drops_it():
     assert 'c1' not in h.store and h.writes == []
 
 
-# --- demotion (split brain) -------------------------------------------------------------------------
+# --- demotion (split brain) ----------------------------------------------------------------------
 
 def test_newer_peer_record_demotes_our_own_session_and_deletes_our_key():
     h = Harness(me='a')
@@ -394,7 +395,7 @@ def test_unknown_member_is_counted_but_kept():
     assert h.store.get('c1').member == 'm9'
 
 
-# --- removal ------------------------------------------------------------------------------------------
+# --- removal -------------------------------------------------------------------------------------
 
 def test_apply_removal_only_when_that_peer_owns_the_session():
     h = Harness(me='a')
@@ -458,7 +459,7 @@ def test_rewrite_all_own_and_own_keys():
     assert sorted(h.store.own_keys()) == ['rtpc:s:a:test:x', 'rtpc:s:a:test:y']
 
 
-# --- timeouts --------------------------------------------------------------------------------------------
+# --- timeouts ------------------------------------------------------------------------------------
 
 def test_ttl_expiry_of_own_and_foreign_sessions():
     h = Harness(me='a', ttl=100.0)
@@ -499,7 +500,7 @@ def test_final_timeout_zero_disables_it():
     assert h.store.expire() == 0
 
 
-# --- admin commands (no Redis: RedisSharing is never started) ----------------------------------------------
+# --- admin commands (no Redis: RedisSharing is never started) ------------------------------------
 
 class RecordingClient:
     """A member client that answers D with 0 and records every command."""
@@ -738,7 +739,7 @@ def test_admin_hook_in_admin_commands():
     assert bare.execute('kslist').text() == NOT_CONFIGURED + '\n'
 
 
-# --- RedisSharing, reactor side (fed by hand: no threads, no Redis) ----------------------------------
+# --- RedisSharing, reactor side (fed by hand: no threads, no Redis) ------------------------------
 
 from rtp_cluster.redis_sharing import newest_records  # noqa: E402
 
