@@ -50,6 +50,10 @@ HELP_TEXT = (
     'Arguments of modify:',
     '\t' + ADD_USAGE.replace('CLUSTER', 'CLUSTER_NAME'),
     '\tmodify CLUSTER_NAME remove|delete|pause|resume RTPPROXY_NAME',
+    'Session sharing (with <redis> configured):',
+    '\tls numsessions | ls sessions [all|own|foreign] [LIMIT] | ls session CALLID',
+    '\tls peers | ls redis | kslist | ksadd PEER | ksrm PEER | resync',
+    '\tterminate CALLID|own|foreign|all | takeover PEER|all',
 )
 _DIGITS = re.compile(r'[0-9]+')
 

@@ -275,7 +275,7 @@ class RttEstimator:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
-    def rto(self, floor: float = 0.1, ceiling: float = 1.0) -> float:
+    def rto(self, floor: float = 0.03, ceiling: float = 1.0) -> float:
         if self.srtt is None:
             return 0.5
         return min(ceiling, max(floor, self.srtt + 4 * self.rttvar))

@@ -4,18 +4,15 @@
     cl.command('V')
     replies = run_calls(cl.control, [['U c1 ...', 'L c1 ...', 'D c1 ...'], ...])
 
-ClusterProc runs the real daemon (`python -m rtp_cluster.app -f ...`) once the daemon can
-start (its admin module exists); until then, or with RTPC_TEST_CLUSTER=runtime, it runs
-this file as a script, which builds rtp_cluster.runtime.Runtime from the config file and
-runs the reactor.  Either way the child is registered with the `procs` fixture and stopped
-by PID.
+ClusterProc runs the real daemon (`python -m rtp_cluster.app -f ...`) with an admin socket
+in the test's directory; the child is registered with the `procs` fixture and stopped by
+PID.
 
 FakeRtpp is an in-memory stand-in for one RTPproxy (sessions, ports, counters, capability
 answers) used by the sans-IO tests and by the scripted fake members of the socket tests.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import select
 import socket
@@ -36,11 +33,10 @@ from procs import control_command, free_udp_port  # noqa: E402
 
 def member_xml(name: str, member=None, *, protocol: str | None = None, address: str | None = None,
                weight: int = 100, capacity: int = 10000, status: str = 'ACTIVE',
-               wan: str | None = None, lan: str | None = None) -> str:
+               wan: str | None = None, lan: str | None = None, extra: str = '') -> str:
     """One <rtpproxy>; `member` is a procs.Member (its protocol and address are used)."""
     protocol = protocol or member.protocol
     address = address or member.address
-    extra = ''
     if wan:
         extra += '<wan_address>%s</wan_address>' % wan
     if lan:
@@ -50,55 +46,49 @@ def member_xml(name: str, member=None, *, protocol: str | None = None, address: 
             % (name, protocol, address, weight, capacity, status, extra))
 
 
-def cluster_xml(members: list[str], *, name: str = 'test', capacity_limit: str | None = None,
-                port: int | None = None) -> tuple[str, str]:
-    """(config XML, control socket spec) of one UDP cluster on 127.0.0.1."""
-    port = port or free_udp_port()
-    limit = '<capacity_limit type="%s"/>' % capacity_limit if capacity_limit else ''
+def cluster_xml(members: list[str], *, name: str = 'test', protocol: str = 'udp',
+                address: str | None = None, port: int | None = None,
+                capacity_limit: str | None = None, extra: str = '') -> tuple[str, str]:
+    """(config XML, control socket spec for procs.control_command) of one cluster."""
+    if address is None:
+        address = '127.0.0.1:%d' % (port or free_udp_port())
+    spec = ('unix:' if protocol == 'unix' else protocol + ':') + address
+    if capacity_limit:
+        extra += '<capacity_limit type="%s"/>' % capacity_limit
     xml = ('<?xml version="1.0"?>\n<rtp_cluster_config><rtp_cluster><name>%s</name>'
-           '<protocol>udp</protocol><address>127.0.0.1:%d</address>%s%s</rtp_cluster>'
-           '</rtp_cluster_config>\n' % (name, port, limit, ''.join(members)))
-    return xml, 'udp:127.0.0.1:%d' % port
+           '<protocol>%s</protocol><address>%s</address>%s%s</rtp_cluster>'
+           '</rtp_cluster_config>\n' % (name, protocol, address, extra, ''.join(members)))
+    return xml, spec
 
 
 # --- the cluster in a child process ---------------------------------------------------------
-
-def default_mode() -> str:
-    mode = os.environ.get('RTPC_TEST_CLUSTER')
-    if mode in ('app', 'runtime'):
-        return mode
-    return 'app' if importlib.util.find_spec('rtp_cluster.admin') is not None else 'runtime'
-
 
 @dataclass
 class ClusterProc:
     proc: subprocess.Popen
     control: str
-    mode: str
+    admin: str
     config_path: str
     log_paths: tuple[str, ...]
 
     @classmethod
     def start(cls, procs, tmp_path, config: tuple[str, str], wait_online=(),
-              mode: str | None = None, timeout: float = 15.0) -> 'ClusterProc':
+              timeout: float = 15.0, extra_args=()) -> 'ClusterProc':
         xml, control = config
-        mode = mode or default_mode()
         tmp = str(tmp_path)
         config_path = os.path.join(tmp, 'rtp_cluster.xml')
         with open(config_path, 'w') as f:
             f.write(xml)
+        admin = os.path.join(tmp, 'admin.sock')
         log_path = os.path.join(tmp, 'rtp_cluster.log')
         out_path = os.path.join(tmp, 'rtp_cluster.out')
-        if mode == 'app':
-            argv = [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', config_path,
-                    '-s', 'unix:' + os.path.join(tmp, 'admin.sock'),
-                    '-P', os.path.join(tmp, 'rtp_cluster.pid'), '-L', log_path]
-        else:
-            argv = [sys.executable, os.path.abspath(__file__), config_path, log_path]
+        argv = [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', config_path,
+                '-s', 'unix:' + admin, '-P', os.path.join(tmp, 'rtp_cluster.pid'),
+                '-L', log_path] + list(extra_args)
         with open(out_path, 'w') as out:
-            proc = procs.add(subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE,
+            proc = procs.add(subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
                                               stdout=out, stderr=subprocess.STDOUT))
-        cluster = cls(proc, control, mode, config_path, (log_path, out_path))
+        cluster = cls(proc, control, admin, config_path, (log_path, out_path))
         cluster.wait(cluster._answers_version, timeout, 'the control socket to answer V')
         for name in wait_online:
             cluster.wait_log('member %s: probing -> online' % name, timeout)
@@ -142,6 +132,11 @@ class ClusterProc:
             time.sleep(0.05)
         return time.monotonic() - start
 
+    def admin_command(self, *words: str) -> subprocess.CompletedProcess:
+        """`rtp_cluster_client` against this daemon's admin socket."""
+        return subprocess.run([sys.executable, '-m', 'rtp_cluster.client', '-s', 'unix:' + self.admin]
+                              + list(words), cwd=ROOT, capture_output=True, text=True, timeout=20)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -151,30 +146,6 @@ class ClusterProc:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
-
-
-def _run_runtime(config_path: str, log_path: str) -> int:
-    """Child process body of the 'runtime' mode."""
-    import threading
-    sys.path.insert(0, ROOT)
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from rtp_cluster.config import load_config
-    from rtp_cluster.runtime import Runtime
-
-    log = open(log_path, 'a', buffering=1)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(log)], redirectStandardIO=False)
-    runtime = Runtime(load_config(config_path), config_path, reactor)
-    runtime.start()
-    reactor.addSystemEventTrigger('before', 'shutdown', runtime.stop)
-
-    def parent_gone() -> None:          # stdin closes when the test process goes away
-        sys.stdin.read()
-        reactor.callFromThread(reactor.stop)
-    threading.Thread(target=parent_gone, daemon=True).start()
-    reactor.run()                       # SIGTERM / SIGINT stop the reactor
-    return 0
 
 
 # --- many calls at once over one UDP socket --------------------------------------------------
@@ -378,6 +349,3 @@ class ScriptedClient:
     def close(self) -> None:
         self.closed = True
 
-
-if __name__ == '__main__':
-    sys.exit(_run_runtime(sys.argv[1], sys.argv[2]))

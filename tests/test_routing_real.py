@@ -233,8 +233,6 @@ def test_draining_member_is_removed_after_its_calls_end(fresh, procs, tmp_path):
     a, b = fresh[0], fresh[1]
     xml_both = cluster_xml([a.xml('a'), b.xml('b')])
     cluster = ClusterProc.start(procs, tmp_path, xml_both, wait_online=['a', 'b'])
-    if cluster.mode != 'app':
-        pytest.skip('reload needs the daemon (rtp_cluster.app)')
     replies = [cluster.command('U dr%d 127.0.0.1 5000 ft' % i) for i in range(30)]
     on_b = [i for i, r in enumerate(replies) if owner(r, [a, b]) == 1]
     assert on_b
