@@ -5,7 +5,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo bench bench-memory clean
+.PHONY: all venv test demo bench bench-memory bench-sharing clean
 
 all: test
 
@@ -30,6 +30,9 @@ bench: venv
 
 bench-memory: venv
 	$(VENV)/bin/python -m bench.memory --sessions 100000
+
+bench-sharing: venv
+	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 --concurrency 16
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

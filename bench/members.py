@@ -181,22 +181,41 @@ class Fleet:
         wait_answer(child, (host, port), 'V', lambda r: r == '20040107\n', 10)
         return child
 
+    def redis(self, port: int) -> Child:
+        """A private redis-server on loopback with keyspace notifications (session sharing)."""
+        import redis
+        argv = ['redis-server', '--port', str(port), '--bind', '127.0.0.1', '--save', '',
+                '--appendonly', 'no', '--notify-keyspace-events', 'Kghxe', '--dir', self.workdir]
+        child = self._start(Child('redis', argv, ready_line=False,
+                                  log_path=os.path.join(self.workdir, 'redis.out')))
+        client = redis.Redis(host='127.0.0.1', port=port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    return child
+            except redis.RedisError:
+                if time.monotonic() > deadline or not child.alive():
+                    raise RuntimeError('redis-server did not start: %s' % child.log_tail())
+                time.sleep(0.05)
+
     def cluster(self, port: int, members: list[tuple[str, tuple[str, int]]],
-                host: str = '127.0.0.1', capacity: int = 100000) -> Child:
+                host: str = '127.0.0.1', capacity: int = 100000,
+                redis_url: str | None = None, name: str = 'rtp_cluster') -> Child:
         """The rtp_cluster daemon in the foreground, serving udp:HOST:PORT for `members`.
 
         Returns once the cluster has created (and deleted) a probe session, i.e. once at least
         one member is online behind it.
         """
-        conf = os.path.join(self.workdir, 'rtp_cluster.xml')
+        conf = os.path.join(self.workdir, name + '.xml')
         with open(conf, 'w') as f:
-            f.write(cluster_config_xml('bench', (host, port), members, capacity))
+            f.write(cluster_config_xml('bench', (host, port), members, capacity, redis_url))
         argv = [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', conf,
-                '-s', 'unix:' + os.path.join(self.workdir, 'admin.sock'),
-                '-P', os.path.join(self.workdir, 'rtp_cluster.pid'),
-                '-L', os.path.join(self.workdir, 'rtp_cluster.log')]
-        child = self._start(Child('rtp_cluster', argv, ready_line=False,
-                                  log_path=os.path.join(self.workdir, 'rtp_cluster.out')))
+                '-s', 'unix:' + os.path.join(self.workdir, name + '-admin.sock'),
+                '-P', os.path.join(self.workdir, name + '.pid'),
+                '-L', os.path.join(self.workdir, name + '.log')]
+        child = self._start(Child(name, argv, ready_line=False,
+                                  log_path=os.path.join(self.workdir, name + '.out')))
         addr = (host, port)
         wait_answer(child, addr, 'V', lambda r: r == '20040107\n', 20)
         probe = 'bench-probe-%d' % os.getpid()
@@ -207,8 +226,13 @@ class Fleet:
 
 
 def cluster_config_xml(name: str, addr: tuple[str, int],
-                       members: list[tuple[str, tuple[str, int]]], capacity: int) -> str:
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>', '<rtp_cluster_config>', '  <rtp_cluster>',
+                       members: list[tuple[str, tuple[str, int]]], capacity: int,
+                       redis_url: str | None = None) -> str:
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>', '<rtp_cluster_config>']
+    if redis_url:
+        parts += ['  <redis><url>%s</url><instance_id>bench-%d</instance_id></redis>'
+                  % (redis_url, addr[1])]
+    parts += ['  <rtp_cluster>',
              '    <name>%s</name>' % name, '    <protocol>udp</protocol>',
              '    <address>%s:%d</address>' % addr]
     for mname, (mhost, mport) in members:

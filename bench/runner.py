@@ -128,21 +128,7 @@ def run(args) -> dict:
         'timeout_s': args.timeout, 'tries': args.tries, 'b': args.b,
     }, 'runs': [], 'summary': []}
     with Fleet() as fleet:
-        a_port = free_udp_port(HOST)
-        a = fleet.rtpp_member('a-direct', a_port, ranges[0])
-        target_a = Target('A', 'one rtp-io member, direct', (HOST, a_port), a.pid, [])
-        if args.b == 'cluster':
-            ports = [free_udp_port(HOST) for _ in range(3)]
-            m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
-            m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
-            cl = fleet.cluster(ports[2], [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))], HOST)
-            target_b = Target('B', 'rtp_cluster with two rtp-io members', (HOST, ports[2]),
-                              cl.pid, [m1.pid, m2.pid])
-        else:
-            b_port = free_udp_port(HOST)
-            b = fleet.rtpp_member('b-direct', b_port, ranges[1])
-            target_b = Target('B', 'a second rtp-io member, direct (stand-in)', (HOST, b_port),
-                              b.pid, [])
+        target_a, target_b = make_targets(args.b, fleet, ranges)
         results['meta']['targets'] = {'A': target_a.label, 'B': target_b.label}
         print('A: %s at %s:%d (pid %d)' % (target_a.label, *target_a.addr, target_a.main_pid))
         print('B: %s at %s:%d (pid %d)' % (target_b.label, *target_b.addr, target_b.main_pid),
@@ -168,14 +154,51 @@ def run(args) -> dict:
     return results
 
 
+def make_targets(kind: str, fleet: Fleet, ranges) -> tuple[Target, Target]:
+    if kind == 'cluster-redis':
+        return sharing_targets(fleet, ranges)
+    a_port = free_udp_port(HOST)
+    a = fleet.rtpp_member('a-direct', a_port, ranges[0])
+    target_a = Target('A', 'one rtp-io member, direct', (HOST, a_port), a.pid, [])
+    if kind == 'member':
+        b_port = free_udp_port(HOST)
+        b = fleet.rtpp_member('b-direct', b_port, ranges[1])
+        return target_a, Target('B', 'a second rtp-io member, direct (stand-in)',
+                                (HOST, b_port), b.pid, [])
+    ports = [free_udp_port(HOST) for _ in range(3)]
+    m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
+    m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
+    cl = fleet.cluster(ports[2], [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))], HOST)
+    return target_a, Target('B', 'rtp_cluster with two rtp-io members', (HOST, ports[2]),
+                            cl.pid, [m1.pid, m2.pid])
+
+
+def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
+    """A = rtp_cluster without sharing, B = rtp_cluster sharing through Redis; same two members."""
+    ports = [free_udp_port(HOST) for _ in range(4)]
+    m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
+    m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
+    members = [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))]
+    redis_port = free_udp_port(HOST)
+    fleet.redis(redis_port)
+    plain = fleet.cluster(ports[2], members, HOST, name='cluster-plain')
+    shared = fleet.cluster(ports[3], members, HOST, redis_url='redis://127.0.0.1:%d/0' % redis_port,
+                           name='cluster-redis')
+    return (Target('A', 'rtp_cluster, no session sharing', (HOST, ports[2]), plain.pid,
+                   [m1.pid, m2.pid]),
+            Target('B', 'rtp_cluster sharing sessions through Redis', (HOST, ports[3]),
+                   shared.pid, [m1.pid, m2.pid]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description='A/B benchmark: direct member vs rtp_cluster')
     ap.add_argument('--rounds', type=int, default=3, help='A/B rounds per concurrency (3)')
     ap.add_argument('--duration', type=float, default=10.0, help='seconds per measurement (10)')
     ap.add_argument('--warmup', type=float, default=1.0, help='uncounted seconds first (1)')
     ap.add_argument('--concurrency', default='1,16,64', help='comma list (1,16,64)')
-    ap.add_argument('--b', choices=('cluster', 'member'), default='cluster',
-                    help='B = rtp_cluster with two members (default) or a second direct member')
+    ap.add_argument('--b', choices=('cluster', 'member', 'cluster-redis'), default='cluster',
+                    help='B = rtp_cluster with two members (default), a second direct member, '
+                         'or (cluster-redis) A = the cluster without and B = with Redis sharing')
     ap.add_argument('--mix-q', type=float, default=0.0, help='%% of cycles with a Q (0)')
     ap.add_argument('--mix-ib', type=float, default=0.0, help='%% of cycles with an Ib (0)')
     ap.add_argument('--timeout', type=float, default=1.0, help='retransmit after (1 s)')
@@ -185,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--media-base', type=int, default=40000, help='first member RTP port')
     ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')
     args = ap.parse_args(argv)
-    if args.b == 'cluster' and not cluster_available():
+    if args.b != 'member' and not cluster_available():
         print('rtp_cluster daemon not found (rtp_cluster/app.py, runtime.py); '
               'use --b member to run B against a second direct member', file=sys.stderr)
         return 2

@@ -62,6 +62,7 @@ class Member:
                  probe_interval: float = 2.0, probe_timeout: float = 1.0) -> None:
         self.config = config
         self.name = config.name
+        self.control_spec = str(config.endpoint)    # fixed for this object (see Runtime.reload)
         self.client = client
         self.clock = clock
         self.heartbeat_interval = heartbeat_interval

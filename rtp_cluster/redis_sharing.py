@@ -32,7 +32,7 @@ from . import __version__
 from .sharing import (BadRecord, SharedSessionStore, SharingCounters, decode_record, key_owner,
                       presence_key, session_prefix)
 
-FLUSH_INTERVAL = 0.005
+FLUSH_INTERVAL = 0.02
 WRITE_BATCH = 500
 EVENT_BATCH = 500
 PRESENCE_INTERVAL = 1.0
@@ -132,6 +132,7 @@ class RedisSharing:
         self._patterns_changed = threading.Event()
         self.subscribed: set[str] = set(config.peers)
         self.auto_peers = not config.peers
+        self.discovered: set[str] = set()     # peers found through presence records (auto)
         # state seen on the reactor thread
         self.degraded = False
         self.subscriber_connected = False
@@ -321,9 +322,18 @@ class RedisSharing:
     def patterns(self) -> list[str]:
         space = '__keyspace@%d__:' % self.db
         presence = space + '%s:n:*' % self.namespace
-        if self.auto_peers:
-            return [space + '%s:s:*' % self.namespace, presence]
-        return [space + session_prefix(self.namespace, p) + '*' for p in sorted(self.subscribed)] + [presence]
+        # One pattern per peer, never one for the whole namespace: our own writes would
+        # come back as events that cost the reactor as much as writing them.
+        peers = self.discovered if self.auto_peers else self.subscribed
+        return [space + session_prefix(self.namespace, p) + '*'
+                for p in sorted(peers) if p != self.instance_id] + [presence]
+
+    def _discover(self, peer: str) -> None:
+        """A peer announced itself; with automatic peers, follow its sessions from now on."""
+        if self.auto_peers and peer != self.instance_id and peer not in self.discovered:
+            self.discovered.add(peer)
+            self.log.info('redis: following sessions of peer {peer}', peer=peer)
+            self._patterns_changed.set()
 
     def _subscriber_loop(self) -> None:
         pubsub = None
@@ -401,6 +411,7 @@ class RedisSharing:
             info['alive'] = event not in ('del', 'expired', 'evicted')
             if info['alive']:
                 info['last_event'] = time.time()
+                self._discover(peer)
 
     def _follows(self, peer: str) -> bool:
         return self.auto_peers or peer in self.subscribed
@@ -584,6 +595,7 @@ class RedisSharing:
                 continue
             info = self.peers.setdefault(peer, {})
             info.update(alive=True, presence=presence)
+            self._discover(peer)
             # absence in Redis proves deletion only once the peer rewrote into this Redis
             if presence.get('synced_run_id') == run_id and run_id:
                 for store in self.stores.values():

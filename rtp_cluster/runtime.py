@@ -94,7 +94,7 @@ class Runtime:
         def member_address(member: str) -> str | None:
             cluster = self.clusters.get(name)
             found = cluster.members.get(member) if cluster is not None else None
-            return str(found.config.endpoint) if found is not None else None
+            return found.control_spec if found is not None else None
         return self.sharing.store_for(name, member_address, DEFAULT_SESSION_TTL)
 
     def _listen(self, config: ClusterConfig, cluster: Cluster):
