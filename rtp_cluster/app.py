@@ -56,6 +56,7 @@ class Options:
     pidfile: str
     logfile: str
     owner: tuple[int, int] | None
+    probe_interval: float = 2.0
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -86,8 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help='log file in daemon mode (default: %(default)s)')
     parser.add_argument('-o', dest='owner', metavar='user:group',
                         help='owner of the unix sockets rtp_cluster creates')
+    parser.add_argument('--probe-interval', dest='probe_interval', metavar='seconds',
+                        type=_probe_interval, default=2.0,
+                        help='how often an offline member is probed again (default: %(default)s)')
     parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
     return parser
+
+
+def _probe_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 600:
+        raise argparse.ArgumentTypeError('expected seconds between 0.1 and 600, got %r' % text)
+    return value
 
 
 def parse_owner(spec: str) -> tuple[int, int]:
@@ -126,6 +140,7 @@ def parse_options(argv: list[str]) -> Options:
         pidfile=os.path.abspath(args.pidfile),
         logfile=os.path.abspath(args.logfile),
         owner=parse_owner(args.owner) if args.owner else None,
+        probe_interval=args.probe_interval,
     )
 
 
@@ -226,7 +241,8 @@ def start_runtime(opts: Options, config: Config, reactor) -> Runtime:
     from .runtime import Runtime
     try:
         runtime = Runtime(config, os.path.abspath(opts.config), reactor,
-                          sock_owner=opts.owner, admin_spec=opts.admin)
+                          sock_owner=opts.owner, admin_spec=opts.admin,
+                          probe_interval=opts.probe_interval)
         runtime.start()
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ not in _EXPECTED:

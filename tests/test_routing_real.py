@@ -389,3 +389,19 @@ def test_delete_for_a_call_on_a_dead_member_is_answered_at_once(procs, tmp_path)
         started = time.monotonic()
         assert cluster.command('D dd%d ft tt' % i, timeout=2.0) == '0'
         assert time.monotonic() - started < 1.5      # not after the 3 s member timeout
+
+
+@pytest.mark.slow
+def test_probe_interval_option_brings_a_restarted_member_back_sooner(procs, tmp_path):
+    member = procs.member('udp')
+    port = int(member.address.rsplit(':', 1)[1])
+    cluster = ClusterProc.start(procs, tmp_path, cluster_xml([member_xml('m1', member)]),
+                                wait_online=['m1'], extra_args=['--probe-interval', '0.5'])
+    member.kill()
+    cluster.wait_log('member m1: online -> offline')
+    restarted = procs.member('udp', port=port)
+    assert restarted.command('V') == '20040107\n'
+    back = cluster.wait_log('member m1: probing -> online', timeout=10, count=2)
+    # one probe timeout (1 s) plus one interval (0.5 s) at the most; the default
+    # interval (2 s) would allow up to 3 s
+    assert back < 2.2, 'online again after %.1f s' % back
