@@ -217,13 +217,19 @@ def _ls_session(runtime, sharing, args):
     return lines
 
 
-def _ls_peers(runtime, sharing, args):
-    _no_args(args)
+def _foreign_counts(runtime, sharing) -> dict[str, int]:
+    """FOREIGN sessions per owning peer."""
     counts: dict[str, int] = {}
     for _, _, _, session in _sessions(runtime):
         owner = getattr(session, 'owner', sharing.instance_id)
         if owner != sharing.instance_id:
             counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
+def _ls_peers(runtime, sharing, args):
+    _no_args(args)
+    counts = _foreign_counts(runtime, sharing)
     now = time.time()
     lines = []
     for peer in sorted(set(sharing.peers) | set(counts)):
@@ -352,11 +358,7 @@ def _ksrm(runtime, sharing, args):
 
 def _kslist(runtime, sharing, args):
     _no_args(args)
-    counts: dict[str, int] = {}
-    for _, _, _, session in _sessions(runtime):
-        owner = getattr(session, 'owner', sharing.instance_id)
-        if owner != sharing.instance_id:
-            counts[owner] = counts.get(owner, 0) + 1
+    counts = _foreign_counts(runtime, sharing)
     if sharing.auto_peers:
         lines = ['mode: auto (every peer in namespace %s)' % show(sharing.namespace)]
         peers = sorted((set(sharing.peers) | set(counts) | set(sharing.subscribed))
