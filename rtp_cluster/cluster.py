@@ -148,7 +148,8 @@ class Cluster:
             self._reanchor(cmd, member, respond)
             return
         if cmd.letter == 'D':
-            self.store.unbind(call_id)
+            if _ends_the_call(cmd):
+                self.store.unbind(call_id)
             if not member.online:
                 respond('0')
                 self._forward(cmd, member, self._late_reply_logger(member, cmd))
@@ -452,6 +453,17 @@ class Cluster:
 
         for member in online:
             member.send(cmd.serialize(), lambda r, m=member: collect(m, r))
+
+
+def _ends_the_call(cmd: Command) -> bool:
+    """A `D` that leaves nothing of the call on the member.
+
+    `Dw` only clears a weak flag, and a tag with a `;N` suffix deletes one media stream of
+    several; the call stays bound then (aging forgets it if no full `D` ever comes).
+    """
+    if 'w' in cmd.mods or 'W' in cmd.mods:
+        return False
+    return not any(';' in tag for tag in cmd.args[1:3])
 
 
 __all__ = ['Cluster', 'ACTIVE', 'SUSPENDED', 'DRAINING']

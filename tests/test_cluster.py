@@ -657,3 +657,16 @@ def test_delete_to_a_silent_member_is_answered_zero_at_the_deadline():
     run(h.clock, 0.1)
     assert replies == ['0']
     assert h.cluster.store.lookup('d1') is None
+
+
+@pytest.mark.parametrize('delete,bound', [
+    ('D s1 ft tt', False),          # the whole call
+    ('D s1 ft;1 tt;1', True),       # one media stream of the call
+    ('Dw s1 ft', True),             # a weak flag only: the session may live on
+])
+def test_delete_unbinds_only_when_it_ends_the_call(delete, bound):
+    h = Harness([{}], rng=lambda: 0.0)
+    h.cmd('U s1 127.0.0.1 5000 ft;1')
+    h.cmd('U s1 127.0.0.1 5002 ft;2')
+    h.cmd(delete)
+    assert (h.cluster.store.get('s1') is not None) is bound
