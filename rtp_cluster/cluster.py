@@ -101,8 +101,12 @@ class Cluster:
     def offline_members(self) -> list[Member]:
         return [m for m in self.members.values() if not m.online]
 
+    @property
+    def aging_interval(self) -> float:
+        return getattr(self.store, 'aging_interval', SESSION_AGING_INTERVAL)
+
     def start(self) -> None:
-        self._aging = self.clock.callLater(SESSION_AGING_INTERVAL, self._age_sessions)
+        self._aging = self.clock.callLater(self.aging_interval, self._age_sessions)
 
     def stop(self) -> None:
         if self._aging is not None and self._aging.active():
@@ -112,7 +116,7 @@ class Cluster:
 
     def _age_sessions(self) -> None:
         self.counters.expired_sessions += self.store.expire()
-        self._aging = self.clock.callLater(SESSION_AGING_INTERVAL, self._age_sessions)
+        self._aging = self.clock.callLater(self.aging_interval, self._age_sessions)
 
     # --- the data path ------------------------------------------------------------------------
 

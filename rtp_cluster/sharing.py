@@ -165,6 +165,13 @@ class SharedSessionStore(MemorySessionStore):
         self.wall_clock = wall_clock
         self.counters = counters or SharingCounters()
 
+    @property
+    def aging_interval(self) -> float:
+        """How often `expire` must run: fine enough for `final_timeout` to be kept."""
+        if self.final_timeout > 0:
+            return min(60.0, max(1.0, self.final_timeout / 10.0))
+        return 60.0
+
     # --- the routing interface ----------------------------------------------------------------
 
     def lookup(self, call_id: str) -> str | None:

@@ -529,6 +529,19 @@ def test_deletes_propagate_and_leaked_sessions_expire(env):
     assert int(b.status()['removed by event']) >= 100
 
 
+def test_final_timeout_ends_calls_on_owner_and_peer(env):
+    a = env.instance('a', redis_extra='<final_timeout>3</final_timeout>')
+    b = env.instance('b', redis_extra='<final_timeout>3</final_timeout>')
+    calls = ['ft-%d' % i for i in range(20)]
+    create_calls(a, calls)
+    wait_for(lambda: b.counts() == (0, 20), 5, 'b knows the calls')
+    took = wait_for(lambda: a.counts() == (0, 0) and b.counts() == (0, 0), 10,
+                    'both forget the calls after final_timeout')
+    # 3 s after creation, checked every second (final_timeout / 10, at least 1 s)
+    assert took < 6.0, 'calls ended %.1f s after creation' % took
+    assert env.keys('a') == {}
+
+
 # --- (6) TLS -------------------------------------------------------------------------------------
 
 def openssl(*args: str, cwd) -> None:

@@ -840,3 +840,20 @@ def test_resync_ignores_peers_removed_with_ksrm():
     sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
                           raw_of(record(cid='c1', owner='c'))], False)   # the next resync
     assert 'b1' not in store and 'c1' in store
+
+
+@pytest.mark.parametrize('final_timeout,interval', [(0.0, 60.0), (30.0, 3.0), (5.0, 1.0),
+                                                     (3600.0, 60.0)])
+def test_cluster_ages_sessions_often_enough_for_final_timeout(final_timeout, interval):
+    from twisted.internet.task import Clock
+    from rtp_cluster.cluster import Cluster
+    from rtp_cluster.config import ClusterConfig, Endpoint
+    h = Harness(me='a', ttl=10_000.0, final_timeout=final_timeout)
+    clock = Clock()
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 1), ()), clock,
+                      store=h.store)
+    cluster.start()
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [interval]
+    clock.advance(interval)
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [2 * interval]
+    cluster.stop()
