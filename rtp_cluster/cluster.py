@@ -136,12 +136,14 @@ class Cluster:
         else:
             respond(protocol.E_UNKNOWN_COMMAND)
 
-    def _session_command(self, cmd: Command, respond: Respond) -> None:
+    def _session_command(self, cmd: Command, respond: Respond, looked_up: bool = False) -> None:
         call_id = cmd.call_id
         name = self.store.lookup(call_id)
         member = self.members.get(name) if name is not None else None
         if name is not None and member is None:
             self.store.unbind(call_id)      # its member was removed
+        if member is None and not looked_up and self._resolve_elsewhere(cmd, respond):
+            return
         if member is None:
             if cmd.is_new_session_offer:
                 self._new_session(cmd, respond, frozenset())
@@ -165,6 +167,12 @@ class Cluster:
             if to_tag is not None:
                 self.store.learn_to_tag(call_id, to_tag)
         self._forward(cmd, member, respond)
+
+    def _resolve_elsewhere(self, cmd: Command, respond: Respond) -> bool:
+        """A shared store whose view is stale may find the call in Redis first (then retry)."""
+        resolve = getattr(self.store, 'resolve_unknown', None)
+        return resolve is not None and resolve(
+            cmd.call_id, lambda: self._session_command(cmd, respond, looked_up=True))
 
     def _forward(self, cmd: Command, member: Member, respond: Respond,
                  timeout: float | None = None) -> None:

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from . import __version__
 from .sharing import (BadRecord, SharedSessionStore, SharingCounters, decode_record, key_owner,
-                      presence_key, session_prefix)
+                      presence_key, session_key, session_prefix)
 
 FLUSH_INTERVAL = 0.02
 WRITE_BATCH = 500
@@ -40,6 +40,7 @@ PRESENCE_TTL_MS = 3000
 COMMAND_TIMEOUT = 1.0
 SCAN_COUNT = 1000
 APPLY_CHUNK = 1000
+LOOKUP_DEADLINE = 0.2       # s; a lookup-on-miss never delays a command longer
 
 
 def connection_kwargs(config) -> dict[str, Any]:
@@ -155,6 +156,9 @@ class RedisSharing:
         self._read_issued = 0
         self._resync_issued = 0
         self._loops: list[task.LoopingCall] = []
+        self._lookups: dict[int, Callable[[], None]] = {}
+        self._lookup_counter = 0
+        self._reader_ok = True
 
     # --- set-up ---------------------------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class RedisSharing:
         store = SharedSessionStore(cluster, self.instance_id, self.namespace, self.queue_write,
                                    member_address, ttl=ttl, final_timeout=self.config.final_timeout,
                                    counters=self.counters)
+        store.resolve_unknown = lambda call_id, then: self.lookup_unknown(cluster, call_id, then)
         self.stores[cluster] = store
         return store
 
@@ -457,6 +462,10 @@ class RedisSharing:
                     self.reactor.callFromThread(self._on_own_loaded)
                 elif kind == 'clean_own':
                     self._clean_own(client)
+                elif kind == 'lookup':
+                    token, keys = payload
+                    self.reactor.callFromThread(self._apply_lookup, token,
+                                                self._hgetall(client, keys))
             except (redis.RedisError, OSError) as exc:
                 client = None
                 self.reactor.callFromThread(self._on_read_failed, kind, payload, str(exc))
@@ -507,6 +516,9 @@ class RedisSharing:
 
     def _on_read_failed(self, kind: str, payload, error: str) -> None:
         self.last_error = error
+        self._reader_ok = False
+        if kind == 'lookup':
+            self._finish_lookup(payload[0])
         if kind == 'read':
             self._read_scheduled = False
             self._dirty.update(payload)
@@ -514,10 +526,57 @@ class RedisSharing:
             self._resync_running = False
             self._resync_pending = True
 
+    # --- lookup on miss ---------------------------------------------------------------------------------
+
+    @property
+    def stale(self) -> bool:
+        """Our view of the peers may miss sessions (subscriber down, resync not finished)."""
+        return not self.subscriber_connected or self._resync_running or self._resync_pending
+
+    def lookup_unknown(self, cluster: str, call_id: str, then: Callable[[], None]) -> bool:
+        """While the view is stale, read the call-id under every peer's prefix, then `then()`.
+
+        False (and `then` is not called) when no lookup is needed.  `then` runs once, when the
+        records are applied or after LOOKUP_DEADLINE, whichever comes first.
+        """
+        peers = sorted((self.discovered | self.subscribed | set(self.peers)) - {self.instance_id})
+        # with Redis unreachable a lookup would only add its deadline to every new call
+        if not self.stale or not peers or self.degraded or not self._reader_ok:
+            return False
+        self._lookup_counter += 1
+        token = self._lookup_counter
+        self._lookups[token] = then
+        self.counters.lookups_on_miss += 1
+        keys = [session_key(self.namespace, peer, cluster, call_id) for peer in peers]
+        self._reads.put(('lookup', (token, keys)))
+        self.reactor.callLater(LOOKUP_DEADLINE, self._finish_lookup, token)
+        return True
+
+    def _apply_lookup(self, token: int, results: list[tuple[str, dict]]) -> None:
+        self._reader_ok = True
+        for key, raw in results:
+            if not raw or key_owner(self.namespace, key) is None:
+                continue
+            try:
+                record = decode_record(key, self.namespace, raw)
+            except BadRecord as exc:
+                self._bad_record(key, str(exc))
+                continue
+            store = self.stores.get(record.cluster)
+            if store is not None:
+                store.apply_record(record)
+        self._finish_lookup(token)
+
+    def _finish_lookup(self, token: int) -> None:
+        then = self._lookups.pop(token, None)
+        if then is not None:
+            then()
+
     # --- applying what was read (reactor) ---------------------------------------------------------------------
 
     def _apply_reads(self, results: list[tuple[str, dict]], from_events: bool,
                      own: bool = False) -> None:
+        self._reader_ok = True
         issued = self._read_issued if from_events else self._resync_issued
         for key, raw in results:
             owner = key_owner(self.namespace, key)

@@ -136,7 +136,8 @@ WriteOp = Callable[[str, dict | None], None]      # (key, mapping to HSET | None
 
 class SharingCounters:
     __slots__ = ('takeovers', 'demotions', 'conflicts', 'applied', 'removed_by_event',
-                 'removed_by_resync', 'bad_records', 'unknown_members', 'writes_queued')
+                 'removed_by_resync', 'bad_records', 'unknown_members', 'writes_queued',
+                 'lookups_on_miss')
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -164,6 +165,8 @@ class SharedSessionStore(MemorySessionStore):
         self.final_timeout = final_timeout
         self.wall_clock = wall_clock
         self.counters = counters or SharingCounters()
+        # set by the Redis layer: resolve_unknown(call_id, then) -> bool (see lookup_unknown)
+        self.resolve_unknown: Callable[[str, Callable[[], None]], bool] | None = None
 
     @property
     def aging_interval(self) -> float:

@@ -17,6 +17,7 @@ from rtp_cluster.cluster import Cluster
 from rtp_cluster.config import ClusterConfig, Endpoint, MemberConfig, RedisConfig
 from rtp_cluster.member import ONLINE, Member
 from rtp_cluster.redis_sharing import RedisSharing
+from rtp_cluster.protocol import parse_command
 from rtp_cluster.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
                                  SharedSessionStore, decode_record, key_owner, presence_key,
                                  session_key, session_prefix)
@@ -857,3 +858,69 @@ def test_cluster_ages_sessions_often_enough_for_final_timeout(final_timeout, int
     clock.advance(interval)
     assert [c.getTime() for c in clock.getDelayedCalls()] == [2 * interval]
     cluster.stop()
+
+
+# --- lookup on miss ----------------------------------------------------------------------------------
+
+def lookup_setup():
+    clock = task.Clock()
+    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id='a'),
+                           reactor=clock, client_factory=lambda: None)
+    configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
+               MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
+                      store=sharing.store_for('test', lambda m: 'udp:x', 3600.0))
+    clients = {}
+    for config in configs:
+        clients[config.name] = RecordingClient()
+        member = Member(config, clients[config.name], clock)
+        member.state = ONLINE
+        cluster.add_member(member)
+    sharing.discovered.add('b')
+    return clock, sharing, cluster, clients
+
+
+def queued_lookup(sharing):
+    kind, payload = sharing._reads.get_nowait()
+    assert kind == 'lookup'
+    return payload
+
+
+def test_stale_view_looks_the_call_up_in_redis_before_broadcasting():
+    clock, sharing, cluster, clients = lookup_setup()
+    sharing.subscriber_connected = False                 # events may have been lost
+    replies = []
+    cluster.handle(parse_command('D lost@h ft tt'), replies.append)
+    assert replies == [] and all(c.sent == [] for c in clients.values())
+    token, keys = queued_lookup(sharing)
+    assert keys == ['%s:s:b:test:lost@h' % NS]
+    sharing._apply_lookup(token, [encoded(record(cid='lost@h', owner='b', member='m2'))])
+    assert replies == ['0']
+    assert clients['m2'].sent == ['D lost@h ft tt'] and clients['m1'].sent == []   # no broadcast
+    assert sharing.counters.lookups_on_miss == 1
+
+
+def test_lookup_on_miss_gives_up_at_its_deadline_and_only_when_stale():
+    clock, sharing, cluster, clients = lookup_setup()
+    sharing.subscriber_connected = True                  # fresh view: no lookup
+    replies = []
+    cluster.handle(parse_command('D x@h ft tt'), replies.append)
+    assert sharing._reads.empty() and len(clients['m1'].sent) == 1   # broadcast at once
+    sharing.subscriber_connected = False
+    cluster.handle(parse_command('D y@h ft tt'), replies.append)
+    queued_lookup(sharing)                               # Redis never answers
+    clock.advance(0.19)
+    assert len(replies) == 1
+    clock.advance(0.02)
+    assert len(replies) == 2                             # broadcast after the deadline
+    assert clients['m1'].sent[-1] == 'D y@h ft tt'
+
+
+def test_no_lookup_on_miss_while_redis_is_unreachable():
+    clock, sharing, cluster, clients = lookup_setup()
+    sharing.subscriber_connected = False
+    sharing._on_read_failed('read', [], 'Connection refused')
+    replies = []
+    cluster.handle(parse_command('U new@h 127.0.0.1 5000 ft'), replies.append)
+    assert sharing._reads.empty()                        # no lookup: it could only time out
+    assert len(replies) == 1                             # answered at once
