@@ -291,9 +291,10 @@ def _terminate_own(cluster, store, call_id: str, session) -> None:
     if not session.from_tag:
         store.unbind(call_id)             # no tag to address the member with
         return
-    text = 'D %s %s' % (call_id, session.from_tag)
+    # tags without their `;N` stream suffix: the D ends every stream of the call
+    text = 'D %s %s' % (call_id, session.from_tag.split(';', 1)[0])
     if session.to_tag:
-        text += ' ' + session.to_tag
+        text += ' ' + session.to_tag.split(';', 1)[0]
     cmd = parse_command(text)
     if cmd.error is not None:
         store.unbind(call_id)

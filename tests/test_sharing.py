@@ -924,3 +924,11 @@ def test_no_lookup_on_miss_while_redis_is_unreachable():
     cluster.handle(parse_command('U new@h 127.0.0.1 5000 ft'), replies.append)
     assert sharing._reads.empty()                        # no lookup: it could only time out
     assert len(replies) == 1                             # answered at once
+
+
+def test_admin_terminate_own_ends_every_media_stream():
+    runtime, sharing, store, clients = admin_setup()
+    store.bind('multi', 'm1', 'ft;1', 'tt;1')           # as Kamailio tags its first m-line
+    assert run(runtime, 'terminate multi') == ['Terminated own: 1', 'Terminated foreign: 0', 'OK']
+    assert clients['m1'].sent == ['D multi ft tt']
+    assert store.get('multi') is None
