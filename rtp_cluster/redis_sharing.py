@@ -21,6 +21,7 @@ import queue
 import random
 import threading
 import time
+import traceback
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -46,7 +47,8 @@ LOOKUP_DEADLINE = 0.2       # s; a lookup-on-miss never delays a command longer
 def connection_kwargs(config) -> dict[str, Any]:
     """redis-py options for the configured URL, password and TLS settings."""
     kwargs: dict[str, Any] = {'socket_timeout': COMMAND_TIMEOUT,
-                              'socket_connect_timeout': COMMAND_TIMEOUT}
+                              'socket_connect_timeout': COMMAND_TIMEOUT,
+                              'encoding': 'latin-1'}     # as every text in the daemon
     password = read_password(config)
     if password is not None:
         kwargs['password'] = password
@@ -102,6 +104,66 @@ def newest_records(namespace: str, records: list[tuple[str, dict]]) -> list[tupl
                 best[ident] = record.order
     return [item for item, record in zip(records, decoded)
             if record is None or record.order == best[(record.cluster, record.cid)]]
+
+
+def _resp(args: list[bytes]) -> bytes:
+    parts = [b'*%d\r\n' % len(args)]
+    for arg in args:
+        parts += (b'$%d\r\n' % len(arg), arg, b'\r\n')
+    return b''.join(parts)
+
+
+def _encode_batch(batch: dict, session_ttl: float) -> tuple[bytes, int]:
+    """One MULTI/EXEC of HSET+PEXPIRE (or DEL) per key, encoded here in one pass.
+
+    redis-py's per-command packing cost more CPU than everything else the sharing does,
+    and it runs in a thread that competes with the reactor.  Text is latin-1, as in the
+    whole daemon, so any call-id byte survives.
+    """
+    ttl = b'%d' % int(session_ttl * 1000)
+    commands = [b'*1\r\n$5\r\nMULTI\r\n']
+    queued = 0
+    for key, mapping in batch.items():
+        key_bytes = key.encode('latin-1')
+        if mapping is None:
+            commands.append(_resp([b'DEL', key_bytes]))
+            queued += 1
+            continue
+        args = [b'HSET', key_bytes]
+        for name, value in mapping.items():
+            args += (name.encode('latin-1'), value.encode('latin-1'))
+        commands += (_resp(args), _resp([b'PEXPIRE', key_bytes, ttl]))
+        queued += 2
+    commands.append(b'*1\r\n$4\r\nEXEC\r\n')
+    return b''.join(commands), queued
+
+
+def _checkout(pool):
+    try:
+        return pool.get_connection()
+    except TypeError:               # redis-py before 5.3 wants a command name
+        return pool.get_connection('MULTI')
+
+
+def _execute_transaction(client, data: bytes, queued: int) -> None:
+    """Send an encoded MULTI/EXEC and check every reply; RedisError on any failure."""
+    pool = client.connection_pool
+    conn = _checkout(pool)
+    try:
+        conn.send_packed_command([data])
+        for _ in range(queued + 1):            # +OK for MULTI, +QUEUED per command
+            conn.read_response()
+        results = conn.read_response()
+    except BaseException:
+        conn.disconnect()                      # replies may be left unread on it
+        raise
+    finally:
+        pool.release(conn)
+    if results is None:
+        raise redis.RedisError('transaction aborted')
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise redis.RedisError('write failed: %s' % failed[0])
 
 
 def _text(value) -> str:
@@ -199,6 +261,14 @@ class RedisSharing:
         for thread in self._threads:
             thread.join(2.0)
 
+    def _report_unexpected(self, thread: str, exc: Exception) -> None:
+        """Connection trouble is expected and handled by the caller; anything else is a bug."""
+        if isinstance(exc, (redis.RedisError, OSError)):
+            return
+        text = traceback.format_exc()
+        self.reactor.callFromThread(self.log.error, 'redis {thread} thread: unexpected error, '
+                                    'retrying:\n{text}', thread=thread, text=text)
+
     # --- writes (reactor side) ----------------------------------------------------------------------
 
     def queue_write(self, key: str, mapping: dict | None) -> None:
@@ -239,7 +309,8 @@ class RedisSharing:
                 self._flush(client)
                 self._run_writer_tasks(client)
                 backoff = 0.1
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:       # a bug must not end sharing: log it, keep going
+                self._report_unexpected('writer', exc)
                 client = None
                 self.reactor.callFromThread(self._on_write_failed, str(exc))
                 self._stop.wait(backoff)
@@ -254,16 +325,8 @@ class RedisSharing:
                 batch = dict(list(self._ops.items())[:WRITE_BATCH])
                 for key in batch:
                     del self._ops[key]
-            ttl_ms = int(self.config.session_ttl * 1000)
-            pipe = client.pipeline(transaction=True)
-            for key, mapping in batch.items():
-                if mapping is None:
-                    pipe.delete(key)
-                else:
-                    pipe.hset(key, mapping=mapping)
-                    pipe.pexpire(key, ttl_ms)
             try:
-                pipe.execute()
+                _execute_transaction(client, *_encode_batch(batch, self.config.session_ttl))
             except Exception:
                 with self._lock:
                     for key, mapping in batch.items():
@@ -351,7 +414,8 @@ class RedisSharing:
                     pubsub = self._client_factory().pubsub()
                     pubsub.psubscribe(*self.patterns())
                 self._pump(pubsub)
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except Exception as exc:
+                self._report_unexpected('subscriber', exc)
                 if pubsub is not None:
                     try:
                         pubsub.close()
@@ -466,7 +530,8 @@ class RedisSharing:
                     token, keys = payload
                     self.reactor.callFromThread(self._apply_lookup, token,
                                                 self._hgetall(client, keys))
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:
+                self._report_unexpected('reader', exc)
                 client = None
                 self.reactor.callFromThread(self._on_read_failed, kind, payload, str(exc))
                 self._stop.wait(0.5)

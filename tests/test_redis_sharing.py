@@ -529,6 +529,19 @@ def test_deletes_propagate_and_leaked_sessions_expire(env):
     assert int(b.status()['removed by event']) >= 100
 
 
+def test_call_id_bytes_that_are_not_utf8_survive_redis(env):
+    a = env.instance('a')
+    b = env.instance('b')
+    call = 'nb\x85\xa0\xff@h'                        # latin-1 text of arbitrary bytes
+    offer = batch(a.control, ['U %s 127.0.0.1 4000 ft' % call])[0]
+    assert is_port_reply(offer)
+    wait_for(lambda: b.counts() == (0, 1), 5, 'b knows the call')
+    # the same port again through b: b routed to the member that holds the call
+    assert batch(b.control, ['U %s 127.0.0.1 4000 ft' % call]) == [offer]
+    assert batch(b.control, ['D %s ft' % call]) == ['0']
+    wait_for(lambda: a.counts() == (0, 0) and b.counts() == (0, 0), 5, 'the call is gone')
+
+
 def test_final_timeout_ends_calls_on_owner_and_peer(env):
     a = env.instance('a', redis_extra='<final_timeout>3</final_timeout>')
     b = env.instance('b', redis_extra='<final_timeout>3</final_timeout>')
