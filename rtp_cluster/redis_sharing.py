@@ -620,16 +620,8 @@ class RedisSharing:
     def _apply_lookup(self, token: int, results: list[tuple[str, dict]]) -> None:
         self._reader_ok = True
         for key, raw in results:
-            if not raw or key_owner(self.namespace, key) is None:
-                continue
-            try:
-                record = decode_record(key, self.namespace, raw)
-            except BadRecord as exc:
-                self._bad_record(key, str(exc))
-                continue
-            store = self.stores.get(record.cluster)
-            if store is not None:
-                store.apply_record(record)
+            if raw and key_owner(self.namespace, key) is not None:
+                self._apply_raw(key, raw)
         self._finish_lookup(token)
 
     def _finish_lookup(self, token: int) -> None:
@@ -658,16 +650,7 @@ class RedisSharing:
             if not raw and from_events:
                 self._remove_by_key(key, owner)
                 continue
-            try:
-                record = decode_record(key, self.namespace, raw)
-            except BadRecord as exc:
-                self._bad_record(key, str(exc))
-                continue
-            store = self.stores.get(record.cluster)
-            if store is None:
-                self._bad_record(key, 'unknown cluster %r' % record.cluster[:64])
-                continue
-            store.apply_record(record)
+            self._apply_raw(key, raw)
         if from_events:
             self._read_scheduled = False
             self._prune_removals()
@@ -685,6 +668,19 @@ class RedisSharing:
 
     def _on_own_loaded(self) -> None:
         self._own_loaded = True
+
+    def _apply_raw(self, key: str, raw: dict) -> None:
+        """Validate one hash read from Redis and give it to its cluster's store."""
+        try:
+            record = decode_record(key, self.namespace, raw)
+        except BadRecord as exc:
+            self._bad_record(key, str(exc))
+            return
+        store = self.stores.get(record.cluster)
+        if store is None:
+            self._bad_record(key, 'unknown cluster %r' % record.cluster[:64])
+            return
+        store.apply_record(record)
 
     def _bad_record(self, key: str, why: str) -> None:
         self.counters.bad_records += 1

@@ -524,12 +524,16 @@ class FakeRuntime:
         self.clusters = clusters
 
 
-def admin_setup(me='a', peers=()):
+def sharing_cluster(me='a', peers=(), clock=None):
+    """A RedisSharing (no threads started) and a Cluster on its store with two online members.
+
+    With a `clock`, the sharing layer schedules on it too (its reactor); else it has none.
+    """
     sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
-                           reactor=None, client_factory=lambda: None)
+                           reactor=clock, client_factory=lambda: None)
+    clock = clock or task.Clock()
     configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
                MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
-    clock = task.Clock()
     cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
                       store=sharing.store_for('test', lambda m: 'udp:x' if m in ('m1', 'm2')
                                               else None, 3600.0))
@@ -539,6 +543,11 @@ def admin_setup(me='a', peers=()):
         member = Member(config, clients[config.name], clock)
         member.state = ONLINE
         cluster.add_member(member)
+    return sharing, cluster, clients
+
+
+def admin_setup(me='a', peers=()):
+    sharing, cluster, clients = sharing_cluster(me, peers)
     runtime = FakeRuntime(sharing, {'test': cluster})
     return runtime, sharing, cluster.store, clients
 
@@ -864,18 +873,7 @@ def test_cluster_ages_sessions_often_enough_for_final_timeout(final_timeout, int
 
 def lookup_setup():
     clock = task.Clock()
-    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id='a'),
-                           reactor=clock, client_factory=lambda: None)
-    configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
-               MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
-    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
-                      store=sharing.store_for('test', lambda m: 'udp:x', 3600.0))
-    clients = {}
-    for config in configs:
-        clients[config.name] = RecordingClient()
-        member = Member(config, clients[config.name], clock)
-        member.state = ONLINE
-        cluster.add_member(member)
+    sharing, cluster, clients = sharing_cluster(clock=clock)
     sharing.discovered.add('b')
     return clock, sharing, cluster, clients
 
