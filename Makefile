@@ -13,6 +13,7 @@ venv: $(STAMP)
 
 # Re-installed only when pyproject.toml changes (the package itself is editable).
 $(STAMP): pyproject.toml
+	scripts/debian-deps.sh demo
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "rtp_cluster needs Python 3.11 or newer ($(PYTHON))" >&2; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
+	scripts/debian-deps.sh test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 demo: venv
