@@ -5,6 +5,7 @@ Every process is started with `subprocess.Popen`, tracked by a `Fleet` and stopp
 """
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -223,6 +224,12 @@ class Fleet:
                     lambda r: r[:1].isdigit() and r.split()[0] != '0', 30)
         control_command(addr, 'D %s pf' % probe, 2.0)
         return child
+
+
+def write_results(path: str, results: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(results, f, indent=2)
 
 
 def cluster_config_xml(name: str, addr: tuple[str, int],

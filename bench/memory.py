@@ -17,14 +17,13 @@ processes (instant answers).  In one run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 from bench.loadgen import LoadGen, format_table
 from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port,
-                           rss_bytes)
+                           rss_bytes, write_results)
 
 HOST = '127.0.0.1'
 RESULTS = os.path.join(ROOT, 'bench', 'results', 'memory.json')
@@ -156,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     result = run(args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2)
+    write_results(args.out, result)
     print()
     print(report(result))
     print('\nresults: %s' % args.out)

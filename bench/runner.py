@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
 import time
 
 from bench.loadgen import LoadGen, Stats, format_table
-from bench.members import CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port
+from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port,
+                           write_results)
 
 HOST = '127.0.0.1'
 RESULTS = os.path.join(ROOT, 'bench', 'results', 'latest.json')
@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
               'use --b member to run B against a second direct member', file=sys.stderr)
         return 2
     results = run(args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_results(args.out, results)
     print()
     print(markdown(results))
     print('\nresults: %s' % args.out)

@@ -352,13 +352,13 @@ _MODIFIER_CHECKS = {
     'D': _only('wW', E_D_MODIFIER),
     'Q': _only('vV', E_Q_MODIFIER),
     'P': _check_p_count,
-    'S': _only('', E_NO_MODIFIERS),
+    'S': _no_check,            # S and X take no modifiers: checked earlier (E2)
     'R': _check_r_modifiers,
     'C': _only('sSpP', E_RCN_MODIFIER),
     'N': _check_n_modifiers,
     'I': _only('bBlL', E_I_MODIFIER),
     'G': _only('vV', E_G_MODIFIER),
-    'X': _only('', E_NO_MODIFIERS),
+    'X': _no_check,
 }
 
 _SIGNED_INT = re.compile('[-+]?[0-9]+')

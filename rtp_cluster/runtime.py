@@ -113,7 +113,7 @@ class Runtime:
         if relay is not None:
             relay.stop()
         server = self._servers.pop(name)
-        return defer.maybeDeferred(server.stop if hasattr(server, 'stop') else server.stopListening)
+        return defer.maybeDeferred(_close_server, server)
 
     def _sync_relay(self, cluster: Cluster) -> None:
         """Start, restart or stop the cluster's notify relay; allow its remote members."""
@@ -171,7 +171,7 @@ class Runtime:
     def _update_cluster(self, cluster: Cluster, config: ClusterConfig) -> None:
         if config.endpoint != cluster.config.endpoint:
             old_server = self._servers.pop(config.name)
-            (old_server.stop if hasattr(old_server, 'stop') else old_server.stopListening)()
+            _close_server(old_server)
             self._servers[config.name] = self._listen(config, cluster)
         cluster.config = config
         wanted = {m.name for m in config.members}
@@ -192,6 +192,11 @@ class Runtime:
         member.stop()
         del cluster.members[member.name]
         self.add_member(cluster, config)
+
+
+def _close_server(server):
+    """A control server: our UDPControlServer (stop) or a Twisted unix port (stopListening)."""
+    return server.stop() if hasattr(server, 'stop') else server.stopListening()
 
 
 def _same_transport(a: MemberConfig, b: MemberConfig) -> bool:
