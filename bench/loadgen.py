@@ -188,7 +188,10 @@ class LoadGen:
                  timeout: float = 1.0, tries: int = 5, mix_ib: float = 0.0, mix_q: float = 0.0,
                  jitter: float = 0.1,
                  media_addr: str = '127.0.0.1', seed: int | None = None,
-                 live_concurrency: int = 128) -> None:
+                 live_concurrency: int = 128, rate: float | None = None,
+                 hold: float = 0.0) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError('rate must be > 0 cycles/s')
         if concurrency < 1 or sockets < 1 or tries < 1 or timeout <= 0:
             raise ValueError('concurrency, sockets and tries must be >= 1, timeout > 0')
         self.target = target
@@ -200,6 +203,8 @@ class LoadGen:
         self.mix_q = mix_q
         self.media_addr = media_addr
         self.live_concurrency = live_concurrency
+        self.rate = rate                    # cycles/s offered in all (None: closed loop)
+        self.hold = hold                    # s before L (ringing) and before D (talking)
         self.rng = random.Random(seed)
         nonce = random.SystemRandom().getrandbits(24)
         self.run_id = 'b%x%x' % (os.getpid(), nonce)        # call-id prefix, unique per generator
@@ -278,7 +283,7 @@ class LoadGen:
         stats = Stats('cycles', self.concurrency)
         self._cycles_left = cycles
         scripts = [self._cycle_script(slot, stats) for slot in range(self.concurrency)]
-        self._drive(scripts, stats, warmup, duration)
+        self._drive(scripts, stats, warmup, duration, pace=self.rate, hold=self.hold)
         self._cycles_left = None
         return stats
 
@@ -303,11 +308,18 @@ class LoadGen:
     # -- the loop
 
     def _drive(self, scripts: list, stats: Stats, warmup: float, duration: float | None,
-               limit: float = 600.0) -> None:
+               limit: float = 600.0, pace: float | None = None, hold: float = 0.0) -> None:
         """Run `scripts` to completion.  Replies inside [start+warmup, start+warmup+duration)
         are counted; after that the scripts are asked to stop and in-flight work is drained
         (bounded by the retransmission budget).  Without a duration, `limit` seconds bound
-        the whole run."""
+        the whole run.
+
+        With `pace` (cycles/s), every slot starts its cycles on a fixed schedule, the slots
+        staggered, so the target is offered `pace` cycles/s whatever its latency (open loop,
+        as long as a cycle fits in concurrency/pace seconds); a cycle that cannot start on
+        time starts at once and the schedule is kept, so a stall is not hidden.
+        With `hold` (s), L and D wait that long after the previous reply, so calls live
+        longer than the target's write-behind interval, as real ones do."""
         mono = time.monotonic_ns
         timeout_ns, tries = self.timeout_ns, self.tries
         socks, nsocks = self.socks, len(self.socks)
@@ -326,7 +338,11 @@ class LoadGen:
         hard_end = (t_to + drain_ns) if t_to is not None else start + int(limit * 1e9)
         self._stopping = False
 
-        def issue(gen, step, slot: int, now: int) -> None:
+        interval_ns = int(len(scripts) * 1e9 / pace) if pace else 0
+        next_start = [start + int(k * 1e9 / pace) for k in range(len(scripts))] if pace else []
+        delayed: list = []               # heap of (start time, slot, gen, step): paced cycles
+
+        def send_now(gen, step, slot: int, now: int) -> None:
             typ, text, check = step
             self._seq += 1
             cookie = prefix + b'%x' % self._seq
@@ -338,6 +354,20 @@ class LoadGen:
                 pass                             # lost like a dropped datagram: retransmitted
             pending[cookie] = [gen, typ, check, now, 1, payload, sock, slot]
             heappush(waits, (now + timeout_ns, cookie, 1))
+
+        hold_ns = int(hold * 1e9)
+
+        def issue(gen, step, slot: int, now: int) -> None:
+            if interval_ns and step[0] == 'U':
+                due = next_start[slot]
+                next_start[slot] = due + interval_ns
+                if due > now:
+                    heappush(delayed, (due, slot, gen, step))
+                    return
+            elif hold_ns and step[0] in ('L', 'D'):
+                heappush(delayed, (now + hold_ns, slot, gen, step))
+                return
+            send_now(gen, step, slot, now)
 
         active = 0
         now = mono()
@@ -354,9 +384,14 @@ class LoadGen:
                 break
             if t_to is not None and now >= t_to:
                 self._stopping = True        # scripts stop at their next cycle boundary
+            while delayed and delayed[0][0] <= now:
+                _, slot, gen, step = heappop(delayed)
+                send_now(gen, step, slot, now)
             wait_s = 0.05
             if waits:
                 wait_s = min(wait_s, max(0.0, (waits[0][0] - now) / 1e9))
+            if delayed:
+                wait_s = min(wait_s, max(0.0, (delayed[0][0] - now) / 1e9))
             for key, _ in select(wait_s):
                 recv = key.fileobj.recv
                 while True:
@@ -469,7 +504,7 @@ def run_phases(target: tuple[str, int], args) -> list[tuple[str, dict]]:
     """The command line's run: [create live sessions,] call cycles[, delete live sessions]."""
     gen = LoadGen(target, args.concurrency, sockets=args.sockets, timeout=args.timeout,
                   tries=args.tries, mix_ib=args.mix_ib, mix_q=args.mix_q, jitter=args.jitter,
-                  seed=args.seed)
+                  seed=args.seed, rate=args.rate, hold=args.hold)
     phases = []
     try:
         if args.live_sessions:
@@ -504,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--self-test', action='store_true',
                     help='measure the generator itself against bench.fakemember')
     ap.add_argument('-c', '--concurrency', type=int, default=16, help='session slots (16)')
+    ap.add_argument('--rate', type=float, default=None,
+                    help='offer this many cycles/s in all (open loop); default: closed loop')
+    ap.add_argument('--hold', type=float, default=0.0,
+                    help='seconds before L and before D of every call (0)')
     ap.add_argument('-d', '--duration', type=float, default=10.0, help='seconds measured (10)')
     ap.add_argument('-n', '--cycles', type=int, default=None,
                     help='stop after this many cycles instead of after --duration')

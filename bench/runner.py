@@ -39,17 +39,27 @@ class Target:
     """Where the load goes and which processes' CPU is charged to it."""
 
     def __init__(self, name: str, label: str, addr: tuple[str, int], main_pid: int,
-                 member_pids: list[int]) -> None:
+                 member_pids: list[int], redis_port: int | None = None) -> None:
         self.name, self.label, self.addr = name, label, addr
         self.main_pid = main_pid           # the process whose CPU µs/command is reported
         self.member_pids = member_pids     # RTPproxies behind it (B only)
+        self.redis_port = redis_port       # where it shares sessions (cluster-redis B)
+
+
+def redis_writes(port: int) -> dict[str, int]:
+    """Calls per command Redis served: the proof that B really wrote its sessions."""
+    import redis
+    stats = redis.Redis(host=HOST, port=port, socket_timeout=2).info('commandstats')
+    return {name[len('cmdstat_'):]: value['calls'] for name, value in stats.items()
+            if name[len('cmdstat_'):] in ('hset', 'del', 'pexpire', 'exec', 'hgetall')}
 
 
 def measure(target: Target, concurrency: int, args) -> tuple[Stats, dict]:
     pids = [target.main_pid] + target.member_pids
     before = [cpu_ticks(p) for p in pids]
     gen = LoadGen(target.addr, concurrency, timeout=args.timeout, tries=args.tries,
-                  mix_ib=args.mix_ib, mix_q=args.mix_q, seed=args.seed)
+                  mix_ib=args.mix_ib, mix_q=args.mix_q, seed=args.seed, rate=args.rate,
+                  hold=args.hold)
     try:
         stats = gen.run(args.duration, warmup=args.warmup)
     finally:
@@ -126,6 +136,7 @@ def run(args) -> dict:
         'rounds': args.rounds, 'duration_s': args.duration, 'warmup_s': args.warmup,
         'concurrencies': concurrencies, 'mix_q_pct': args.mix_q, 'mix_ib_pct': args.mix_ib,
         'timeout_s': args.timeout, 'tries': args.tries, 'b': args.b,
+        'rate_cycles_per_s': args.rate, 'hold_s': args.hold,
     }, 'runs': [], 'summary': []}
     with Fleet() as fleet:
         target_a, target_b = make_targets(args.b, fleet, ranges)
@@ -151,6 +162,8 @@ def run(args) -> dict:
             row['ratio_cycles'] = _ratio(row['B']['cycles_per_s'], row['A']['cycles_per_s'])
             row['ratio_commands'] = _ratio(row['B']['commands_per_s'], row['A']['commands_per_s'])
             results['summary'].append(row)
+        if target_b.redis_port is not None:
+            results['meta']['redis_calls'] = redis_writes(target_b.redis_port)
     return results
 
 
@@ -187,7 +200,7 @@ def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
     return (Target('A', 'rtp_cluster, no session sharing', (HOST, ports[2]), plain.pid,
                    [m1.pid, m2.pid]),
             Target('B', 'rtp_cluster sharing sessions through Redis', (HOST, ports[3]),
-                   shared.pid, [m1.pid, m2.pid]))
+                   shared.pid, [m1.pid, m2.pid], redis_port=redis_port))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--b', choices=('cluster', 'member', 'cluster-redis'), default='cluster',
                     help='B = rtp_cluster with two members (default), a second direct member, '
                          'or (cluster-redis) A = the cluster without and B = with Redis sharing')
+    ap.add_argument('--rate', type=float, default=None,
+                    help='offer this many cycles/s (open loop) instead of a closed loop')
+    ap.add_argument('--hold', type=float, default=0.0,
+                    help='seconds before L and before D of every call, so calls outlive the '
+                         'write-behind interval (0)')
     ap.add_argument('--mix-q', type=float, default=0.0, help='%% of cycles with a Q (0)')
     ap.add_argument('--mix-ib', type=float, default=0.0, help='%% of cycles with an Ib (0)')
     ap.add_argument('--timeout', type=float, default=1.0, help='retransmit after (1 s)')
@@ -216,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, results)
     print()
     print(markdown(results))
+    calls = results['meta'].get('redis_calls')
+    if calls is not None:
+        cycles = sum(r['B']['cycles'] for r in results['summary'])
+        print('\nRedis served B: %s (%d cycles measured in all)' % (
+            ', '.join('%s %d' % kv for kv in sorted(calls.items())), cycles))
     print('\nresults: %s' % args.out)
     for row in results['summary']:
         if row['concurrency'] == max(results['meta']['concurrencies']):

@@ -181,18 +181,14 @@ def _ls_session(runtime, sharing, args):
             continue
         own = _is_own(sharing, session)
         member = cluster.members.get(session.member)
-        key = store._key(call_id, getattr(session, 'owner', None)) if hasattr(store, '_key') else ''
-        with sharing._lock:
-            queued = key in sharing._ops
-            op = sharing._ops.get(key) if queued else None
+        key = store.key_of(call_id, getattr(session, 'owner', None)) if hasattr(store, 'key_of') else ''
+        queued = sharing.queued_op(key)
         if not own:
             redis_state = ('queued', 'no'), ('written', 'by peer %s' % show(session.owner))
         else:
-            queued_text = 'no' if not queued else ('delete' if op is None else
-                                                   'write (%s)' % op.get('state', 'active'))
-            written = 'no (queued)' if queued else ('unknown (degraded)' if sharing.degraded
-                                                   else 'yes')
-            redis_state = ('queued', queued_text), ('written', written)
+            written = 'no (queued)' if queued != 'no' else (
+                'unknown (degraded)' if sharing.degraded else 'yes')
+            redis_state = ('queued', queued), ('written', written)
         now_mono = time.monotonic()
         lines += ['Session %s:' % show(call_id),
                   '    cluster = %s' % show(name),
@@ -269,6 +265,9 @@ def _ls_redis(runtime, sharing, args):
              'peers: %s' % ('auto' if sharing.auto_peers else
                             ' '.join(sorted(sharing.subscribed)) or '(none)'),
              'queue depth: %d' % status['queue_depth'],
+             'writes: %d in %d transactions, last took %.1f ms' % (
+                 status['writes'], status['transactions'], status['last_flush_ms']),
+             'duplicate instance id: %s' % _duplicate_text(status['duplicate']),
              'last error: %s' % show(status['last_error'] or '-'),
              'last resync: %s' % resync_text,
              'events: %d' % status['events'],
@@ -282,6 +281,13 @@ def _ls_redis(runtime, sharing, args):
     lines += ['%s: %d' % (name.replace('_', ' '), value)
               for name, value in status['counters'].items() if name != 'bad_records']
     return lines
+
+
+def _duplicate_text(duplicate: dict) -> str:
+    if not duplicate:
+        return 'no'
+    return 'SEEN %s ago (run token %s): another process writes as this instance' % (
+        _age(time.time() - duplicate['last_seen']), show(duplicate['token'][:16]))
 
 
 # --- changing things -----------------------------------------------------------------------------

@@ -1,15 +1,17 @@
 """Session sharing through Redis keyspace notifications: the I/O part.
 
-redis-py's synchronous client runs in three dedicated threads so the reactor never waits
-on Redis (measurements and reasons: README, "Design"):
+Writes and reads take different roads (measurements and reasons: README, "Design"):
 
-- writer: drains the coalescing write-behind map ({key: mapping | None}) in MULTI/EXEC
-  pipelines, writes the presence record every second, refreshes TTLs, notices a Redis
-  restart (`run_id` changed);
-- subscriber: PSUBSCRIBEs to the peers' keyspace notifications and hands events to the
-  reactor in batches; every subscribe confirmation (first or after a silent reconnect)
-  triggers a full resync, because pub/sub loses events;
-- reader: HGETALLs for changed keys and SCAN-based resyncs; results go to the reactor.
+- writer (`RedisWriter`, on the reactor): the coalescing write-behind of OWN sessions in
+  MULTI/EXEC transactions, the presence record every second (which also tells a Redis
+  restart: `run_id` changed, and a second instance with our id: someone else's run token),
+  TTL refreshes.  Non-blocking, so the control path never waits for it, and no thread
+  competes with the reactor for the interpreter on every command;
+- subscriber thread (redis-py): PSUBSCRIBEs to the peers' keyspace notifications and hands
+  events to the reactor in batches; every subscribe confirmation (first or after a silent
+  reconnect) triggers a full resync, because pub/sub loses events;
+- reader thread (redis-py): HGETALLs for changed keys and SCAN-based resyncs, bulk work that
+  would stall the reactor; results go to the reactor.
 
 All session state lives on the reactor thread (`SharedSessionStore`); threads only see
 immutable snapshots.
@@ -30,11 +32,10 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from . import __version__
-from .sharing import (BadRecord, SharedSessionStore, SharingCounters, decode_record, key_owner,
-                      presence_key, session_key, session_prefix)
+from .redis_writer import RedisWriter, TombstoneWrite, database_number
+from .sharing import (BadRecord, SharedSessionStore, SharingCounters, Tombstone, decode_record,
+                      key_owner, presence_key, session_key, session_prefix)
 
-FLUSH_INTERVAL = 0.02
-WRITE_BATCH = 500
 EVENT_BATCH = 500
 PRESENCE_INTERVAL = 1.0
 PRESENCE_TTL_MS = 3000
@@ -72,17 +73,6 @@ def read_password(config) -> str | None:
     return None
 
 
-def database_number(url: str) -> int:
-    parsed = urlparse(url)
-    if parsed.scheme == 'unix':
-        for part in parsed.query.split('&'):
-            if part.startswith('db='):
-                return int(part[3:])
-        return 0
-    path = parsed.path.strip('/')
-    return int(path) if path.isdigit() else 0
-
-
 def newest_records(namespace: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """Of the keys of one call in different prefixes, keep only the newest record.
 
@@ -106,66 +96,6 @@ def newest_records(namespace: str, records: list[tuple[str, dict]]) -> list[tupl
             if record is None or record.order == best[(record.cluster, record.cid)]]
 
 
-def _resp(args: list[bytes]) -> bytes:
-    parts = [b'*%d\r\n' % len(args)]
-    for arg in args:
-        parts += (b'$%d\r\n' % len(arg), arg, b'\r\n')
-    return b''.join(parts)
-
-
-def _encode_batch(batch: dict, session_ttl: float) -> tuple[bytes, int]:
-    """One MULTI/EXEC of HSET+PEXPIRE (or DEL) per key, encoded here in one pass.
-
-    redis-py's per-command packing cost more CPU than everything else the sharing does,
-    and it runs in a thread that competes with the reactor.  Text is latin-1, as in the
-    whole daemon, so any call-id byte survives.
-    """
-    ttl = b'%d' % int(session_ttl * 1000)
-    commands = [b'*1\r\n$5\r\nMULTI\r\n']
-    queued = 0
-    for key, mapping in batch.items():
-        key_bytes = key.encode('latin-1')
-        if mapping is None:
-            commands.append(_resp([b'DEL', key_bytes]))
-            queued += 1
-            continue
-        args = [b'HSET', key_bytes]
-        for name, value in mapping.items():
-            args += (name.encode('latin-1'), value.encode('latin-1'))
-        commands += (_resp(args), _resp([b'PEXPIRE', key_bytes, ttl]))
-        queued += 2
-    commands.append(b'*1\r\n$4\r\nEXEC\r\n')
-    return b''.join(commands), queued
-
-
-def _checkout(pool):
-    try:
-        return pool.get_connection()
-    except TypeError:               # redis-py before 5.3 wants a command name
-        return pool.get_connection('MULTI')
-
-
-def _execute_transaction(client, data: bytes, queued: int) -> None:
-    """Send an encoded MULTI/EXEC and check every reply; RedisError on any failure."""
-    pool = client.connection_pool
-    conn = _checkout(pool)
-    try:
-        conn.send_packed_command([data])
-        for _ in range(queued + 1):            # +OK for MULTI, +QUEUED per command
-            conn.read_response()
-        results = conn.read_response()
-    except BaseException:
-        conn.disconnect()                      # replies may be left unread on it
-        raise
-    finally:
-        pool.release(conn)
-    if results is None:
-        raise redis.RedisError('transaction aborted')
-    failed = [r for r in results if isinstance(r, Exception)]
-    if failed:
-        raise redis.RedisError('write failed: %s' % failed[0])
-
-
 def _text(value) -> str:
     return value.decode('latin-1') if isinstance(value, bytes) else str(value)
 
@@ -184,11 +114,12 @@ class RedisSharing:
         self.counters = SharingCounters()
         self.run_token = '%x' % random.getrandbits(64)
         self.started = time.time()
-        # write-behind map, shared with the writer thread
-        self._lock = threading.Lock()
-        self._ops: dict[str, dict | None] = {}
-        self._writer_tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self.writer = RedisWriter(config, reactor, on_ok=self._on_write_ok,
+                                  on_failed=self._on_write_failed, on_server=self._on_server,
+                                  password=lambda: read_password(config),
+                                  name='rtpc-%s' % self.instance_id)
+        self.duplicate: dict[str, Any] = {}    # another live process with our instance id
+        self._presence_written = False
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -237,8 +168,8 @@ class RedisSharing:
         return store
 
     def start(self) -> None:
-        for target, name in ((self._writer_loop, 'writer'), (self._subscriber_loop, 'subscriber'),
-                             (self._reader_loop, 'reader')):
+        self.writer.start()
+        for target, name in ((self._subscriber_loop, 'subscriber'), (self._reader_loop, 'reader')):
             thread = threading.Thread(target=target, name='redis-' + name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -255,8 +186,8 @@ class RedisSharing:
         for loop in self._loops:
             if loop.running:
                 loop.stop()
+        self.writer.stop()
         self._stop.set()
-        self._wake.set()
         self._reads.put(('stop', None))
         for thread in self._threads:
             thread.join(2.0)
@@ -269,97 +200,45 @@ class RedisSharing:
         self.reactor.callFromThread(self.log.error, 'redis {thread} thread: unexpected error, '
                                     'retrying:\n{text}', thread=thread, text=text)
 
-    # --- writes (reactor side) ----------------------------------------------------------------------
+    # --- writes ------------------------------------------------------------------------------------
 
-    def queue_write(self, key: str, mapping: dict | None) -> None:
-        with self._lock:
-            self._ops[key] = mapping
-        self._wake.set()
+    def queue_write(self, key: str, thunk: Callable[[], dict] | None) -> None:
+        if isinstance(thunk, Tombstone):
+            thunk = TombstoneWrite(thunk.build, self._shadow_keys(key))
+        self.writer.queue(key, thunk)
+
+    def _shadow_keys(self, key: str) -> list[str]:
+        """The same call's key in every other instance's prefix we know of."""
+        rest = key[len(session_prefix(self.namespace, self.instance_id)):]
+        peers = (set(self.peers) | self.subscribed | self.discovered) - {self.instance_id}
+        return [session_prefix(self.namespace, peer) + rest for peer in sorted(peers)]
 
     def queue_depth(self) -> int:
-        return len(self._ops)
+        return self.writer.depth
+
+    def queued_op(self, key: str) -> str:
+        """What the writer still has to do for `key`: 'no', 'delete' or 'write (STATE)'."""
+        queued = self.writer.queued(key)
+        if queued is False:
+            return 'no'
+        return 'delete' if queued is None else 'write (%s)' % queued().get('state', '?')
 
     def _queue_presence(self) -> None:
         own = sum(s.ownership_counts()[0] for s in self.stores.values())
+        state = 'degraded' if self.degraded else 'duplicate-id' if self.duplicate else 'ok'
         record = {'run_token': self.run_token, 'started': '%.3f' % self.started,
-                  'version': __version__, 'state': 'degraded' if self.degraded else 'ok',
+                  'version': __version__, 'state': state,
                   'own_sessions': str(own), 'last_seen': '%.3f' % time.time(),
                   'synced_run_id': self.synced_run_id}
-        self._writer_tasks.put(('presence', record))
-        self._wake.set()
+        self.writer.write_presence(presence_key(self.namespace, self.instance_id), record,
+                                   PRESENCE_TTL_MS)
 
     def _queue_refresh(self) -> None:
         keys = [k for store in self.stores.values() for k in store.own_keys()]
         if keys:
-            self._writer_tasks.put(('refresh', keys))
-            self._wake.set()
+            self.writer.refresh(keys)
 
-    # --- writer thread ----------------------------------------------------------------------------------
-
-    def _writer_loop(self) -> None:
-        client = None
-        backoff = 0.1
-        while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            time.sleep(FLUSH_INTERVAL)          # let a burst coalesce
-            try:
-                if client is None:
-                    client = self._client_factory()
-                self._flush(client)
-                self._run_writer_tasks(client)
-                backoff = 0.1
-            except Exception as exc:       # a bug must not end sharing: log it, keep going
-                self._report_unexpected('writer', exc)
-                client = None
-                self.reactor.callFromThread(self._on_write_failed, str(exc))
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                self._wake.set()
-
-    def _flush(self, client) -> None:
-        while True:
-            with self._lock:
-                if not self._ops:
-                    return
-                batch = dict(list(self._ops.items())[:WRITE_BATCH])
-                for key in batch:
-                    del self._ops[key]
-            try:
-                _execute_transaction(client, *_encode_batch(batch, self.config.session_ttl))
-            except Exception:
-                with self._lock:
-                    for key, mapping in batch.items():
-                        self._ops.setdefault(key, mapping)   # a newer op for the key wins
-                raise
-            self.reactor.callFromThread(self._on_write_ok, len(batch))
-
-    def _run_writer_tasks(self, client) -> None:
-        while True:
-            try:
-                kind, payload = self._writer_tasks.get_nowait()
-            except queue.Empty:
-                return
-            if kind == 'presence':
-                run_id = _text(client.info('server').get('run_id', ''))
-                key = presence_key(self.namespace, self.instance_id)
-                pipe = client.pipeline(transaction=True)
-                pipe.hset(key, mapping=payload)
-                pipe.pexpire(key, PRESENCE_TTL_MS)
-                pipe.execute()
-                self.reactor.callFromThread(self._on_write_ok, 0)
-                self.reactor.callFromThread(self._on_run_id, run_id)
-            elif kind == 'refresh':
-                ttl_ms = int(self.config.session_ttl * 1000)
-                for start in range(0, len(payload), WRITE_BATCH):
-                    pipe = client.pipeline(transaction=False)
-                    for key in payload[start:start + WRITE_BATCH]:
-                        pipe.pexpire(key, ttl_ms)
-                    pipe.execute()
-            elif kind == 'synced':
-                self.reactor.callFromThread(self._on_synced, payload)
-
-    def _on_write_ok(self, count: int) -> None:
+    def _on_write_ok(self) -> None:
         if self.degraded:
             self.log.info('redis: writes succeed again')
         self.degraded = False
@@ -370,6 +249,31 @@ class RedisSharing:
         self.degraded = True
         self.last_error = error
 
+    def _on_server(self, run_id: str, previous_token: str | None) -> None:
+        """After each presence write: the server's run_id and the run token it replaced."""
+        if (self._presence_written and previous_token is not None
+                and previous_token != self.run_token):
+            self._duplicate_seen(previous_token)
+        self._presence_written = True
+        self._on_run_id(run_id)
+
+    def _duplicate_seen(self, token: str) -> None:
+        """Our presence record was rewritten by someone else since our last write."""
+        now = time.time()
+        first = not self.duplicate or now - self.duplicate.get('logged', 0.0) > 60.0
+        self.duplicate.update(token=token, last_seen=now)
+        if first:
+            self.duplicate['logged'] = now
+            self.log.error(
+                'redis: another live process uses instance id {id!r} (run token {token}); both '
+                'write the same keys: give every instance its own <instance_id>.  Own keys '
+                'missing from the table are not deleted until this stops', id=self.instance_id,
+                token=token[:16])
+
+    @property
+    def duplicate_active(self) -> bool:
+        return bool(self.duplicate) and time.time() - self.duplicate['last_seen'] < 10.0
+
     def _on_run_id(self, run_id: str) -> None:
         if run_id == self.redis_run_id:
             return
@@ -377,8 +281,7 @@ class RedisSharing:
             self.log.warn('redis: server restarted (run_id changed); rewriting own sessions')
         self.redis_run_id = run_id
         rewritten = sum(store.rewrite_all_own() for store in self.stores.values())
-        self._writer_tasks.put(('synced', run_id))     # runs after the rewrite is flushed
-        self._wake.set()
+        self.writer.when_flushed(lambda: self._on_synced(run_id))
         self._reads.put(('clean_own', None))
         self.log.info('redis: {n} own sessions written for run {run}', n=rewritten, run=run_id[:8])
 
@@ -734,6 +637,8 @@ class RedisSharing:
 
     def _delete_stale_own(self, keys: list[str]) -> None:
         """Own keys in Redis that our table does not have (restored from an old dump)."""
+        if self.duplicate_active:
+            return                  # they may be the other process's: leave them alone
         live = {k for store in self.stores.values() for k in store.own_keys()}
         for key in keys:
             if key not in live:
@@ -766,6 +671,9 @@ class RedisSharing:
                 'state': 'degraded' if self.degraded else 'connected',
                 'subscriber': 'connected' if self.subscriber_connected else 'disconnected',
                 'queue_depth': self.queue_depth(), 'last_error': self.last_error,
+                'writes': self.writer.writes_ok, 'transactions': self.writer.transactions,
+                'last_flush_ms': self.writer.last_flush_ms,
+                'duplicate': dict(self.duplicate) if self.duplicate_active else {},
                 'last_resync': dict(self.last_resync), 'events': self.events_received,
                 'bad_events': self.bad_events, 'own': own, 'foreign': foreign,
                 'counters': self.counters.as_dict(), 'redis_run_id': self.redis_run_id or '',

@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 from .sessions import DEFAULT_SESSION_TTL, MemorySessionStore, Session
 
 RECORD_VERSION = 1
+_VERSION_TEXT = str(RECORD_VERSION)
 MAX_CALL_ID = 512
 MAX_FIELD = 1024
 ACTIVE_STATE = 'active'
@@ -131,7 +132,22 @@ class SharedSession(Session):
         return self.epoch, self.seq, self.owner
 
 
-WriteOp = Callable[[str, dict | None], None]      # (key, mapping to HSET | None for DEL)
+# (key, thunk | None): the thunk builds the hash to write when the writer gets to the key,
+# so changes that coalesce cost one record; None deletes the key
+WriteOp = Callable[[str, Callable[[], dict] | None], None]
+
+
+class Tombstone:
+    """The write of a deleted, taken-over call: its record (state `deleted`) must outrank
+    the older keys other instances may still hold for the call, and only while they live."""
+
+    __slots__ = ('build',)
+
+    def __init__(self, build: Callable[[], dict]) -> None:
+        self.build = build
+
+    def __call__(self) -> dict:
+        return self.build()
 
 
 class SharingCounters:
@@ -167,6 +183,7 @@ class SharedSessionStore(MemorySessionStore):
         self.counters = counters or SharingCounters()
         # set by the Redis layer: resolve_unknown(call_id, then) -> bool (see lookup_unknown)
         self.resolve_unknown: Callable[[str, Callable[[], None]], bool] | None = None
+        self._own_prefix = session_key(namespace, instance_id, cluster, '')
 
     @property
     def aging_interval(self) -> float:
@@ -254,21 +271,37 @@ class SharedSessionStore(MemorySessionStore):
                       session.to_tag or '', session.created, session.updated, session.owner,
                       session.epoch, session.seq, state)
 
-    def _key(self, call_id: str, owner: str | None = None) -> str:
-        return session_key(self.namespace, owner or self.instance_id, self.cluster, call_id)
+    def mapping_of(self, call_id: str, session: SharedSession,
+                   state: str = ACTIVE_STATE) -> dict[str, str]:
+        """The hash written for a session: `record_of(...).to_mapping()`, built directly."""
+        return {'v': _VERSION_TEXT, 'cid': call_id, 'cluster': self.cluster,
+                'member': session.member, 'maddr': self.member_address(session.member) or '',
+                'ftag': session.from_tag or '', 'ttag': session.to_tag or '',
+                'created': '%.3f' % session.created, 'updated': '%.3f' % session.updated,
+                'owner': session.owner, 'epoch': str(session.epoch), 'seq': str(session.seq),
+                'state': state}
+
+    def key_of(self, call_id: str, owner: str | None = None) -> str:
+        """The Redis key of `call_id` in `owner`'s prefix (ours by default)."""
+        if owner is None or owner == self.instance_id:
+            return self._own_prefix + call_id
+        return session_key(self.namespace, owner, self.cluster, call_id)
 
     def _queue(self, call_id: str, session: SharedSession) -> None:
         self.counters.writes_queued += 1
-        self.write(self._key(call_id), self.record_of(call_id, session).to_mapping())
+        # built when written: by then it is the session's latest state, or a newer write
+        # of the key (or a delete) has replaced this one
+        self.write(self._own_prefix + call_id, lambda: self.mapping_of(call_id, session))
 
     def _queue_delete(self, call_id: str, session: SharedSession) -> None:
         self.counters.writes_queued += 1
         if session.epoch == 1:
-            self.write(self._key(call_id), None)
+            self.write(self._own_prefix + call_id, None)
         else:
-            # a previous owner's key may still exist: outrank it until both expire
+            # a previous owner's key may still exist: outrank it as long as it does
             session.seq += 1
-            self.write(self._key(call_id), self.record_of(call_id, session, DELETED_STATE).to_mapping())
+            self.write(self._own_prefix + call_id,
+                       Tombstone(lambda: self.mapping_of(call_id, session, DELETED_STATE)))
 
     def rewrite_all_own(self) -> int:
         """After a Redis restart: write every OWN session again."""
@@ -280,7 +313,7 @@ class SharedSessionStore(MemorySessionStore):
         return n
 
     def own_keys(self) -> list[str]:
-        return [self._key(c) for c, s in self._sessions.items() if s.owner == self.instance_id]
+        return [self.key_of(c) for c, s in self._sessions.items() if s.owner == self.instance_id]
 
     # --- learning from Redis ---------------------------------------------------------------------
 
@@ -294,7 +327,7 @@ class SharedSessionStore(MemorySessionStore):
         if current is not None and current.owner == self.instance_id and record.owner != self.instance_id:
             # split brain: a peer took the call over after us; it wins, we demote
             self.counters.demotions += 1
-            self.write(self._key(record.cid), None)
+            self.write(self.key_of(record.cid), None)
         if record.state == DELETED_STATE:
             if current is not None:
                 self._drop(record.cid)

@@ -16,9 +16,11 @@ REDIS_SERVER = shutil.which('redis-server') or '/usr/bin/redis-server'
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, port: int | None = None, extra: list[str] | None = None,
+                 password: str | None = None) -> None:
         self.port = port or free_tcp_port()
         self.extra = extra or []
+        self.password = password          # the default user's (--requirepass in `extra`)
         self.dir = tempfile.mkdtemp(prefix='rtpc-redis-')
         self.proc: subprocess.Popen | None = None
 
@@ -43,7 +45,13 @@ class RedisServer:
             time.sleep(0.05)
 
     def client(self, **kwargs) -> redis.Redis:
+        kwargs.setdefault('password', self.password)
         return redis.Redis(host='127.0.0.1', port=self.port, socket_timeout=2, **kwargs)
+
+    def pause(self, paused: bool = True) -> None:
+        """SIGSTOP (a hung server: connections stay open, nothing answers) or SIGCONT."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

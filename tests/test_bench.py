@@ -91,3 +91,36 @@ def test_fake_member_process(procs):
     finally:
         gen.close()
     assert stats['cycles'] == 50 and stats['errors'] == {} and stats['timeouts'] == {}
+
+
+def test_paced_run_offers_the_rate_not_what_the_target_could_take(procs):
+    """--rate: cycles start on a schedule; a closed loop against the same member runs
+    thousands of cycles in the same second, the paced one about `rate`."""
+    member = procs.member()
+    gen = LoadGen(_target(member), concurrency=4, rate=50.0)
+    try:
+        stats = gen.run(duration=1.0, warmup=0.2).summary()
+    finally:
+        gen.close()
+    assert stats['errors'] == {} and stats['timeouts'] == {}
+    # 50/s for 1 s of measurement, plus at most one cycle per slot at the window's edges
+    assert 40 <= stats['cycles'] <= 50 + 4, stats['cycles']
+
+
+def test_rate_must_be_positive():
+    import pytest
+    with pytest.raises(ValueError):
+        LoadGen(('127.0.0.1', 9), rate=0)
+
+
+def test_hold_keeps_every_call_up_between_its_commands(procs):
+    """--hold: L and D wait `hold` after the previous reply, so a slot's cycle lasts at least
+    2 x hold (a closed loop without it runs thousands of cycles a second)."""
+    member = procs.member()
+    gen = LoadGen(_target(member), concurrency=2, hold=0.2)
+    try:
+        stats = gen.run(duration=1.0).summary()
+    finally:
+        gen.close()
+    assert stats['errors'] == {} and stats['timeouts'] == {}
+    assert 1 <= stats['cycles'] <= 2 * (1.0 / 0.4 + 1), stats['cycles']

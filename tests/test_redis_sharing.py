@@ -273,18 +273,41 @@ def test_failover_peer_routes_directly_to_recorded_member(env):
     details = b.admin('ls session fo-7')
     assert '    state = OWN' in details and '    epoch = 2' in details
 
+    client = env.redis.client()
+    short = calls[:250]                    # a's keys of these expire soon (set by hand)
+    for c in short:
+        client.pexpire('%s:s:a:test:%s' % (NS, c), 5000)
     deletes = batch(b.control, ['D %s ft-%s tt-%s' % (c, c, c) for c in calls])
     assert deletes == ['0'] * 500
     assert env.active() == 0
     assert b.status()['broadcasts'] == '0'
     assert b.counts() == (0, 0)
-    # b's prefix holds tombstones that outrank a's stale keys (a is dead, its keys stay)
+    # b's prefix holds tombstones that outrank a's stale keys (a is dead, its keys stay),
+    # each living as long as a's key of the call, not the whole session TTL
     wait_for(lambda: all(f.get('state') == 'deleted' for f in env.keys('b').values()), 2,
              'tombstones in b')
     assert len(env.keys('a')) == 500
+    for c in calls[::25]:
+        a_ttl, b_ttl = (client.pttl('%s:s:%s:test:%s' % (NS, who, c)) for who in 'ab')
+        assert 0 < b_ttl - a_ttl <= 1100, (c, a_ttl, b_ttl)
+        assert b_ttl <= 6000 if c in short else b_ttl > 80000_000
     b.resync_done()                                           # a's stale keys are read again
     assert b.counts() == (0, 0), 'a resync brought deleted sessions back'
     assert b.status()['broadcasts'] == '0'
+
+
+def test_delete_after_takeover_from_a_live_owner_leaves_no_tombstone(env):
+    """The old owner is alive: it demotes and deletes its key when it sees the takeover, so
+    when the call ends there is nothing to outrank and the new owner just deletes."""
+    a, b = env.instance('a'), env.instance('b')
+    calls = ['lt-%d' % i for i in range(20)]
+    create_calls(a, calls)
+    wait_for(lambda: b.counts() == (0, 20), 5, 'b knows the calls')
+    assert batch(b.control, ['U %s 127.0.0.1 4000 ft-%s' % (c, c) for c in calls])
+    wait_for(lambda: env.keys('a') == {} and a.counts() == (0, 20), 5, 'a demoted itself')
+    assert batch(b.control, ['D %s ft-%s tt-%s' % (c, c, c) for c in calls]) == ['0'] * 20
+    wait_for(lambda: env.keys('b') == {}, 5, "b's keys deleted, no tombstone")
+    wait_for(lambda: a.counts() == (0, 0), 5, 'a forgets the calls')
 
 
 # --- (2) Redis crash and restart -----------------------------------------------------------------
@@ -383,6 +406,60 @@ def test_redis_killed_and_restarted_empty_mid_traffic(env):
     finally:
         if restarted is not None:
             restarted.stop()
+
+
+def test_redis_frozen_every_command_answered_while_it_is_stopped(env):
+    """SIGSTOP Redis (a hung server, not a dead one): the control path answers everything
+    while it is still stopped; `degraded` shows; after SIGCONT every change is in Redis."""
+    a = env.instance('a')
+    before = ['fz-before-%d' % i for i in range(50)]
+    create_calls(a, before)
+    wait_for(lambda: len(env.keys('a')) == 50, 5, 'written before the freeze')
+    env.redis.pause()
+    try:
+        during = ['fz-during-%d' % i for i in range(200)]
+        create_calls(a, during)                             # all answered, Redis stopped
+        gone = before[:25]
+        assert batch(a.control, ['D %s ft-%s tt-%s' % (c, c, c) for c in gone]) == ['0'] * 25
+        wait_for(lambda: a.status()['state'] == 'degraded', 5, 'a notices the hung Redis')
+        assert env.redis.proc.poll() is None                # still stopped, not dead
+        assert int(a.status()['queue depth']) >= 200
+    finally:
+        env.redis.pause(False)
+    wait_for(lambda: set(env.keys('a')) == set(before[25:]) | set(during), 15,
+             'every change written after the thaw', interval=0.1)
+    wait_for(lambda: a.status()['state'] == 'connected', 5, 'a connected again')
+    assert a.counts() == (225, 0)
+
+
+def test_two_live_processes_with_one_instance_id_are_reported(env, tmp_path):
+    """A copy-pasted config: two daemons both call themselves "a".  Each sees the other's
+    run token in its presence record, logs it as an error, shows it in `ls redis`, and leaves
+    own keys it does not know alone (they may be the other's calls)."""
+    first = env.instance('a')
+    create_calls(first, ['dup-first-%d' % i for i in range(10)])
+    twin_dir = tmp_path / 'twin'
+    twin_dir.mkdir()
+    members = [member_xml('m%d' % (i + 1), m) for i, m in enumerate(env.members)]
+    xml, spec = cluster_xml(members)
+    xml = xml.replace('<rtp_cluster_config>', '<rtp_cluster_config><redis><url>%s</url>'
+                      '<instance_id>a</instance_id><resync_interval>2</resync_interval></redis>'
+                      % env.redis.url, 1)
+    twin = Instance('a', Daemon.start(env.procs, twin_dir, (xml, spec), wait_online=['m1', 'm2']))
+    text = 'another live process uses instance id'
+    for instance in (first, twin):
+        instance.daemon.wait_log(text, timeout=10)
+        wait_for(lambda: instance.status()['duplicate instance id'].startswith('SEEN'), 5,
+                 'duplicate shown in ls redis')
+    create_calls(twin, ['dup-twin-%d' % i for i in range(10)])
+    time.sleep(2.5)                  # resyncs and presence rounds of both have run meanwhile
+    keys = set(env.keys('a'))
+    assert {'dup-first-%d' % i for i in range(10)} <= keys      # nobody deleted the other's
+    assert {'dup-twin-%d' % i for i in range(10)} <= keys
+    assert first.daemon.proc.poll() is None and twin.daemon.proc.poll() is None
+    twin.kill(signal.SIGTERM)
+    wait_for(lambda: first.status()['duplicate instance id'] == 'no', 15,
+             'the report clears once the twin is gone', interval=0.2)
 
 
 # --- (3) lost notifications ----------------------------------------------------------------------

@@ -60,11 +60,16 @@ class Harness:
         self.wall = FakeTime(1_700_000_000.0)
         self.writes: list[tuple[str, dict | None]] = []
         self.unbound: list[tuple[str, str]] = []
+        self.thunks: list = []          # what the store handed over, unevaluated
         self.store = SharedSessionStore(
-            'test', me, NS, lambda key, mapping: self.writes.append((key, mapping)),
+            'test', me, NS, self._write,
             lambda m: 'udp:127.0.0.1:%d' % (7000 + int(m[1:])) if m in members else None,
             ttl=ttl, final_timeout=final_timeout, clock=self.mono, wall_clock=self.wall)
         self.store.on_unbind = lambda cid, member: self.unbound.append((cid, member))
+
+    def _write(self, key, thunk) -> None:
+        self.thunks.append((key, thunk))
+        self.writes.append((key, thunk() if thunk is not None else None))
 
     def last_write(self):
         return self.writes[-1]
@@ -240,6 +245,21 @@ def test_learning_to_tag_bumps_seq_once():
     n = len(h.writes)
     h.store.learn_to_tag('c1', 'other')          # known already: nothing changes
     assert len(h.writes) == n and h.store.get('c1').to_tag == 'tt'
+
+
+def test_records_are_built_when_written_so_coalesced_changes_cost_one_record():
+    """The writer evaluates a key's thunk when it writes the key: it sees the latest state,
+    and equals the Record the store would describe (the format peers decode)."""
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    key, first = h.thunks[-1]
+    h.wall.now += 3
+    h.store.learn_to_tag('c1', 'tt')
+    late = first()                                   # evaluated after the second change
+    assert late['ttag'] == 'tt' and late['seq'] == '2'
+    session = h.store.get('c1')
+    assert late == h.store.record_of('c1', session).to_mapping()
+    assert decode_record(key, NS, late).order == (1, 2, 'a')
 
 
 def test_delete_of_epoch_1_session_deletes_the_key():
@@ -546,6 +566,11 @@ def sharing_cluster(me='a', peers=(), clock=None):
     return sharing, cluster, clients
 
 
+def queued(sharing) -> dict:
+    """The writer's coalescing map as {key: thunk | None}, keys as text."""
+    return {k.decode('latin-1'): v for k, v in sharing.writer._ops.items()}
+
+
 def admin_setup(me='a', peers=()):
     sharing, cluster, clients = sharing_cluster(me, peers)
     runtime = FakeRuntime(sharing, {'test': cluster})
@@ -612,7 +637,7 @@ def test_admin_session_details():
                  '    epoch = 1', '    key = rtpc:s:a:test:own2', '    queued = write (active)',
                  '    written = no (queued)'):
         assert part in text
-    sharing._ops.clear()                                       # as if the writer flushed
+    sharing.writer._ops.clear()                                # as if the writer flushed
     assert '    written = yes' in run(runtime, 'ls session own2')
     details = run(runtime, 'ls session b1')
     assert '    state = FOREIGN' in details and '    written = by peer b' in details
@@ -624,21 +649,21 @@ def test_admin_session_details():
 def test_admin_terminate_own_sends_d_through_the_cluster():
     runtime, sharing, store, clients = admin_setup()
     fill(store)
-    sharing._ops.clear()
+    sharing.writer._ops.clear()
     assert run(runtime, 'terminate own') == ['Terminated own: 2', 'Terminated foreign: 0', 'OK']
     assert clients['m1'].sent == ['D own1 f1']
     assert clients['m2'].sent == ['D own2 f2 t2']
-    assert sharing._ops == {'rtpc:s:a:test:own1': None, 'rtpc:s:a:test:own2': None}
+    assert queued(sharing) == {'rtpc:s:a:test:own1': None, 'rtpc:s:a:test:own2': None}
     assert store.ownership_counts() == (0, 4)
 
 
 def test_admin_terminate_foreign_writes_nothing():
     runtime, sharing, store, clients = admin_setup()
     fill(store)
-    sharing._ops.clear()
+    sharing.writer._ops.clear()
     assert run(runtime, 'terminate foreign') == ['Terminated own: 0', 'Terminated foreign: 4',
                                                  'OK']
-    assert sharing._ops == {}
+    assert queued(sharing) == {}
     assert clients['m1'].sent == clients['m2'].sent == []
     assert store.ownership_counts() == (2, 0)
 
@@ -671,12 +696,12 @@ def test_admin_ksadd_ksrm_kslist():
 def test_admin_takeover_and_resync():
     runtime, sharing, store, _ = admin_setup()
     fill(store)
-    sharing._ops.clear()
+    sharing.writer._ops.clear()
     assert run(runtime, 'takeover c') == ['Took over 1 sessions', 'OK']
-    assert list(sharing._ops) == ['rtpc:s:a:test:c0']
+    assert list(queued(sharing)) == ['rtpc:s:a:test:c0']
     assert run(runtime, 'takeover all') == ['Took over 3 sessions', 'OK']
     assert store.ownership_counts() == (6, 0)
-    assert all(key.startswith('rtpc:s:a:') for key in sharing._ops)
+    assert all(key.startswith('rtpc:s:a:') for key in queued(sharing))
     assert run(runtime, 'resync') == ['Resync requested', 'OK']
     assert sharing._reads.get_nowait()[0] == 'resync'
 
@@ -697,7 +722,7 @@ def test_admin_peers_and_redis_status():
                  'last resync: never', 'bad records: 2', 'own: 2', 'foreign: 4',
                  'broadcasts: 7', 'OK'):
         assert line in status
-    assert 'queue depth: %d' % len(sharing._ops) in status
+    assert 'queue depth: %d' % sharing.writer.depth in status
 
 
 @pytest.mark.parametrize('line, expected', [
@@ -930,3 +955,27 @@ def test_admin_terminate_own_ends_every_media_stream():
     assert run(runtime, 'terminate multi') == ['Terminated own: 1', 'Terminated foreign: 0', 'OK']
     assert clients['m1'].sent == ['D multi ft tt']
     assert store.get('multi') is None
+
+
+def test_duplicate_instance_id_needs_a_foreign_token_after_our_own_first_write():
+    """The first presence write may replace the record of our previous run (restarted within
+    the presence TTL): not a duplicate.  A foreign token after that means another process
+    rewrote our record since our last write."""
+    sharing, store = sharing_setup()
+    sharing._on_server('run-1', 'token-of-our-previous-run')
+    assert sharing.duplicate == {} and not sharing.duplicate_active
+    sharing._on_server('run-1', sharing.run_token)            # our own record: fine
+    sharing._on_server('run-1', None)                         # expired meanwhile: fine
+    assert sharing.duplicate == {}
+    sharing._on_server('run-1', 'someone-else')
+    assert sharing.duplicate['token'] == 'someone-else' and sharing.duplicate_active
+    assert sharing.status()['duplicate']['token'] == 'someone-else'
+    # while it lasts, own keys missing from our table are not deleted
+    store.bind('mine', 'm1', 'ft')
+    sharing.writer._ops.clear()
+    sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
+    assert queued(sharing) == {}
+    sharing.duplicate['last_seen'] -= 60                      # the twin went away
+    assert not sharing.duplicate_active and sharing.status()['duplicate'] == {}
+    sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
+    assert queued(sharing) == {'rtpc:s:a:test:theirs': None}

@@ -15,11 +15,9 @@ import time
 
 import pytest
 from twisted.internet import protocol as tx_protocol
-from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.threads import blockingCallFromThread
-from twisted.logger import globalLogPublisher
 
 from cluster_proc import FakeRtpp
+from reactor_thread import ReactorThread
 from rtp_cluster import protocol
 from rtp_cluster.cluster import Cluster
 from rtp_cluster.config import ClusterConfig, Endpoint, MemberConfig, parse_endpoint
@@ -31,47 +29,6 @@ WAIT = 10.0
 
 
 # --- harness ----------------------------------------------------------------------------------
-
-class ReactorThread:
-    def __init__(self) -> None:
-        self.reactor = EPollReactor()
-        self.failures: list[dict] = []
-        self._thread = threading.Thread(target=self.reactor.run,
-                                        kwargs={'installSignalHandlers': False}, daemon=True)
-        self._thread.start()
-
-    def call(self, f, *args, **kwargs):
-        """Run f in the reactor thread and return its result (waits for a Deferred)."""
-        return blockingCallFromThread(self.reactor, f, *args, **kwargs)
-
-    def later(self, delay: float, f, *args) -> None:
-        self.reactor.callFromThread(self.reactor.callLater, delay, f, *args)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.reactor.callFromThread(self.reactor.stop)
-            self._thread.join(10)
-        waker = self.reactor.waker
-        self.reactor.removeReader(waker)
-        waker.connectionLost(None)
-        self.reactor._poller.close()
-
-
-@pytest.fixture
-def rt():
-    thread = ReactorThread()
-
-    def observe(event):
-        if event.get('log_failure') is not None:
-            thread.failures.append(event)
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield thread
-    finally:
-        globalLogPublisher.removeObserver(observe)
-        thread.stop()
-    assert thread.failures == [], [e['log_failure'].getTraceback() for e in thread.failures]
-
 
 def wait_for(predicate, timeout: float = WAIT, what: str = 'condition') -> float:
     start = time.monotonic()
