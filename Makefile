@@ -33,8 +33,13 @@ bench: venv
 bench-memory: venv
 	$(VENV)/bin/python -m bench.memory --sessions 100000
 
+# two loads: a closed loop of short calls (most changes coalesce), then 1,000 calls/s that
+# each live 0.2 s (every offer, answer and delete reaches Redis)
 bench-sharing: venv
-	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 --concurrency 16
+	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 \
+		--concurrency 16 --out bench/results/sharing-closed.json
+	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 \
+		--concurrency 256 --rate 1000 --hold 0.1 --out bench/results/sharing-paced.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -86,6 +86,25 @@ def _ratio(b, a):
     return round(b / a, 3) if a else None
 
 
+def paired_p99_ratios(a_parts: list, b_parts: list) -> dict[str, dict]:
+    """Per command: B's p99 over A's, round by round (A and B of a round ran back to back),
+    and the median of those ratios: steadier than pooled percentiles on a machine whose
+    background load drifts over minutes."""
+    out: dict[str, dict] = {}
+    for (a, _), (b, _) in zip(a_parts, b_parts):
+        a_lat, b_lat = a.latency_ms(), b.latency_ms()
+        for cmd in a_lat:
+            if cmd in b_lat and a_lat[cmd]['p99']:
+                out.setdefault(cmd, {'rounds': []})['rounds'].append(
+                    round(b_lat[cmd]['p99'] / a_lat[cmd]['p99'], 3))
+    for entry in out.values():
+        ratios = sorted(entry['rounds'])
+        mid = len(ratios) // 2
+        entry['median'] = ratios[mid] if len(ratios) % 2 else round(
+            (ratios[mid - 1] + ratios[mid]) / 2, 3)
+    return out
+
+
 def markdown(results: dict) -> str:
     meta = results['meta']
     a_label, b_label = meta['targets']['A'], meta['targets']['B']
@@ -113,6 +132,11 @@ def markdown(results: dict) -> str:
             for cmd, v in row[name]['latency_ms'].items():
                 lines.append('| %d | %s | %s | %.3f | %.3f | %.3f |' % (
                     row['concurrency'], name, cmd, v['p50'], v['p95'], v['p99']))
+    lines += ['', '| concurrency | cmd | B/A p99, round by round | median |', '|---:|---|---|---:|']
+    for row in results['summary']:
+        for cmd, v in row.get('p99_ratios', {}).items():
+            lines.append('| %d | %s | %s | %.2f |' % (
+                row['concurrency'], cmd, ' '.join('%.2f' % r for r in v['rounds']), v['median']))
     return '\n'.join(lines)
 
 
@@ -161,6 +185,7 @@ def run(args) -> dict:
                    'B': aggregate(per_target['B'])}
             row['ratio_cycles'] = _ratio(row['B']['cycles_per_s'], row['A']['cycles_per_s'])
             row['ratio_commands'] = _ratio(row['B']['commands_per_s'], row['A']['commands_per_s'])
+            row['p99_ratios'] = paired_p99_ratios(per_target['A'], per_target['B'])
             results['summary'].append(row)
         if target_b.redis_port is not None:
             results['meta']['redis_calls'] = redis_writes(target_b.redis_port)

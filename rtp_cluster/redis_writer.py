@@ -26,6 +26,7 @@ from .resp import ProtocolError, ReplyError, ReplyParser, encode, encode_hset
 
 FLUSH_INTERVAL = 0.02        # s: a burst of changes coalesces into one transaction
 WRITE_BATCH = 500            # keys per transaction
+ENCODE_SLICE = 16            # keys encoded per reactor turn (about 0.1 ms)
 REFRESH_BATCH = 1000         # PEXPIREs of the TTL refresh per transaction
 COMMAND_TIMEOUT = 1.0        # s without the awaited reply: the connection is dropped
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
@@ -185,11 +186,19 @@ class RespConnection(protocol.Protocol):
 
     def request(self, data: bytes, count: int) -> defer.Deferred:
         """Send `data` (`count` commands); fires with their `count` replies, in order."""
+        return self._send(data, count, None)
+
+    def transaction(self, data: bytes, count: int) -> defer.Deferred:
+        """Send MULTI, `count` commands, EXEC (all in `data`); fires with None once all are
+        done, or fails with RedisCommandError naming the first error."""
+        return self._send(data, count + 2, count)
+
+    def _send(self, data: bytes, count: int, transaction: int | None) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         if not self.connected:
             d.errback(ConnectionLostError(self.lost_reason or 'not connected'))
             return d
-        self._waiting.append([count, [], d])
+        self._waiting.append([count, [], d, transaction])
         self.transport.write(data)
         if self._timer is None:
             self._timer = self.reactor.callLater(self.timeout, self._timed_out)
@@ -198,20 +207,33 @@ class RespConnection(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._parser.feed(data)
         try:
-            replies = self._parser.replies()
+            while self._waiting:
+                count, replies, _, transaction = self._waiting[0]
+                if transaction is not None and not replies:
+                    fast = self._parser.take_integer_transaction(transaction)
+                    if fast is None:
+                        return
+                    if fast:
+                        self._complete(None)
+                        continue
+                more = self._parser.replies(count - len(replies))
+                if not more:
+                    return
+                replies += more
+                if len(replies) == count:
+                    self._complete(replies if transaction is None else _transaction_result(replies))
+            if self._parser.pending:
+                self._drop('a reply nobody asked for')
         except ProtocolError as exc:
             self._drop('not a Redis reply: %s' % exc)
-            return
-        for reply in replies:
-            if not self._waiting:
-                self._drop('a reply nobody asked for')
-                return
-            head = self._waiting[0]
-            head[1].append(reply)
-            if len(head[1]) == head[0]:
-                self._waiting.popleft()
-                self._rearm()
-                head[2].callback(head[1])
+
+    def _complete(self, result) -> None:
+        _, _, d, _ = self._waiting.popleft()
+        self._rearm()
+        if isinstance(result, Exception):
+            d.errback(result)
+        else:
+            d.callback(result)
 
     def _rearm(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -235,9 +257,20 @@ class RespConnection(protocol.Protocol):
             self._timer.cancel()
         self._timer = None
         waiting, self._waiting = self._waiting, collections.deque()
-        for _, _, d in waiting:
+        for _, _, d, _ in waiting:
             d.errback(ConnectionLostError(self.lost_reason))
         self.lost.callback(self.lost_reason)
+
+
+def _transaction_result(replies: list) -> RedisCommandError | None:
+    """None if MULTI, every command and EXEC succeeded, else the error to report."""
+    try:
+        check_replies(replies)
+    except RedisCommandError as exc:
+        return exc
+    if replies[-1] is None:
+        return RedisCommandError('transaction aborted')
+    return None
 
 
 def check_replies(replies: list) -> None:
@@ -454,24 +487,28 @@ class RedisWriter:
         refresh = [self._refresh.popleft()
                    for _ in range(min(REFRESH_BATCH, len(self._refresh)))] if len(
                        batch) < WRITE_BATCH else []
-        parts = _encode_ops(batch, self.ttl_ms, self.log) + _encode_refresh(refresh, self.ttl_ms)
         self._in_flight = batch
-        started = time.monotonic()
-        d = self.conn.request(b''.join([_MULTI, *parts, _EXEC]), len(parts) + 2)
-        d.addCallbacks(self._written_ok, self._write_failed,
-                       callbackArgs=(batch, refresh, started), errbackArgs=(refresh,))
+        self._encode_slice(batch, 0, _encode_refresh(refresh, self.ttl_ms), refresh,
+                           time.monotonic())
 
-    def _written_ok(self, replies: list, batch: list, refresh: list, started: float) -> None:
-        self._in_flight = None
-        try:
-            check_replies(replies)
-            if replies[-1] is None:
-                raise RedisCommandError('transaction aborted')
-        except RedisCommandError as exc:
-            self._put_back(batch, refresh)
-            self._failed('write failed: %s' % exc)
-            self._kick(self._backoff)
+    def _encode_slice(self, batch: list, start: int, parts: list, refresh: list,
+                      started: float) -> None:
+        """Encode ENCODE_SLICE keys, then let the reactor serve the sockets before the next
+        slice: a full batch costs the control path a few short pauses, not one long one."""
+        if self._in_flight is not batch or self.conn is None or not self.running:
+            self._refresh.extendleft(reversed(refresh))   # connection lost meanwhile
             return
+        end = start + ENCODE_SLICE
+        parts += _encode_ops(batch[start:end], self.ttl_ms, self.log)
+        if end < len(batch):
+            self.reactor.callLater(0, self._encode_slice, batch, end, parts, refresh, started)
+            return
+        d = self.conn.transaction(b''.join([_MULTI, *parts, _EXEC]), len(parts))
+        d.addCallbacks(self._written_ok, self._write_failed,
+                       callbackArgs=(batch, started), errbackArgs=(batch, refresh))
+
+    def _written_ok(self, _, batch: list, started: float) -> None:
+        self._in_flight = None
         self._written += len(batch)
         self._backoff = MIN_BACKOFF
         self.writes_ok += len(batch)
@@ -483,7 +520,12 @@ class RedisWriter:
         backlog = len(self._ops) >= WRITE_BATCH or self._presence is not None
         self._kick(0 if backlog else FLUSH_INTERVAL)
 
-    def _write_failed(self, failure, refresh: list) -> None:
+    def _write_failed(self, failure, batch: list, refresh: list) -> None:
+        if failure.check(RedisCommandError):       # refused by Redis (OOM, read-only, ...)
+            self._put_back(batch, refresh)
+            self._failed('write failed: %s' % failure.value)
+            self._kick(self._backoff)
+            return
         # the connection is gone: _lost puts the batch back and reconnects
         self._refresh.extendleft(reversed(refresh))
 

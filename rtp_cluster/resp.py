@@ -88,11 +88,17 @@ class ReplyParser:
         else:
             self._buf += data
 
-    def replies(self) -> list[Reply]:
-        """Complete replies in order; ProtocolError if the stream is not RESP."""
-        out = []
+    @property
+    def pending(self) -> bool:
+        """Bytes fed and not consumed yet."""
+        return self._pos < len(self._buf)
+
+    def replies(self, limit: int = -1) -> list[Reply]:
+        """Complete replies in order (at most `limit`, if given); ProtocolError if the
+        stream is not RESP."""
+        out: list[Reply] = []
         buf, pos, size = self._buf, self._pos, len(self._buf)
-        while pos < size:
+        while pos < size and len(out) != limit:
             kind = buf[pos]
             if kind == 43 or kind == 58:          # '+' or ':': most replies, so inline
                 end = buf.find(b'\r\n', pos)
@@ -122,6 +128,35 @@ class ReplyParser:
             self._check_line_length(pos)
             raise _Incomplete()
         return self._buf[pos:end], end + 2
+
+    def take_integer_transaction(self, count: int) -> bool | None:
+        """The replies to MULTI, `count` commands and EXEC, if every command was queued and
+        every result is an integer (a writer's HSET/PEXPIRE/DEL batch): consumed, True.
+        None: what arrived so far fits but is incomplete.  False: anything else is there
+        (an error, another type): leave it to `replies()`.
+
+        Compared as bytes, without building a reply object per command: for a 60-key batch
+        this is 240 replies the reactor does not parse one by one.
+        """
+        head = b'+OK\r\n' + b'+QUEUED\r\n' * count + b'*%d\r\n' % count
+        buf, pos = self._buf, self._pos
+        available = len(buf) - pos
+        if available < len(head):
+            return None if head.startswith(buf[pos:]) else False
+        if not buf.startswith(head, pos):
+            return False
+        start = pos + len(head)
+        lines = buf[start:].split(b'\r\n', count)
+        complete = len(lines) > count
+        results = lines[:count] if complete else lines[:-1]
+        if results and (b'\r\n' + b'\r\n'.join(results)).count(b'\r\n:') != len(results):
+            return False
+        if lines[len(results)][:1] not in (b'', b':') and not complete:
+            return False
+        if not complete:
+            return None
+        self._pos = len(buf) - len(lines[count])
+        return True
 
     def _check_line_length(self, pos: int) -> None:
         if len(self._buf) - pos > MAX_LINE:

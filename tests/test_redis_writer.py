@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rtp_cluster.config import RedisConfig
-from rtp_cluster.redis_writer import (COMMAND_TIMEOUT, FLUSH_INTERVAL, MAX_BACKOFF, MIN_BACKOFF,
+from rtp_cluster.redis_writer import (COMMAND_TIMEOUT, ENCODE_SLICE, FLUSH_INTERVAL, MAX_BACKOFF,
+                                      MIN_BACKOFF,
                                       TombstoneWrite,
                                       WRITE_BATCH, RedisWriter, database_number,
                                       describe_failure, handshake_commands)
@@ -533,3 +534,42 @@ def test_real_redis_tombstone_lives_as_long_as_the_longest_older_key(rt):
         rt.call(writer.stop)
     finally:
         server.stop()
+
+
+def test_a_batch_is_encoded_in_slices_with_the_reactor_free_in_between():
+    """Between two slices the reactor returns to its sockets (a callLater(0) per slice); the
+    transaction goes out once, when the last slice is encoded."""
+    h = Harness()
+    h.redis.auto = False
+    h.redis.transport.clear()
+    for i in range(ENCODE_SLICE * 3):
+        h.writer.queue('k%d' % i, lambda: mapping())
+    h.writer._flush_call.cancel()
+    h.writer._flush_call = None
+    h.writer._flush()                            # the first slice only
+    assert h.redis.transport.value() == b''
+    assert [c.getTime() for c in h.clock.getDelayedCalls()] == [h.clock.seconds()]
+    h.writer.queue('k0', None)                   # changed while its batch is being encoded
+    h.clock.advance(0)                           # the remaining slices, then one transaction
+    h.redis.pump()
+    assert len(h.redis.commands(b'MULTI')) == 1
+    assert len(h.redis.commands(b'HSET')) == ENCODE_SLICE * 3
+    h.redis.auto = True
+    h.step()
+    assert b'k0' not in h.redis.data and len(h.redis.data) == ENCODE_SLICE * 3 - 1
+
+
+def test_connection_lost_while_encoding_keeps_the_batch():
+    h = Harness()
+    for i in range(ENCODE_SLICE * 2):
+        h.writer.queue('k%d' % i, lambda: mapping())
+    h.writer._flush_call.cancel()
+    h.writer._flush_call = None
+    h.writer._flush()
+    h.redis.transport.loseConnection()           # before the second slice
+    h.clock.advance(0)
+    assert h.writer.depth == ENCODE_SLICE * 2 and h.redis.commands(b'MULTI') == []
+    h.clock.advance(MIN_BACKOFF)                 # reconnects and writes everything
+    h.redis.pump()
+    h.step(0)
+    assert len(h.redis.data) == ENCODE_SLICE * 2

@@ -91,3 +91,50 @@ def test_endless_line_is_a_protocol_error_not_unbounded_buffering():
 def test_reply_errors_compare_by_text():
     assert ReplyError('ERR a') == ReplyError('ERR a') and ReplyError('ERR a') != ReplyError('b')
     assert len({ReplyError('x'), ReplyError('x')}) == 1
+
+
+def transaction_reply(results: bytes, count: int = 3, queued: bytes | None = None) -> bytes:
+    queued = queued if queued is not None else b'+QUEUED\r\n' * count
+    return b'+OK\r\n' + queued + b'*%d\r\n' % count + results
+
+
+GOOD = transaction_reply(b':1\r\n:0\r\n:13\r\n')
+
+
+@pytest.mark.parametrize('step', [1, 3, 8, len(GOOD)])
+def test_integer_transaction_fast_path_waits_for_the_whole_reply_then_consumes_it(step):
+    parser = ReplyParser()
+    seen = []
+    for i in range(0, len(GOOD), step):
+        parser.feed(GOOD[i:i + step])
+        seen.append(parser.take_integer_transaction(3))
+    assert seen[-1] is True and set(seen[:-1]) <= {None}
+    assert not parser.pending
+
+
+@pytest.mark.parametrize('data', [
+    transaction_reply(b'', queued=b'+QUEUED\r\n-ERR wrong number of arguments\r\n+QUEUED\r\n'),
+    transaction_reply(b':1\r\n-WRONGTYPE Operation\r\n:1\r\n'),
+    transaction_reply(b':1\r\n-WRO'),                       # an error, not complete yet
+    b'+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*-1\r\n',     # EXEC aborted
+    b'-EXECABORT Transaction discarded\r\n',
+])
+def test_anything_but_all_integer_results_is_left_to_the_generic_parser(data):
+    parser = ReplyParser()
+    parser.feed(data)
+    assert parser.take_integer_transaction(3) is False
+    assert parser.pending                                    # nothing consumed
+
+
+def test_fast_path_leaves_whatever_follows_the_transaction():
+    parser = ReplyParser()
+    parser.feed(GOOD + b'+PONG\r\n')
+    assert parser.take_integer_transaction(3) is True
+    assert parser.replies() == [b'PONG']
+
+
+def test_replies_with_a_limit_leave_the_rest_for_later():
+    parser = ReplyParser()
+    parser.feed(b'+a\r\n+b\r\n+c\r\n')
+    assert parser.replies(2) == [b'a', b'b'] and parser.pending
+    assert parser.replies() == [b'c'] and not parser.pending
