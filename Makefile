@@ -38,7 +38,7 @@ bench-memory: venv
 bench-sharing: venv
 	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 \
 		--concurrency 16 --out bench/results/sharing-closed.json
-	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 \
+	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 10 --duration 5 \
 		--concurrency 256 --rate 1000 --hold 0.1 --out bench/results/sharing-paced.json
 
 clean:
