@@ -43,6 +43,7 @@ COMMAND_TIMEOUT = 1.0
 SCAN_COUNT = 1000
 APPLY_CHUNK = 1000
 LOOKUP_DEADLINE = 0.2       # s; a lookup-on-miss never delays a command longer
+MAX_OWNERS_SEEN = 1024
 
 
 def connection_kwargs(config) -> dict[str, Any]:
@@ -119,6 +120,7 @@ class RedisSharing:
                                   password=lambda: read_password(config),
                                   name='rtpc-%s' % self.instance_id)
         self.duplicate: dict[str, Any] = {}    # another live process with our instance id
+        self.owners_seen: set[str] = set()     # instances whose records we read (bounded)
         self._presence_written = False
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -210,7 +212,9 @@ class RedisSharing:
     def _shadow_keys(self, key: str) -> list[str]:
         """The same call's key in every other instance's prefix we know of."""
         rest = key[len(session_prefix(self.namespace, self.instance_id)):]
-        peers = (set(self.peers) | self.subscribed | self.discovered) - {self.instance_id}
+        # owners seen in records too: a dead instance's keys outlive its presence record
+        peers = (set(self.peers) | self.subscribed | self.discovered
+                 | self.owners_seen) - {self.instance_id}
         return [session_prefix(self.namespace, peer) + rest for peer in sorted(peers)]
 
     def queue_depth(self) -> int:
@@ -583,6 +587,8 @@ class RedisSharing:
         if store is None:
             self._bad_record(key, 'unknown cluster %r' % record.cluster[:64])
             return
+        if record.owner not in self.owners_seen and len(self.owners_seen) < MAX_OWNERS_SEEN:
+            self.owners_seen.add(record.owner)
         store.apply_record(record)
 
     def _bad_record(self, key: str, why: str) -> None:

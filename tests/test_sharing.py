@@ -979,3 +979,17 @@ def test_duplicate_instance_id_needs_a_foreign_token_after_our_own_first_write()
     assert not sharing.duplicate_active and sharing.status()['duplicate'] == {}
     sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
     assert queued(sharing) == {'rtpc:s:a:test:theirs': None}
+
+
+def test_tombstone_shadows_every_other_prefix_the_call_may_still_have_a_key_in():
+    """Peers known from presence, configuration or discovery, and owners only ever seen in
+    records (a dead instance's keys outlive its presence); never our own prefix."""
+    sharing, store = sharing_setup(peers=('b',))
+    sharing.peers['c'] = {'alive': False}
+    key, raw = encoded(record(cid='c1', owner='d', epoch=1))
+    sharing._apply_raw(key, raw)                              # d: only seen in a record
+    store.lookup('c1')                                        # taken over: epoch 2
+    store.unbind('c1')
+    write = sharing.writer.queued('rtpc:s:a:test:c1')
+    assert write.shadows == ['rtpc:s:b:test:c1', 'rtpc:s:c:test:c1', 'rtpc:s:d:test:c1']
+    assert write()['state'] == DELETED_STATE
