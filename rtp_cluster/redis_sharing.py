@@ -32,14 +32,13 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from . import __version__
-from .redis_writer import RedisWriter, TombstoneWrite, database_number
+from .redis_writer import COMMAND_TIMEOUT, RedisWriter, TombstoneWrite, database_number
 from .sharing import (BadRecord, SharedSessionStore, SharingCounters, Tombstone, decode_record,
                       key_owner, presence_key, session_key, session_prefix)
 
 EVENT_BATCH = 500
 PRESENCE_INTERVAL = 1.0
 PRESENCE_TTL_MS = 3000
-COMMAND_TIMEOUT = 1.0
 SCAN_COUNT = 1000
 APPLY_CHUNK = 1000
 LOOKUP_DEADLINE = 0.2       # s; a lookup-on-miss never delays a command longer

@@ -297,14 +297,17 @@ def _encode_ops(ops: list[tuple[bytes, Thunk | None]], ttl_ms: bytes,
         except Exception:          # a bug must cost this key only, not the whole batch
             log.failure('redis: cannot build the record of {key!r}; not written', key=key[:120])
             continue
-        parts += (hset, b'*3\r\n$7\r\nPEXPIRE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n'
-                  % (len(key), key, len(ttl_ms), ttl_ms))
+        parts += (hset, _pexpire(key, ttl_ms))
     return parts
 
 
+def _pexpire(key: bytes, ttl_ms: bytes) -> bytes:
+    return (b'*3\r\n$7\r\nPEXPIRE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n'
+            % (len(key), key, len(ttl_ms), ttl_ms))
+
+
 def _encode_refresh(keys: list[bytes], ttl_ms: bytes) -> list[bytes]:
-    tail = b'\r\n$%d\r\n%s\r\n' % (len(ttl_ms), ttl_ms)
-    return [b'*3\r\n$7\r\nPEXPIRE\r\n$%d\r\n%s%s' % (len(k), k, tail) for k in keys]
+    return [_pexpire(k, ttl_ms) for k in keys]
 
 
 # --- the writer ----------------------------------------------------------------------------
@@ -451,10 +454,6 @@ class RedisWriter:
     @property
     def depth(self) -> int:
         return len(self._ops) + len(self._refresh)
-
-    @property
-    def connected(self) -> bool:
-        return self.conn is not None
 
     # --- flushing -----------------------------------------------------------------------------
 

@@ -265,15 +265,10 @@ class SharedSessionStore(MemorySessionStore):
                 taken += 1
         return taken
 
-    def record_of(self, call_id: str, session: SharedSession, state: str = ACTIVE_STATE) -> Record:
-        return Record(call_id, self.cluster, session.member,
-                      self.member_address(session.member) or '', session.from_tag or '',
-                      session.to_tag or '', session.created, session.updated, session.owner,
-                      session.epoch, session.seq, state)
-
     def mapping_of(self, call_id: str, session: SharedSession,
                    state: str = ACTIVE_STATE) -> dict[str, str]:
-        """The hash written for a session: `record_of(...).to_mapping()`, built directly."""
+        """The hash written for a session: the fields of `Record.to_mapping`, built directly
+        from the session (no Record on the write path)."""
         return {'v': _VERSION_TEXT, 'cid': call_id, 'cluster': self.cluster,
                 'member': session.member, 'maddr': self.member_address(session.member) or '',
                 'ftag': session.from_tag or '', 'ttag': session.to_tag or '',

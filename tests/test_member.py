@@ -26,6 +26,14 @@ def run(clock: Clock, seconds: float, step: float = 0.01) -> None:
         clock.advance(step)
 
 
+def run_until(clock: Clock, done, seconds: float, step: float = 0.01) -> None:
+    """Advance `clock` in steps until `done()` or `seconds` have passed."""
+    for _ in range(int(round(seconds / step))):
+        clock.advance(step)
+        if done():
+            return
+
+
 def online_member(**kwargs):
     member, client, clock, transitions = make_member(**kwargs)
     member.start()
@@ -114,20 +122,14 @@ def test_dead_member_goes_offline_within_5_seconds_then_recovers():
                                                        heartbeat_timeout=1.5, probe_interval=2.0)
     client.silent = True                         # SIGKILL
     died = clock.seconds()
-    for _ in range(500):
-        run(clock, 0.01)
-        if member.state == OFFLINE:
-            break
+    run_until(clock, lambda: member.state == OFFLINE, 5.0)
     assert member.state == OFFLINE
     assert clock.seconds() - died <= 5.0
     assert member.stats is None
     assert transitions[-1] == (ONLINE, OFFLINE)
     client.silent = False                        # restarted on the same address
     back = clock.seconds()
-    for _ in range(500):
-        run(clock, 0.01)
-        if member.state == ONLINE:
-            break
+    run_until(clock, lambda: member.state == ONLINE, 5.0)
     assert member.state == ONLINE
     assert clock.seconds() - back <= member.probe_interval + member.probe_timeout + 0.1
 
@@ -213,10 +215,7 @@ def test_session_created_during_heartbeat_is_not_lost():
     member, client, clock, _ = online_member(capacity=100, heartbeat_interval=1.0)
     client.delay = 0.2
     heartbeats = client.sent.count('Ib')
-    for _ in range(200):
-        run(clock, 0.01)
-        if client.sent.count('Ib') > heartbeats:
-            break
+    run_until(clock, lambda: client.sent.count('Ib') > heartbeats, 2.0)
     assert client.sent[-1] == 'Ib'              # the heartbeat request is out
     member.note_session_created()               # a session created while it is in flight
     run(clock, 0.3)

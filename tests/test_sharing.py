@@ -258,8 +258,11 @@ def test_records_are_built_when_written_so_coalesced_changes_cost_one_record():
     late = first()                                   # evaluated after the second change
     assert late['ttag'] == 'tt' and late['seq'] == '2'
     session = h.store.get('c1')
-    assert late == h.store.record_of('c1', session).to_mapping()
-    assert decode_record(key, NS, late).order == (1, 2, 'a')
+    rec = decode_record(key, NS, late)
+    assert rec.to_mapping() == late                  # exactly the Record format peers read
+    assert rec == Record('c1', 'test', 'm1', 'udp:127.0.0.1:7001', 'ft', 'tt', session.created,
+                         session.updated, 'a', 1, 2)
+    assert rec.order == (1, 2, 'a')
 
 
 def test_delete_of_epoch_1_session_deletes_the_key():
