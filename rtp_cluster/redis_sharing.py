@@ -228,7 +228,8 @@ class RedisSharing:
 
     def _queue_presence(self) -> None:
         own = sum(s.ownership_counts()[0] for s in self.stores.values())
-        state = 'degraded' if self.degraded else 'duplicate-id' if self.duplicate else 'ok'
+        state = ('degraded' if self.degraded else
+                 'duplicate-id' if self.duplicate_active else 'ok')
         record = {'run_token': self.run_token, 'started': '%.3f' % self.started,
                   'version': __version__, 'state': state,
                   'own_sessions': str(own), 'last_seen': '%.3f' % time.time(),

@@ -978,8 +978,12 @@ def test_duplicate_instance_id_needs_a_foreign_token_after_our_own_first_write()
     sharing.writer._ops.clear()
     sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
     assert queued(sharing) == {}
+    sharing._queue_presence()
+    assert b'duplicate-id' in sharing.writer._presence
     sharing.duplicate['last_seen'] -= 60                      # the twin went away
     assert not sharing.duplicate_active and sharing.status()['duplicate'] == {}
+    sharing._queue_presence()
+    assert b'duplicate-id' not in sharing.writer._presence
     sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
     assert queued(sharing) == {'rtpc:s:a:test:theirs': None}
 
