@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rtp_cluster.client import main  # noqa: E402
+from rtp_cluster.admin_client import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

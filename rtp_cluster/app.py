@@ -29,8 +29,8 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from . import __version__
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .runtime import Runtime
+    from .core.config import Config
+    from .adapters.runtime import Runtime
 
 PROG = 'rtp_cluster'
 DEFAULT_CONFIG = '/usr/local/etc/rtp_cluster.xml'
@@ -123,7 +123,7 @@ def _lookup(name: str, kind: str, getter: Callable, attr: str) -> int:
 
 def normalize_admin_spec(spec: str) -> str:
     """Check the admin socket spec; make unix paths absolute (the daemon changes to /)."""
-    from .config import parse_admin_socket
+    from .core.config import parse_admin_socket
     try:
         return str(parse_admin_socket(spec))
     except ValueError as exc:
@@ -148,7 +148,7 @@ def parse_options(argv: list[str]) -> Options:
 
 def load(path: str) -> Config:
     """Load and validate the configuration file; AppError with the ConfigError text."""
-    from .config import ConfigError, load_config
+    from .core.config import ConfigError, load_config
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -238,7 +238,7 @@ def start_logging(stream: IO[str]) -> None:
 
 def start_runtime(opts: Options, config: Config, reactor) -> Runtime:
     """Create the Runtime and bind every socket; AppError (one line) on failure."""
-    from .runtime import Runtime
+    from .adapters.runtime import Runtime
     try:
         runtime = Runtime(config, os.path.abspath(opts.config), reactor,
                           sock_owner=opts.owner, admin_spec=opts.admin,

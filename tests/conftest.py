@@ -1,13 +1,8 @@
-import os
-import sys
-
 import pytest
+from twisted.logger import globalLogPublisher
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from procs import ProcessTracker  # noqa: E402
-from reactor_thread import ReactorThread  # noqa: E402
-from twisted.logger import globalLogPublisher  # noqa: E402
+from tests.support.procs import ProcessTracker
+from tests.support.reactor_thread import ReactorThread
 
 
 @pytest.fixture

@@ -1,0 +1,620 @@
+"""The admin interface: a line-based command language on a unix or TCP stream socket.
+
+`AdminCommands.execute(line)` is the whole language and does no I/O: it reads and changes
+the `Runtime` and returns an `AdminReply` (lines ending with `OK`, or one `ERROR: ...`
+line).  `AdminProtocol` and `AdminServer` only move lines between a socket and it.
+
+The commands and their output are those of sippy's original rtp_cluster (operators'
+scripts parse them): `ls`, `ls CLUSTER`, `modify CLUSTER add|delete|remove|pause|resume`,
+`reload`, `help`, `quit`; `ls [CLUSTER] --json` is an addition.  Addresses are printed as
+`HOST:PORT`, `[IPV6]:PORT` or `/path`, as the current original prints them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from twisted.internet import defer
+from twisted.internet import protocol as tx_protocol
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from ..core.config import ConfigError, MemberConfig, check_host, parse_admin_socket, parse_endpoint
+from ..core.member import ACTIVE, DRAINING, SUSPENDED
+from .transports import StartupError, listen_unix
+
+__all__ = ['AdminReply', 'AdminCommands', 'AdminProtocol', 'AdminFactory', 'AdminServer',
+           'MAX_LINE', 'MAX_CONNECTIONS']
+
+MAX_LINE = 64 * 1024            # bytes in one command line, line end not counted
+MAX_CONNECTIONS = 256           # simultaneous admin clients
+MAX_ECHO = 200                  # characters of user input repeated in an error message
+
+ADD_KEYS = ('name', 'protocol', 'address', 'capacity', 'weight', 'status', 'wan_address',
+            'lan_address', 'cmd_out_address')
+ADD_REQUIRED = ADD_KEYS[:5]
+ADD_USAGE = ('modify CLUSTER add name=NAME,protocol=udp|udp6|unix,address=ADDRESS,capacity=N,'
+             'weight=N[,status=ACTIVE|SUSPENDED][,wan_address=HOST][,lan_address=HOST]'
+             '[,cmd_out_address=HOST]')
+MODIFY_USAGE = 'modify CLUSTER add|delete|remove|pause|resume ARGS'
+HELP_TEXT = (
+    'Supported commands:',
+    '\tls [CLUSTER_NAME] [--json]',
+    '\tmodify CLUSTER_NAME [add|remove|delete|pause|resume] ARGS',
+    '\treload',
+    '\tquit',
+    'Arguments of modify:',
+    '\t' + ADD_USAGE.replace('CLUSTER', 'CLUSTER_NAME'),
+    '\tmodify CLUSTER_NAME remove|delete|pause|resume RTPPROXY_NAME',
+    'Session sharing (with <redis> configured):',
+    '\tls numsessions | ls sessions [all|own|foreign] [LIMIT] | ls session CALLID',
+    '\tls peers | ls redis | kslist | ksadd PEER | ksrm PEER | resync',
+    '\tterminate CALLID|own|foreign|all | takeover PEER|all',
+)
+_DIGITS = re.compile(r'[0-9]+')
+
+log = Logger(namespace='rtp_cluster.admin')
+
+
+# --- replies -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AdminReply:
+    """What one command line gets back; no lines means no reply (an empty line)."""
+
+    lines: tuple[str, ...] = ()
+    close: bool = False
+
+    @classmethod
+    def ok(cls, lines: Iterable[str] = ()) -> 'AdminReply':
+        return cls(tuple(lines) + ('OK',))
+
+    @classmethod
+    def error(cls, message: str) -> 'AdminReply':
+        return cls(('ERROR: ' + _one_line(message),))
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.lines) and self.lines[-1].startswith('ERROR')
+
+    def text(self) -> str:
+        return ''.join(line + '\n' for line in self.lines)
+
+
+class AdminError(Exception):
+    """A command that cannot be done; str(e) follows `ERROR: `."""
+
+
+def _one_line(text: str) -> str:
+    return text.replace('\r\n', ' ').replace('\n', ' ').replace('\r', ' ')
+
+
+def _show(text: str) -> str:
+    """User input fit to be repeated in a reply: printable and not too long."""
+    clean = ''.join(c if c.isprintable() else '?' for c in text)
+    return clean if len(clean) <= MAX_ECHO else clean[:MAX_ECHO] + '...'
+
+
+# --- the command language ----------------------------------------------------------------------
+
+class AdminCommands:
+    """The admin command language over a Runtime (`clusters`, `add_member`, `reload`)."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self._commands: dict[str, Callable[[str], AdminReply]] = {
+            'ls': self._ls, 'modify': self._modify, 'reload': self._reload,
+            'help': self._help, 'h': self._help,
+            'quit': self._quit, 'q': self._quit, 'exit': self._quit,
+        }
+
+    def execute(self, line: str) -> AdminReply:
+        """Run one command line; never raises."""
+        try:
+            return self._dispatch(line)
+        except AdminError as exc:
+            return AdminReply.error(str(exc))
+        except Exception as exc:
+            log.failure('admin command {line!r} failed', line=line[:MAX_ECHO])
+            return AdminReply.error('internal error: %s: %s' % (type(exc).__name__, exc))
+
+    def _dispatch(self, line: str) -> AdminReply:
+        words = line.strip().split(None, 1)
+        if not words:
+            return AdminReply()
+        from .admin_sharing import execute_sharing_command   # Redis session sharing (issue 6)
+        sharing_reply = execute_sharing_command(self.runtime, line.split())
+        if sharing_reply is not None:
+            return AdminReply(tuple(sharing_reply))
+        command = self._commands.get(words[0])
+        if command is None:
+            raise AdminError('unknown command, try help')
+        return command(words[1] if len(words) > 1 else '')
+
+    def _cluster(self, name: str) -> tuple[int, Any]:
+        for index, (cluster_name, cluster) in enumerate(self.runtime.clusters.items()):
+            if cluster_name == name:
+                return index, cluster
+        raise AdminError('%s: cluster not found' % _show(name))
+
+    # --- ls ----------------------------------------------------------------------------------
+
+    def _ls(self, args: str) -> AdminReply:
+        name, as_json = _split_json_flag(args)
+        if not name:
+            clusters = list(self.runtime.clusters.values())
+            if as_json:
+                return AdminReply.ok([_dumps({'clusters': [
+                    cluster_summary_dict(i, c) for i, c in enumerate(clusters)]})])
+            return AdminReply.ok(format_clusters(clusters))
+        index, cluster = self._cluster(name)
+        if as_json:
+            return AdminReply.ok([_dumps(cluster_detail_dict(index, cluster))])
+        return AdminReply.ok(format_cluster_members(index, cluster))
+
+    # --- modify ------------------------------------------------------------------------------
+
+    def _modify(self, args: str) -> AdminReply:
+        parts = args.split(None, 2)
+        if not parts:
+            raise AdminError('usage: ' + MODIFY_USAGE)
+        _, cluster = self._cluster(parts[0])
+        if len(parts) < 2:
+            raise AdminError('usage: ' + MODIFY_USAGE)
+        action, rest = parts[1], parts[2].strip() if len(parts) > 2 else ''
+        if action == 'add':
+            return self._add(cluster, rest)
+        if action in ('delete', 'remove', 'pause', 'suspend', 'resume'):
+            return self._change(cluster, action, rest)
+        raise AdminError('modify: unknown action "%s"; expected add, delete, remove, pause or '
+                         'resume' % _show(action))
+
+    def _add(self, cluster, args: str) -> AdminReply:
+        values = parse_add_args(args)
+        if values['name'] in cluster.members:
+            raise AdminError('%s: RTPproxy already exists' % _show(values['name']))
+        config = member_config_from_args(values)
+        try:
+            self.runtime.add_member(cluster, config)
+        except (StartupError, ValueError, OSError) as exc:
+            raise AdminError('modify add: %s' % exc) from None
+        log.info('admin: cluster {cluster}: member {name} added ({endpoint}, status {status})',
+                 cluster=cluster.name, name=config.name, endpoint=str(config.endpoint),
+                 status=config.status)
+        return AdminReply.ok()
+
+    def _change(self, cluster, action: str, name: str) -> AdminReply:
+        if not name:
+            raise AdminError('usage: modify CLUSTER %s NAME' % action)
+        member = cluster.members.get(name)
+        if member is None:
+            raise AdminError('%s: RTPproxy not found' % _show(name))
+        if action in ('delete', 'remove'):
+            cluster.drain_member(name)
+            still_there = cluster.members.get(name) is member
+            log.info('admin: cluster {cluster}: member {name} {what}', cluster=cluster.name,
+                     name=name, what='draining' if still_there else 'removed')
+            return AdminReply.ok()
+        if member.status == DRAINING:
+            raise AdminError('%s: RTPproxy is being removed (draining); it cannot be paused or '
+                             'resumed' % _show(name))
+        member.status = ACTIVE if action == 'resume' else SUSPENDED
+        log.info('admin: cluster {cluster}: member {name} is now {status}', cluster=cluster.name,
+                 name=name, status=member.status)
+        return AdminReply.ok()
+
+    # --- reload, help, quit ------------------------------------------------------------------
+
+    def _reload(self, args: str) -> AdminReply:
+        if args.strip():
+            raise AdminError('usage: reload (it takes no arguments)')
+        try:
+            nclusters, nmembers = self.runtime.reload()
+        except ConfigError as exc:
+            log.error('admin: reload failed, keeping the running configuration: {error}',
+                      error=_one_line(str(exc)))
+            raise AdminError(str(exc)) from None
+        except (StartupError, ValueError, OSError) as exc:
+            log.error('admin: reload failed: {error}', error=_one_line(str(exc)))
+            raise AdminError('reload failed: %s' % exc) from None
+        log.info('admin: Loaded {nclusters} clusters and {nmembers} RTP proxies',
+                 nclusters=nclusters, nmembers=nmembers)
+        return AdminReply.ok(['Loaded %d clusters and %d RTP proxies' % (nclusters, nmembers)])
+
+    def _help(self, args: str) -> AdminReply:
+        return AdminReply.ok(HELP_TEXT)
+
+    def _quit(self, args: str) -> AdminReply:
+        return AdminReply(close=True)
+
+
+def _split_json_flag(args: str) -> tuple[str, bool]:
+    """'NAME --json' / '--json NAME' / '--json' -> (NAME or '', True)."""
+    text = args.strip()
+    if text == '--json':
+        return '', True
+    if text.endswith(' --json') or text.endswith('\t--json'):
+        return text[:-len('--json')].strip(), True
+    if text.startswith('--json ') or text.startswith('--json\t'):
+        return text[len('--json'):].strip(), True
+    return text, False
+
+
+# --- modify add arguments ----------------------------------------------------------------------
+
+def parse_add_args(text: str) -> dict[str, str]:
+    """`name=N,protocol=P,...` -> {key: value}; AdminError names the first problem."""
+    if not text:
+        raise AdminError('usage: ' + ADD_USAGE)
+    values: dict[str, str] = {}
+    for item in text.split(','):
+        key, sep, value = item.partition('=')
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise AdminError('modify add: "%s" is not KEY=VALUE; usage: %s'
+                             % (_show(item.strip()), ADD_USAGE))
+        if key not in ADD_KEYS:
+            raise AdminError('modify add: unknown key "%s"; expected %s'
+                             % (_show(key), ', '.join(ADD_KEYS)))
+        if key in values:
+            raise AdminError('modify add: duplicate key "%s"' % key)
+        if not value:
+            raise AdminError('modify add: %s is empty; usage: %s' % (key, ADD_USAGE))
+        values[key] = value
+    missing = [key for key in ADD_REQUIRED if key not in values]
+    if missing:
+        raise AdminError('modify add: missing %s; usage: %s' % (', '.join(missing), ADD_USAGE))
+    return values
+
+
+def member_config_from_args(values: dict[str, str]) -> MemberConfig:
+    """Check every value of `modify add`; AdminError for the first bad one."""
+    name = values['name']
+    if not name.isprintable():
+        raise AdminError('modify add: name "%s" contains control characters' % _show(name))
+    try:
+        endpoint = parse_endpoint(values['protocol'], values['address'])
+    except ValueError as exc:
+        raise AdminError('modify add: %s' % exc) from None
+    optional = {key: _host(key, values[key]) for key in ('wan_address', 'lan_address',
+                                                         'cmd_out_address') if key in values}
+    return MemberConfig(name=name, endpoint=endpoint,
+                        weight=_positive_int('weight', values['weight']),
+                        capacity=_positive_int('capacity', values['capacity']),
+                        status=_status(values.get('status', ACTIVE)), **optional)
+
+
+def _positive_int(key: str, text: str) -> int:
+    if not _DIGITS.fullmatch(text) or len(text.lstrip('0')) > 18 or int(text) == 0:
+        raise AdminError('modify add: %s "%s" is not a positive integer' % (key, _show(text)))
+    return int(text)
+
+
+def _status(text: str) -> str:
+    status = text.upper()
+    if status not in (ACTIVE, SUSPENDED):
+        raise AdminError('modify add: status "%s"; expected ACTIVE or SUSPENDED' % _show(text))
+    return status
+
+
+def _host(key: str, text: str) -> str:
+    try:
+        check_host(text)
+    except ValueError as exc:
+        raise AdminError('modify add: %s: %s' % (key, exc)) from None
+    return text
+
+
+# --- ls output ---------------------------------------------------------------------------------
+
+def format_clusters(clusters: Iterable[Any]) -> list[str]:
+    """`ls`: one block per cluster, blocks separated by an empty line."""
+    lines: list[str] = []
+    for index, cluster in enumerate(clusters):
+        if index:
+            lines.append('')
+        counts = _counts(cluster)
+        lines += ['Cluster: #%d' % index,
+                  '    name = %s' % cluster.name,
+                  '    address = %s' % cluster.config.endpoint.address,
+                  '    online members = %(online)d (%(active)d active, %(suspended)d suspended, '
+                  '%(draining)d draining)' % counts,
+                  '    offline members = %(offline)d' % counts]
+    return lines
+
+
+def _counts(cluster) -> dict[str, int]:
+    online = cluster.online_members()
+    statuses = [member.status for member in online]
+    return {'online': len(online), 'active': statuses.count(ACTIVE),
+            'suspended': statuses.count(SUSPENDED), 'draining': statuses.count(DRAINING),
+            'offline': len(cluster.offline_members())}
+
+
+def format_cluster_members(index: int, cluster) -> list[str]:
+    """`ls CLUSTER`: online members sorted by name, then offline members in cluster order."""
+    lines = ['Online members of the cluster #%d:' % index]
+    online = sorted(cluster.online_members(), key=lambda member: member.name)
+    lines += _member_blocks(online, _online_member_lines)
+    lines += ['', 'Offline members of the cluster #%d:' % index]
+    offline = cluster.offline_members()
+    lines += _member_blocks(offline, _offline_member_lines)
+    if not offline:
+        lines.append('')
+    return lines
+
+
+def _member_blocks(members: list, describe: Callable[[Any], list[str]]) -> list[str]:
+    lines: list[str] = []
+    for index, member in enumerate(members):
+        if index:
+            lines.append('')
+        lines.append('    RTPproxy: #%d' % index)
+        lines += describe(member)
+    return lines
+
+
+def _member_head(member) -> list[str]:
+    config = member.config
+    lines = ['        name = %s' % member.name,
+             '        address = %s' % config.endpoint.address]
+    for key in ('wan_address', 'lan_address', 'cmd_out_address'):
+        value = getattr(config, key)
+        if value is not None:
+            lines.append('        %s = %s' % (key, value))
+    lines += ['        weight = %d' % config.weight, '        capacity = %d' % config.capacity]
+    return lines
+
+
+def _online_member_lines(member) -> list[str]:
+    sessions = member.active_sessions
+    return _member_head(member) + [
+        '        state = online',
+        '        active sessions = %s' % ('UNKNOWN' if sessions is None else '%d' % sessions),
+        '        capacity utilization = %f%%' % (member.utilisation() * 100.0),
+        '        average rtpc delay = %f sec' % member.rtt,
+        '        status = %s' % member.status]
+
+
+def _offline_member_lines(member) -> list[str]:
+    return _member_head(member) + ['        state = offline']
+
+
+# --- ls --json ---------------------------------------------------------------------------------
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(',', ':'), sort_keys=False)
+
+
+def cluster_summary_dict(index: int, cluster) -> dict[str, Any]:
+    counts = _counts(cluster)
+    return {'index': index, 'name': cluster.name,
+            'protocol': cluster.config.endpoint.protocol,
+            'address': cluster.config.endpoint.address,
+            'online_members': counts['online'], 'active': counts['active'],
+            'suspended': counts['suspended'], 'draining': counts['draining'],
+            'offline_members': counts['offline']}
+
+
+def cluster_detail_dict(index: int, cluster) -> dict[str, Any]:
+    online = sorted(cluster.online_members(), key=lambda member: member.name)
+    return {'index': index, 'name': cluster.name,
+            'protocol': cluster.config.endpoint.protocol,
+            'address': cluster.config.endpoint.address,
+            'online': [member_dict(member) for member in online],
+            'offline': [member_dict(member) for member in cluster.offline_members()]}
+
+
+def member_dict(member) -> dict[str, Any]:
+    """Every field of the text form; numbers as numbers, unknown or unset values as null."""
+    config = member.config
+    online = member.online
+    return {'name': member.name, 'protocol': config.endpoint.protocol,
+            'address': config.endpoint.address, 'wan_address': config.wan_address,
+            'lan_address': config.lan_address, 'cmd_out_address': config.cmd_out_address,
+            'weight': config.weight, 'capacity': config.capacity,
+            'state': 'online' if online else 'offline',
+            'active_sessions': member.active_sessions if online else None,
+            'capacity_utilization': member.utilisation() * 100.0 if online else None,
+            'average_rtpc_delay': member.rtt if online else None,
+            'status': member.status}
+
+
+# --- the socket side ---------------------------------------------------------------------------
+
+class AdminProtocol(tx_protocol.Protocol):
+    """`\\n`-terminated command lines in (a `\\r` before it is dropped), replies out in order.
+
+    A line longer than MAX_LINE is answered `ERROR: line too long` and skipped up to its
+    newline.  Reading pauses while the client does not read its replies.
+    """
+
+    def __init__(self, commands: AdminCommands, max_line: int = MAX_LINE) -> None:
+        self.commands = commands
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._scanned = 0            # bytes of _buffer known to hold no newline
+        self._discarding = False     # inside an over-long line
+        self._paused = False
+        self._closing = False
+        self._registered = False
+
+    def connectionMade(self) -> None:
+        factory = getattr(self, 'factory', None)
+        if factory is not None and not factory.admit(self):
+            self._write(AdminReply.error('too many admin connections (at most %d); try again '
+                                         'later' % factory.max_connections))
+            self.close()
+            return
+        self.transport.registerProducer(self, True)
+        self._registered = True
+
+    def connectionLost(self, reason=None) -> None:
+        self._closing = True
+        self._buffer = bytearray()
+        factory = getattr(self, 'factory', None)
+        if factory is not None:
+            factory.release(self)
+
+    # IPushProducer: the transport pauses us while its write buffer is full.
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if not self._closing:
+            self.transport.resumeProducing()
+            self._process()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        buffer = self._buffer
+        start = 0
+        exhausted = False
+        while not (self._closing or self._paused):
+            newline = buffer.find(b'\n', max(start, self._scanned))
+            if newline < 0:
+                exhausted = True
+                break
+            raw = bytes(buffer[start:newline])
+            start = newline + 1
+            self._line(raw)
+        del buffer[:start]
+        self._scanned = len(buffer) if exhausted else 0
+        if exhausted and not self._closing:
+            self._check_partial_line(buffer)
+
+    def _check_partial_line(self, buffer: bytearray) -> None:
+        """The unterminated rest: dropped inside an over-long line, or when it gets too long."""
+        if not self._discarding and len(buffer) > self.max_line + 1:    # + 1: a final '\r'
+            self._write(AdminReply.error('line too long (more than %d bytes)' % self.max_line))
+            self._discarding = True
+        if self._discarding:
+            buffer.clear()
+            self._scanned = 0
+
+    def _line(self, raw: bytes) -> None:
+        if self._discarding:
+            self._discarding = False      # this newline ends the over-long line
+            return
+        if raw.endswith(b'\r'):
+            raw = raw[:-1]
+        if len(raw) > self.max_line:
+            self._write(AdminReply.error('line too long (more than %d bytes)' % self.max_line))
+            return
+        reply = self.commands.execute(raw.decode('utf-8', 'replace'))
+        self._write(reply)
+        if reply.close:
+            self.close()
+
+    def _write(self, reply: AdminReply) -> None:
+        if reply.lines and self.transport is not None:
+            self.transport.write(reply.text().encode('utf-8', 'replace'))
+
+    def close(self) -> None:
+        """Hang up once the replies written so far are sent."""
+        self._closing = True
+        if self.transport is None:
+            return
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+
+class AdminFactory(tx_protocol.Factory):
+    noisy = False
+
+    def __init__(self, commands: AdminCommands, max_connections: int = MAX_CONNECTIONS,
+                 max_line: int = MAX_LINE) -> None:
+        self.commands = commands
+        self.max_connections = max_connections
+        self.max_line = max_line
+        self.connections: set[AdminProtocol] = set()
+
+    def buildProtocol(self, addr) -> AdminProtocol:
+        proto = AdminProtocol(self.commands, self.max_line)
+        proto.factory = self
+        return proto
+
+    def admit(self, proto: AdminProtocol) -> bool:
+        if len(self.connections) >= self.max_connections:
+            return False
+        self.connections.add(proto)
+        return True
+
+    def release(self, proto: AdminProtocol) -> None:
+        self.connections.discard(proto)
+
+    def disconnect_all(self) -> None:
+        for proto in list(self.connections):
+            proto.close()
+
+
+def parse_admin_spec(spec: str):
+    """'/path', 'unix:/path' or 'tcp:host:port' -> Endpoint; StartupError otherwise."""
+    try:
+        return parse_admin_socket(spec)
+    except ValueError as exc:
+        raise StartupError('admin socket: %s' % exc) from None
+
+
+class AdminServer:
+    """The admin socket of a Runtime: unix (mode 0660, owner `sock_owner`) or TCP."""
+
+    def __init__(self, runtime, spec: str, sock_owner: tuple[int, int] | None = None, *,
+                 max_connections: int = MAX_CONNECTIONS, max_line: int = MAX_LINE) -> None:
+        self.endpoint = parse_admin_spec(spec)
+        self.sock_owner = sock_owner
+        self.commands = AdminCommands(runtime)
+        self.factory = AdminFactory(self.commands, max_connections, max_line)
+        self.port = None
+
+    def listen(self, reactor) -> None:
+        """Bind the socket; StartupError (one line) when that is impossible."""
+        endpoint = self.endpoint
+        if endpoint.protocol == 'unix':
+            self.port = listen_unix(reactor, endpoint.path, self.factory, self.sock_owner, 0o660)
+        else:
+            try:
+                self.port = reactor.listenTCP(endpoint.port, self.factory, interface=endpoint.host)
+            except CannotListenError as exc:
+                raise StartupError('cannot listen on admin socket tcp %s port %d: %s'
+                                   % (endpoint.host, endpoint.port, exc.socketError)) from None
+        log.info('admin socket listening on {endpoint}', endpoint=str(endpoint))
+
+    def stop(self) -> defer.Deferred | None:
+        """Close the socket and every admin connection; a unix socket file is removed."""
+        if self.port is None:
+            return None
+        port, self.port = self.port, None
+        self.factory.disconnect_all()
+        d = defer.maybeDeferred(port.stopListening)
+        d.addErrback(lambda failure: log.failure('closing the admin socket', failure))
+        if self.endpoint.protocol == 'unix':
+            d.addCallback(lambda _: remove_socket_file(self.endpoint.path))
+        return d
+
+
+def remove_socket_file(path: str) -> None:
+    """Remove `path` if it is still a socket file (some Twisted versions leave it)."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warn('cannot remove {path}: {error}', path=path, error=exc.strerror)

@@ -1,0 +1,404 @@
+"""Admin commands for session sharing through Redis (rtpengine-ctl style).
+
+`execute_sharing_command(runtime, words)` is the whole language and does no I/O: it reads
+and changes `runtime.sharing` (a `RedisSharing`) and the clusters' session stores on the
+reactor thread and returns the reply lines (ending with `OK`, or one `ERROR: ...` line),
+or None when `words` is not a sharing command.
+
+    ls numsessions                       own / foreign / total counts
+    ls sessions [all|own|foreign] [N]    one line per session (at most N lines)
+    ls session CALLID                    details, including the Redis write state
+    terminate CALLID|own|foreign|all     own: D to the member through the cluster (the
+                                         key is deleted or tombstoned); foreign: the local
+                                         entry only (a peer's keys are never written)
+    ksadd PEER / ksrm PEER / kslist      follow / stop following (and forget the FOREIGN
+                                         sessions of) a peer / list followed peers
+    ls peers                             presence of the peers
+    ls redis                             connection state, queue, resync, counters
+    resync                               full resync now
+    takeover PEER|all                    make FOREIGN sessions OWN
+
+`ls NAME` keeps meaning "list cluster NAME" when a cluster has that name.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Iterable
+
+from twisted.logger import Logger
+
+from ..core.protocol import parse_command
+
+__all__ = ['execute_sharing_command', 'SHARING_COMMANDS', 'NOT_CONFIGURED']
+
+NOT_CONFIGURED = 'ERROR: session sharing is not configured'
+SHARING_COMMANDS = ('ls numsessions', 'ls sessions', 'ls session', 'ls peers', 'ls redis',
+                    'terminate', 'ksadd', 'ksrm', 'kslist', 'resync', 'takeover')
+_LS_WORDS = frozenset({'numsessions', 'sessions', 'session', 'peers', 'redis'})
+_TOP_WORDS = frozenset({'terminate', 'ksadd', 'ksrm', 'kslist', 'resync', 'takeover'})
+_PEER = re.compile(r'[A-Za-z0-9._-]{1,64}')
+_MAX_ECHO = 200
+
+log = Logger(namespace='rtp_cluster.admin')
+
+USAGE = {
+    'numsessions': 'ls numsessions (no arguments)',
+    'sessions': 'ls sessions [all|own|foreign] [LIMIT] with LIMIT a positive integer',
+    'session': 'ls session CALLID',
+    'peers': 'ls peers (no arguments)',
+    'redis': 'ls redis (no arguments)',
+    'terminate': 'terminate CALLID|own|foreign|all',
+    'ksadd': 'ksadd PEER with PEER 1-64 characters of A-Z a-z 0-9 . _ -',
+    'ksrm': 'ksrm PEER with PEER 1-64 characters of A-Z a-z 0-9 . _ -',
+    'kslist': 'kslist (no arguments)',
+    'resync': 'resync (no arguments)',
+    'takeover': 'takeover PEER|all',
+}
+
+
+class _Usage(Exception):
+    """Bad arguments; the reply adds the expected form."""
+
+
+class _Failed(Exception):
+    """A well-formed command that cannot be done; str(e) follows `ERROR: `."""
+
+
+def execute_sharing_command(runtime, words: list[str]) -> list[str] | None:
+    """Reply lines for a sharing command, or None if `words` is not one."""
+    if not words:
+        return None
+    head = words[0]
+    if head == 'ls':
+        clusters = getattr(runtime, 'clusters', {})
+        if len(words) < 2 or words[1] not in _LS_WORDS or words[1] in clusters:
+            return None
+        name, args = words[1], words[2:]
+    elif head in _TOP_WORDS:
+        name, args = head, words[1:]
+    else:
+        return None
+    sharing = getattr(runtime, 'sharing', None)
+    if sharing is None:
+        return [NOT_CONFIGURED]
+    try:
+        lines = _HANDLERS[name](runtime, sharing, args)
+    except _Usage as exc:
+        return ['ERROR: %s; expected: %s' % (exc, USAGE[name])]
+    except _Failed as exc:
+        return ['ERROR: %s' % exc]
+    return list(lines) + ['OK']
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def show(text: str) -> str:
+    """Call-ids and other outside text on one printable line (non-printables as \\xNN)."""
+    out = ''.join(c if c.isprintable() and c != '\\' else
+                  ('\\\\' if c == '\\' else '\\x%02x' % ord(c) if ord(c) < 256 else
+                   '\\u%04x' % ord(c)) for c in text)
+    return out if len(out) <= _MAX_ECHO else out[:_MAX_ECHO] + '...'
+
+
+def _no_args(args: list[str]) -> None:
+    if args:
+        raise _Usage('unexpected argument "%s"' % show(args[0]))
+
+
+def _peer(args: list[str]) -> str:
+    if len(args) != 1:
+        raise _Usage('%s' % ('missing PEER' if not args else 'too many arguments'))
+    if not _PEER.fullmatch(args[0]):
+        raise _Usage('"%s" is not a valid instance id' % show(args[0]))
+    return args[0]
+
+
+def _sessions(runtime) -> Iterable[tuple[str, Any, str, Any]]:
+    """(cluster name, store, call-id, session) of every session, cluster by cluster."""
+    for name, cluster in runtime.clusters.items():
+        store = cluster.store
+        for call_id, session in store.items():
+            yield name, store, call_id, session
+
+
+def _is_own(sharing, session) -> bool:
+    return getattr(session, 'owner', sharing.instance_id) == sharing.instance_id
+
+
+def _age(seconds: float) -> str:
+    return '%.1fs' % max(0.0, seconds)
+
+
+# --- ls ------------------------------------------------------------------------------------------
+
+def _ls_numsessions(runtime, sharing, args):
+    _no_args(args)
+    own = foreign = 0
+    for _, _, _, session in _sessions(runtime):
+        if _is_own(sharing, session):
+            own += 1
+        else:
+            foreign += 1
+    return ['Current sessions own: %d' % own, 'Current sessions foreign: %d' % foreign,
+            'Current sessions total: %d' % (own + foreign)]
+
+
+def _ls_sessions(runtime, sharing, args):
+    which, limit = 'all', None
+    rest = list(args)
+    if rest and rest[0] in ('all', 'own', 'foreign'):
+        which = rest.pop(0)
+    if rest:
+        if not rest[0].isdigit() or len(rest[0]) > 9 or int(rest[0]) == 0:
+            raise _Usage('"%s" is neither all, own, foreign nor a limit' % show(rest[0]))
+        limit = int(rest.pop(0))
+    if rest:
+        raise _Usage('unexpected argument "%s"' % show(rest[0]))
+    lines = []
+    for cluster, _, call_id, session in _sessions(runtime):
+        own = _is_own(sharing, session)
+        if (which == 'own' and not own) or (which == 'foreign' and own):
+            continue
+        if limit is not None and len(lines) >= limit:
+            break
+        lines.append('%s cluster=%s member=%s owner=%s epoch=%s state=%s'
+                     % (show(call_id), show(cluster), show(session.member),
+                        show(getattr(session, 'owner', sharing.instance_id)),
+                        getattr(session, 'epoch', '-'), 'OWN' if own else 'FOREIGN'))
+    return lines
+
+
+def _ls_session(runtime, sharing, args):
+    if len(args) != 1:
+        raise _Usage('missing CALLID' if not args else 'too many arguments')
+    call_id = args[0]
+    lines: list[str] = []
+    for name, cluster in runtime.clusters.items():
+        store = cluster.store
+        session = store.get(call_id) if hasattr(store, 'get') else None
+        if session is None:
+            continue
+        own = _is_own(sharing, session)
+        member = cluster.members.get(session.member)
+        key = store.key_of(call_id, getattr(session, 'owner', None)) if hasattr(store, 'key_of') else ''
+        queued = sharing.queued_op(key)
+        if not own:
+            redis_state = ('queued', 'no'), ('written', 'by peer %s' % show(session.owner))
+        else:
+            written = 'no (queued)' if queued != 'no' else (
+                'unknown (degraded)' if sharing.degraded else 'yes')
+            redis_state = ('queued', queued), ('written', written)
+        now_mono = time.monotonic()
+        lines += ['Session %s:' % show(call_id),
+                  '    cluster = %s' % show(name),
+                  '    member = %s' % show(session.member),
+                  '    member address = %s' % (str(member.config.endpoint) if member else
+                                               '(not configured here)'),
+                  '    member online = %s' % ('yes' if member is not None and member.online
+                                              else 'no'),
+                  '    from tag = %s' % show(session.from_tag or ''),
+                  '    to tag = %s' % show(session.to_tag or ''),
+                  '    state = %s' % ('OWN' if own else 'FOREIGN'),
+                  '    owner = %s' % show(getattr(session, 'owner', sharing.instance_id)),
+                  '    epoch = %s' % getattr(session, 'epoch', '-'),
+                  '    seq = %s' % getattr(session, 'seq', '-'),
+                  '    created = %.3f' % getattr(session, 'created', 0.0),
+                  '    updated = %.3f' % getattr(session, 'updated', 0.0),
+                  '    last used = %s ago' % _age(now_mono - session.last_used),
+                  '    key = %s' % show(key)]
+        lines += ['    %s = %s' % pair for pair in redis_state]
+    if not lines:
+        raise _Failed('session "%s" not found' % show(call_id))
+    return lines
+
+
+def _foreign_counts(runtime, sharing) -> dict[str, int]:
+    """FOREIGN sessions per owning peer."""
+    counts: dict[str, int] = {}
+    for _, _, _, session in _sessions(runtime):
+        owner = getattr(session, 'owner', sharing.instance_id)
+        if owner != sharing.instance_id:
+            counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
+def _ls_peers(runtime, sharing, args):
+    _no_args(args)
+    counts = _foreign_counts(runtime, sharing)
+    now = time.time()
+    lines = []
+    for peer in sorted(set(sharing.peers) | set(counts)):
+        info = sharing.peers.get(peer, {})
+        presence = info.get('presence', {})
+        seen = []
+        if 'last_event' in info:
+            seen.append(info['last_event'])
+        try:
+            seen.append(float(presence.get('last_seen', '')))
+        except ValueError:
+            pass
+        last_seen = _age(now - max(seen)) + ' ago' if seen else 'never'
+        lines.append('%s alive=%s last_seen=%s own_sessions=%s sessions_here=%d subscribed=%s '
+                     'state=%s' % (show(peer), 'yes' if info.get('alive') else 'no', last_seen,
+                                   show(presence.get('own_sessions', '?')), counts.get(peer, 0),
+                                   'yes' if sharing._follows(peer) else 'no',
+                                   show(presence.get('state', '?'))))
+    return lines
+
+
+def _ls_redis(runtime, sharing, args):
+    _no_args(args)
+    status = sharing.status()
+    resync = status['last_resync']
+    if resync:
+        resync_text = '%s ago at %.3f (%.3f s, %d keys, %d removed)' % (
+            _age(time.time() - resync['at']), resync['at'], resync['duration'], resync['keys'],
+            resync['removed'])
+    else:
+        resync_text = 'never'
+    broadcasts = sum(c.counters.broadcasts for c in runtime.clusters.values())
+    lines = ['instance: %s' % show(status['instance_id']),
+             'url: %s' % show(status['url']),
+             'state: %s' % status['state'],
+             'subscriber: %s' % status['subscriber'],
+             'peers: %s' % ('auto' if sharing.auto_peers else
+                            ' '.join(sorted(sharing.subscribed)) or '(none)'),
+             'queue depth: %d' % status['queue_depth'],
+             'writes: %d in %d transactions, last took %.1f ms' % (
+                 status['writes'], status['transactions'], status['last_flush_ms']),
+             'duplicate instance id: %s' % _duplicate_text(status['duplicate']),
+             'last error: %s' % show(status['last_error'] or '-'),
+             'last resync: %s' % resync_text,
+             'events: %d' % status['events'],
+             'bad events: %d' % status['bad_events'],
+             'bad records: %d' % status['counters']['bad_records'],
+             'own: %d' % status['own'],
+             'foreign: %d' % status['foreign'],
+             'broadcasts: %d' % broadcasts,
+             'redis run id: %s' % (status['redis_run_id'] or '-'),
+             'synced run id: %s' % (status['synced_run_id'] or '-')]
+    lines += ['%s: %d' % (name.replace('_', ' '), value)
+              for name, value in status['counters'].items() if name != 'bad_records']
+    return lines
+
+
+def _duplicate_text(duplicate: dict) -> str:
+    if not duplicate:
+        return 'no'
+    return 'SEEN %s ago (run token %s): another process writes as this instance' % (
+        _age(time.time() - duplicate['last_seen']), show(duplicate['token'][:16]))
+
+
+# --- changing things -----------------------------------------------------------------------------
+
+def _terminate_own(cluster, store, call_id: str, session) -> None:
+    """Delete on the member as a client's D would (the store then removes the key)."""
+    if not session.from_tag:
+        store.unbind(call_id)             # no tag to address the member with
+        return
+    # tags without their `;N` stream suffix: the D ends every stream of the call
+    text = 'D %s %s' % (call_id, session.from_tag.split(';', 1)[0])
+    if session.to_tag:
+        text += ' ' + session.to_tag.split(';', 1)[0]
+    cmd = parse_command(text)
+    if cmd.error is not None:
+        store.unbind(call_id)
+        return
+
+    def done(reply: str) -> None:
+        if reply.split(' ', 1)[0].startswith('E'):
+            log.info('admin terminate: member answered {reply!r} to {cmd!r}', reply=reply,
+                     cmd=text[:200])
+    cluster.handle(cmd, done)
+
+
+def _terminate(runtime, sharing, args):
+    if len(args) != 1:
+        raise _Usage('missing argument' if not args else 'too many arguments')
+    what = args[0]
+    own_done = foreign_done = 0
+    for name, cluster in list(runtime.clusters.items()):
+        store = cluster.store
+        if what in ('own', 'foreign', 'all'):
+            targets = store.items()
+        else:
+            session = store.get(what)
+            targets = [(what, session)] if session is not None else []
+        for call_id, session in targets:
+            if store.get(call_id) is not session:
+                continue                  # gone meanwhile
+            if _is_own(sharing, session):
+                if what == 'foreign':
+                    continue
+                _terminate_own(cluster, store, call_id, session)
+                own_done += 1
+            else:
+                if what == 'own':
+                    continue
+                store.unbind(call_id)     # FOREIGN: nothing is written to Redis
+                foreign_done += 1
+    if what not in ('own', 'foreign', 'all') and own_done + foreign_done == 0:
+        raise _Failed('session "%s" not found' % show(what))
+    log.info('admin: terminate {what}: {own} own, {foreign} foreign sessions',
+             what=show(what), own=own_done, foreign=foreign_done)
+    return ['Terminated own: %d' % own_done, 'Terminated foreign: %d' % foreign_done]
+
+
+def _ksadd(runtime, sharing, args):
+    peer = _peer(args)
+    if peer == sharing.instance_id:
+        raise _Usage('"%s" is this instance' % show(peer))
+    sharing.subscribe(peer)
+    log.info('admin: ksadd {peer}', peer=peer)
+    return ['Subscribed to %s' % peer]
+
+
+def _ksrm(runtime, sharing, args):
+    peer = _peer(args)
+    if peer == sharing.instance_id:
+        raise _Usage('"%s" is this instance' % show(peer))
+    dropped = sharing.unsubscribe(peer)
+    log.info('admin: ksrm {peer}: {n} foreign sessions dropped', peer=peer, n=dropped)
+    return ['Unsubscribed from %s, dropped %d foreign sessions' % (peer, dropped)]
+
+
+def _kslist(runtime, sharing, args):
+    _no_args(args)
+    counts = _foreign_counts(runtime, sharing)
+    if sharing.auto_peers:
+        lines = ['mode: auto (every peer in namespace %s)' % show(sharing.namespace)]
+        peers = sorted((set(sharing.peers) | set(counts) | set(sharing.subscribed))
+                       - {sharing.instance_id})
+    else:
+        lines = ['mode: list']
+        peers = sorted(sharing.subscribed)
+    lines += ['%s sessions=%d' % (show(peer), counts.get(peer, 0)) for peer in peers]
+    return lines
+
+
+def _resync(runtime, sharing, args):
+    _no_args(args)
+    sharing.request_resync()
+    log.info('admin: resync requested')
+    return ['Resync requested']
+
+
+def _takeover(runtime, sharing, args):
+    if len(args) != 1:
+        raise _Usage('missing PEER' if not args else 'too many arguments')
+    target = args[0]
+    if target != 'all' and not _PEER.fullmatch(target):
+        raise _Usage('"%s" is neither all nor a valid instance id' % show(target))
+    if target == sharing.instance_id:
+        raise _Usage('"%s" is this instance' % show(target))
+    taken = sharing.take_over(None if target == 'all' else target)
+    log.info('admin: takeover {target}: {n} sessions', target=target, n=taken)
+    return ['Took over %d sessions' % taken]
+
+
+_HANDLERS = {
+    'numsessions': _ls_numsessions, 'sessions': _ls_sessions, 'session': _ls_session,
+    'peers': _ls_peers, 'redis': _ls_redis, 'terminate': _terminate, 'ksadd': _ksadd,
+    'ksrm': _ksrm, 'kslist': _kslist, 'resync': _resync, 'takeover': _takeover,
+}

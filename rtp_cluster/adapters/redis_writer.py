@@ -1,0 +1,577 @@
+"""The session writer: a Redis connection on the reactor, written behind and never waited on.
+
+Every change of an OWN session lands in a coalescing map ({key: thunk | None}) and returns at
+once.  Every FLUSH_INTERVAL the map is drained in MULTI/EXEC transactions (HSET + PEXPIRE, or
+DEL), one transaction in flight at a time, over one non-blocking connection of the reactor.
+The record of a key is built when its transaction is encoded, so a call changed five times
+in one interval costs one record.  Nothing here blocks: connecting, TLS and replies are
+events; a reply missing for COMMAND_TIMEOUT drops the connection; a failed transaction goes
+back into the map (a newer change of a key wins) and is retried after reconnecting.
+
+Why not a thread: the writer runs on every control command's heels, and a Python thread
+holding the interpreter lock delays the reactor (README, "Design").
+"""
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from twisted.internet import defer, error, protocol, ssl
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.logger import Logger
+
+from ..core.resp import ProtocolError, ReplyError, ReplyParser, encode, encode_hset
+
+FLUSH_INTERVAL = 0.02        # s: a burst of changes coalesces into one transaction
+WRITE_BATCH = 500            # keys per transaction
+ENCODE_SLICE = 16            # keys encoded per reactor turn (about 0.1 ms)
+REFRESH_BATCH = 1000         # PEXPIREs of the TTL refresh per transaction
+COMMAND_TIMEOUT = 1.0        # s without the awaited reply: the connection is dropped
+MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+
+_MULTI = encode('MULTI')
+_EXEC = encode('EXEC')
+
+Thunk = Callable[[], dict]   # builds the mapping to HSET when the key is written
+
+# KEYS[1]: the tombstone; KEYS[2..]: the call's keys in other prefixes; ARGV[1]: the session
+# TTL (ms), then the fields.  The tombstone lives as long as the longest-lived of those keys
+# (plus a second); if none is left, nothing needs outranking and the key is just deleted.
+TOMBSTONE_SCRIPT = '''
+local ttl = 0
+for i = 2, #KEYS do
+  local t = redis.call('PTTL', KEYS[i])
+  if t == -1 then t = tonumber(ARGV[1]) end
+  if t > ttl then ttl = t end
+end
+if ttl <= 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+return 1
+'''
+
+
+class TombstoneWrite:
+    """A write whose key must only live as long as the `shadows` keys (see the script)."""
+
+    __slots__ = ('build', 'shadows')
+
+    def __init__(self, build: Thunk, shadows: list[str]) -> None:
+        self.build = build
+        self.shadows = shadows
+
+    def __call__(self) -> dict:
+        return self.build()
+
+    def encode(self, key: bytes, ttl_ms: bytes) -> bytes:
+        fields = [x for pair in self.build().items() for x in pair]
+        return encode('EVAL', TOMBSTONE_SCRIPT, 1 + len(self.shadows), key,
+                      *[k.encode('latin-1') for k in self.shadows], ttl_ms, *fields)
+
+
+class RedisCommandError(Exception):
+    """Redis refused a command (error reply), or the reply was not the one expected."""
+
+
+class ConnectionLostError(ConnectionError):
+    """The connection went away before the reply; the message says why, ready to log."""
+
+
+# --- where to connect ------------------------------------------------------------------------
+
+def database_number(url: str) -> int:
+    parts = urlsplit(url)
+    path = parts.path.strip('/') if parts.scheme != 'unix' else ''
+    if path.isdigit():
+        return int(path)
+    for name, value in parse_qsl(parts.query):
+        if name == 'db' and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _certificates(pem: str) -> list[ssl.Certificate]:
+    """Every certificate of a PEM bundle (loadPEM reads only the first)."""
+    marker = '-----END CERTIFICATE-----'
+    blocks = [block + marker for block in pem.split(marker) if 'BEGIN CERTIFICATE' in block]
+    return [ssl.Certificate.loadPEM(block) for block in blocks]
+
+
+def tls_options(config, hostname: str):
+    """Client TLS for rediss://: the chain is always verified, the name unless switched off."""
+    trust = (ssl.trustRootFromCertificates(_certificates(_read(config.tls_ca)))
+             if config.tls_ca else ssl.platformTrust())
+    client_cert = None
+    if config.tls_cert:
+        key = _read(config.tls_key) if config.tls_key else ''
+        client_cert = ssl.PrivateCertificate.loadPEM(_read(config.tls_cert) + key)
+    if config.tls_verify_hostname:
+        return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_cert)
+    extra: dict[str, Any] = {}
+    if client_cert is not None:
+        extra = {'privateKey': client_cert.privateKey.original,
+                 'certificate': client_cert.original}
+    return ssl.CertificateOptions(trustRoot=trust, **extra)
+
+
+def client_endpoint(config, reactor):
+    """A Twisted client endpoint for the configured URL (TCP, TLS or unix socket)."""
+    parts = urlsplit(config.url)
+    if parts.scheme == 'unix':
+        return UNIXClientEndpoint(reactor, parts.path, timeout=COMMAND_TIMEOUT)
+    endpoint = HostnameEndpoint(reactor, parts.hostname, parts.port or 6379,
+                                timeout=COMMAND_TIMEOUT)
+    if parts.scheme == 'rediss':
+        endpoint = wrapClientTLS(tls_options(config, parts.hostname), endpoint)
+    return endpoint
+
+
+def handshake_commands(config, password: str | None, name: str) -> list[bytes]:
+    """AUTH (with the URL's user name, if any), SELECT and CLIENT SETNAME, as needed."""
+    commands = []
+    user = urlsplit(config.url).username
+    if password is not None:
+        commands.append(encode('AUTH', user, password) if user else encode('AUTH', password))
+    db = database_number(config.url)
+    if db:
+        commands.append(encode('SELECT', db))
+    commands.append(encode('CLIENT', 'SETNAME', name))
+    return commands
+
+
+def describe_failure(reason) -> str:
+    """One line an operator can act on, from a connection or TLS failure."""
+    exc = getattr(reason, 'value', reason)
+    if isinstance(exc, (ConnectionLostError, RedisCommandError)):
+        return str(exc)
+    name = type(exc).__name__
+    if name == 'VerificationError':
+        return ('TLS: certificate verify failed: the server certificate does not match the '
+                'host name (name mismatch): %s' % exc)
+    text = str(exc)
+    if 'certificate verify failed' in text:
+        return 'TLS: certificate verify failed (untrusted or invalid server certificate): %s' % text
+    if isinstance(exc, error.ConnectionDone):
+        return 'connection closed by Redis'
+    return '%s: %s' % (name, text) if text else name
+
+
+# --- one connection ------------------------------------------------------------------------
+
+class RespConnection(protocol.Protocol):
+    """Pipelined requests, each waiting for a known number of replies, in order."""
+
+    def __init__(self, reactor, timeout: float = COMMAND_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self._parser = ReplyParser()
+        self._waiting: collections.deque = collections.deque()  # [count, replies, deferred]
+        self._timer = None
+        self.lost: defer.Deferred = defer.Deferred()
+        self.lost_reason = ''
+        self.connected = False
+
+    def connectionMade(self) -> None:
+        self.connected = True
+
+    def request(self, data: bytes, count: int) -> defer.Deferred:
+        """Send `data` (`count` commands); fires with their `count` replies, in order."""
+        return self._send(data, count, None)
+
+    def transaction(self, data: bytes, count: int) -> defer.Deferred:
+        """Send MULTI, `count` commands, EXEC (all in `data`); fires with None once all are
+        done, or fails with RedisCommandError naming the first error."""
+        return self._send(data, count + 2, count)
+
+    def _send(self, data: bytes, count: int, transaction: int | None) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        if not self.connected:
+            d.errback(ConnectionLostError(self.lost_reason or 'not connected'))
+            return d
+        self._waiting.append([count, [], d, transaction])
+        self.transport.write(data)
+        if self._timer is None:
+            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            while self._waiting:
+                count, replies, _, transaction = self._waiting[0]
+                if transaction is not None and not replies:
+                    fast = self._parser.take_integer_transaction(transaction)
+                    if fast is None:
+                        return
+                    if fast:
+                        self._complete(None)
+                        continue
+                more = self._parser.replies(count - len(replies))
+                if not more:
+                    return
+                replies += more
+                if len(replies) == count:
+                    self._complete(replies if transaction is None else _transaction_result(replies))
+            if self._parser.pending:
+                self._drop('a reply nobody asked for')
+        except ProtocolError as exc:
+            self._drop('not a Redis reply: %s' % exc)
+
+    def _complete(self, result) -> None:
+        _, _, d, _ = self._waiting.popleft()
+        self._rearm()
+        if isinstance(result, Exception):
+            d.errback(result)
+        else:
+            d.callback(result)
+
+    def _rearm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = (self.reactor.callLater(self.timeout, self._timed_out)
+                       if self._waiting else None)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._drop('no reply within %g s' % self.timeout)
+
+    def _drop(self, why: str) -> None:
+        self.lost_reason = why
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=protocol.connectionDone) -> None:
+        self.connected = False
+        if not self.lost_reason:
+            self.lost_reason = describe_failure(reason)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        waiting, self._waiting = self._waiting, collections.deque()
+        for _, _, d, _ in waiting:
+            d.errback(ConnectionLostError(self.lost_reason))
+        self.lost.callback(self.lost_reason)
+
+
+def _transaction_result(replies: list) -> RedisCommandError | None:
+    """None if MULTI, every command and EXEC succeeded, else the error to report."""
+    try:
+        check_replies(replies)
+    except RedisCommandError as exc:
+        return exc
+    if replies[-1] is None:
+        return RedisCommandError('transaction aborted')
+    return None
+
+
+def check_replies(replies: list) -> None:
+    """RedisCommandError if any reply (or any result of an EXEC) is an error."""
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise RedisCommandError(str(reply))
+        if isinstance(reply, list):
+            check_replies(reply)
+
+
+def _encode_ops(ops: list[tuple[bytes, Thunk | None]], ttl_ms: bytes,
+                log: Logger) -> list[bytes]:
+    parts = []
+    for key, thunk in ops:
+        if thunk is None:
+            parts.append(b'*2\r\n$3\r\nDEL\r\n$%d\r\n%s\r\n' % (len(key), key))
+            continue
+        try:
+            if isinstance(thunk, TombstoneWrite):
+                parts.append(thunk.encode(key, ttl_ms))
+                continue
+            hset = encode_hset(key, thunk())
+        except Exception:          # a bug must cost this key only, not the whole batch
+            log.failure('redis: cannot build the record of {key!r}; not written', key=key[:120])
+            continue
+        parts += (hset, _pexpire(key, ttl_ms))
+    return parts
+
+
+def _pexpire(key: bytes, ttl_ms: bytes) -> bytes:
+    return (b'*3\r\n$7\r\nPEXPIRE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n'
+            % (len(key), key, len(ttl_ms), ttl_ms))
+
+
+def _encode_refresh(keys: list[bytes], ttl_ms: bytes) -> list[bytes]:
+    return [_pexpire(k, ttl_ms) for k in keys]
+
+
+# --- the writer ----------------------------------------------------------------------------
+
+class RedisWriter:
+    """Write-behind of OWN sessions plus the presence record, on one reactor connection.
+
+    Callbacks (all on the reactor): on_ok() after any successful round trip, on_failed(text)
+    when the connection or a write fails, on_server(run_id, presence_token) with every
+    presence write: the server's run_id and the run token the presence record had before
+    this write (None if it had none).
+    """
+
+    log = Logger()
+
+    def __init__(self, config, reactor, *, on_ok: Callable[[], None],
+                 on_failed: Callable[[str], None],
+                 on_server: Callable[[str, str | None], None],
+                 endpoint_factory: Callable[[], Any] | None = None,
+                 password: Callable[[], str | None] = lambda: None,
+                 name: str = 'rtpc-writer') -> None:
+        self.config = config
+        self.reactor = reactor
+        self.on_ok, self.on_failed, self.on_server = on_ok, on_failed, on_server
+        self._endpoint_factory = endpoint_factory or (lambda: client_endpoint(config, reactor))
+        self._password = password      # read at every connect: a rotated file is picked up
+        self._name = name
+        self.ttl_ms = b'%d' % int(config.session_ttl * 1000)
+        self._ops: dict[bytes, Thunk | None] = {}
+        self._refresh: collections.deque = collections.deque()
+        self._presence: bytes | None = None
+        self._barriers: list[tuple[int, Callable[[], None]]] = []
+        self._taken = 0             # keys taken from the head of _ops, in order
+        self._written = 0           # of those, confirmed written
+        self._in_flight: list[tuple[bytes, Thunk | None]] | None = None
+        self._flush_call = None
+        self._connecting = False
+        self._retry_call = None
+        self._backoff = MIN_BACKOFF
+        self.conn: RespConnection | None = None
+        self.running = False
+        self.writes_ok = 0
+        self.transactions = 0
+        self.last_flush_ms = 0.0
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.running = True
+        self._connect()
+
+    def stop(self) -> None:
+        self.running = False
+        for call in (self._flush_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._flush_call = self._retry_call = None
+        if self.conn is not None and self.conn.transport is not None:
+            self.conn.transport.loseConnection()
+
+    def _connect(self) -> None:
+        self._retry_call = None
+        if not self.running or self._connecting or self.conn is not None:
+            return
+        self._connecting = True
+        factory = protocol.Factory.forProtocol(lambda: RespConnection(self.reactor))
+        try:
+            d = self._endpoint_factory().connect(factory)
+        except Exception as exc:        # a TLS file that cannot be read, a bad certificate
+            d = defer.fail(exc)
+        d.addCallback(self._handshake_on)   # reading the password may fail: same path
+        d.addCallbacks(self._ready, self._connect_failed)
+
+    def _handshake_on(self, conn: RespConnection):
+        commands = handshake_commands(self.config, self._password(), self._name)
+        d = conn.request(b''.join(commands), len(commands))
+
+        def checked(replies):
+            check_replies(replies)
+            return conn
+
+        def failed(failure):
+            if conn.connected:
+                conn.transport.abortConnection()
+            return failure
+        return d.addCallback(checked).addErrback(failed)
+
+    def _ready(self, conn: RespConnection) -> None:
+        self._connecting = False
+        if not self.running:
+            conn.transport.loseConnection()
+            return
+        self.conn = conn
+        self._backoff = MIN_BACKOFF
+        conn.lost.addCallback(self._lost)
+        self._kick(0)
+
+    def _connect_failed(self, failure) -> None:
+        self._connecting = False
+        self._failed(describe_failure(failure))
+
+    def _lost(self, reason: str) -> None:
+        self.conn = None
+        self._requeue()
+        if self.running:
+            self._failed(reason)
+
+    def _failed(self, reason: str) -> None:
+        self.on_failed(reason)
+        if self.running and self._retry_call is None:
+            self._retry_call = self.reactor.callLater(self._backoff, self._connect)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    # --- what the sharing layer hands over -----------------------------------------------------
+
+    def queue(self, key: str, thunk: Thunk | None) -> None:
+        """Write (thunk: builds the hash) or delete (None) `key`, soon; never waits."""
+        self._ops[key.encode('latin-1')] = thunk
+        if self._flush_call is None:
+            self._kick(FLUSH_INTERVAL)
+
+    def refresh(self, keys: list[str]) -> None:
+        """PEXPIRE these keys again, a slice per transaction."""
+        self._refresh.extend(k.encode('latin-1') for k in keys)
+        self._kick(FLUSH_INTERVAL)
+
+    def write_presence(self, key: str, mapping: dict[str, str], ttl_ms: int) -> None:
+        """INFO server + HGET of the old run token + the presence hash, with the next flush."""
+        key_b = key.encode('latin-1')
+        self._presence = b''.join((
+            encode('INFO', 'server'), encode('HGET', key_b, 'run_token'), _MULTI,
+            encode_hset(key_b, mapping), encode('PEXPIRE', key_b, ttl_ms), _EXEC))
+        self._kick(0)
+
+    def when_flushed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once every change queued until now is written."""
+        self._barriers.append((self._taken + len(self._ops), callback))
+        self._kick(0)
+
+    def queued(self, key: str):
+        """False if nothing is queued for `key`, else its thunk (None: a delete)."""
+        return self._ops.get(key.encode('latin-1'), False)
+
+    @property
+    def depth(self) -> int:
+        return len(self._ops) + len(self._refresh)
+
+    # --- flushing -----------------------------------------------------------------------------
+
+    def _kick(self, delay: float) -> None:
+        if not self.running:
+            return                     # queued until start(); nothing scheduled before
+        if self._flush_call is not None:
+            if delay or not self._flush_call.active():
+                return
+            self._flush_call.cancel()
+        self._flush_call = self.reactor.callLater(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if self.conn is None or self._in_flight is not None:
+            return
+        if self._presence is not None:
+            self._send_presence()
+            return
+        self._release_barriers()
+        if not self._ops and not self._refresh:
+            return
+        ops = []
+        for key in self._ops:
+            ops.append(key)
+            if len(ops) >= WRITE_BATCH:
+                break
+        batch = [(key, self._ops.pop(key)) for key in ops]
+        self._taken += len(batch)
+        refresh = [self._refresh.popleft()
+                   for _ in range(min(REFRESH_BATCH, len(self._refresh)))] if len(
+                       batch) < WRITE_BATCH else []
+        self._in_flight = batch
+        self._encode_slice(batch, 0, _encode_refresh(refresh, self.ttl_ms), refresh,
+                           time.monotonic())
+
+    def _encode_slice(self, batch: list, start: int, parts: list, refresh: list,
+                      started: float) -> None:
+        """Encode ENCODE_SLICE keys, then let the reactor serve the sockets before the next
+        slice: a full batch costs the control path a few short pauses, not one long one."""
+        if self._in_flight is not batch or self.conn is None or not self.running:
+            self._refresh.extendleft(reversed(refresh))   # connection lost meanwhile
+            return
+        end = start + ENCODE_SLICE
+        parts += _encode_ops(batch[start:end], self.ttl_ms, self.log)
+        if end < len(batch):
+            self.reactor.callLater(0, self._encode_slice, batch, end, parts, refresh, started)
+            return
+        d = self.conn.transaction(b''.join([_MULTI, *parts, _EXEC]), len(parts))
+        d.addCallbacks(self._written_ok, self._write_failed,
+                       callbackArgs=(batch, started), errbackArgs=(batch, refresh))
+
+    def _written_ok(self, _, batch: list, started: float) -> None:
+        self._in_flight = None
+        self._written += len(batch)
+        self._backoff = MIN_BACKOFF
+        self.writes_ok += len(batch)
+        self.transactions += 1
+        self.last_flush_ms = (time.monotonic() - started) * 1000.0
+        self.on_ok()
+        self._release_barriers()
+        # a backlog goes out at once; otherwise the next changes get time to coalesce
+        backlog = len(self._ops) >= WRITE_BATCH or self._presence is not None
+        self._kick(0 if backlog else FLUSH_INTERVAL)
+
+    def _write_failed(self, failure, batch: list, refresh: list) -> None:
+        if failure.check(RedisCommandError):       # refused by Redis (OOM, read-only, ...)
+            self._put_back(batch, refresh)
+            self._failed('write failed: %s' % failure.value)
+            self._kick(self._backoff)
+            return
+        # the connection is gone: _lost puts the batch back and reconnects
+        self._refresh.extendleft(reversed(refresh))
+
+    def _requeue(self) -> None:
+        if self._in_flight is not None:
+            self._put_back(self._in_flight, [])
+            self._in_flight = None
+
+    def _put_back(self, batch: list, refresh: list) -> None:
+        self._in_flight = None
+        for key, thunk in batch:
+            self._ops.setdefault(key, thunk)          # a newer change of the key wins
+        self._refresh.extendleft(reversed(refresh))
+        # what a barrier waited for may now sit behind newer keys: wait for all of it
+        self._taken = self._written
+        self._barriers = [(self._taken + len(self._ops), cb) for _, cb in self._barriers]
+
+    def _release_barriers(self) -> None:
+        while self._barriers and self._barriers[0][0] <= self._written:
+            _, callback = self._barriers.pop(0)
+            callback()
+
+    def _send_presence(self) -> None:
+        data, self._presence = self._presence, None
+        self._in_flight = []
+        d = self.conn.request(data, 6)
+        d.addCallbacks(self._presence_ok, self._presence_failed, errbackArgs=(data,))
+
+    def _presence_ok(self, replies: list) -> None:
+        self._in_flight = None
+        info, old_token = replies[0], replies[1]
+        try:
+            check_replies(replies)
+        except RedisCommandError as exc:
+            self._failed('write failed: %s' % exc)
+            self._kick(self._backoff)
+            return
+        run_id = ''
+        if isinstance(info, bytes):
+            for line in info.split(b'\r\n'):
+                if line.startswith(b'run_id:'):
+                    run_id = line[7:].decode('latin-1')
+        self.on_ok()
+        self.on_server(run_id, old_token.decode('latin-1') if isinstance(old_token, bytes)
+                       else None)
+        self._kick(0)
+
+    def _presence_failed(self, failure, data: bytes) -> None:
+        if self._presence is None:
+            self._presence = data                     # resent after reconnecting

@@ -1,0 +1,220 @@
+"""The running daemon's state: clusters, their control sockets and members, built from config.
+
+`reload()` makes the running state match a new configuration without losing sessions: a
+member whose control address did not change keeps its sessions and health state, changed
+weight/capacity/status apply at once, members that disappeared are drained.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..core.cluster import Cluster
+from ..core.config import ClusterConfig, Config, MemberConfig, load_config
+from ..core.member import Member
+from .notify import NotifyRelay
+from ..core.sessions import DEFAULT_SESSION_TTL
+from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
+                         make_member_client)
+
+__all__ = ['Runtime', 'StartupError']
+
+
+class Runtime:
+    log = Logger()
+
+    def __init__(self, config: Config, config_path: str, reactor, sock_owner=None,
+                 admin_spec: str | None = None, probe_interval: float = 2.0) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.reactor = reactor
+        self.sock_owner = sock_owner
+        self.admin_spec = admin_spec
+        self.probe_interval = probe_interval
+        self.clusters: dict[str, Cluster] = {}
+        self._servers: dict[str, Any] = {}
+        self.admin = None
+        self.relays: dict[str, NotifyRelay] = {}
+        self.sharing = None
+        if config.redis is not None:
+            from .redis_sharing import RedisSharing
+            self.sharing = RedisSharing(config.redis, reactor)
+        self.extensions: list[Any] = []   # e.g. the notification relays, the Redis sharer
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind every socket and start probing members; StartupError leaves nothing open."""
+        try:
+            for cluster_config in self.config.clusters:
+                self._start_cluster(cluster_config)
+            if self.sharing is not None:
+                self.sharing.start()
+            if self.admin_spec:
+                from .admin import AdminServer   # the admin socket is optional in tests
+                self.admin = AdminServer(self, self.admin_spec, self.sock_owner)
+                self.admin.listen(self.reactor)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> defer.Deferred:
+        waits = []
+        if self.admin is not None:
+            waits.append(defer.maybeDeferred(self.admin.stop))
+            self.admin = None
+        for name in list(self.clusters):
+            waits.append(self._stop_cluster(name))
+        if self.sharing is not None:
+            self.sharing.stop()
+        return defer.DeferredList(waits)
+
+    # --- clusters -------------------------------------------------------------------------------
+
+    def _start_cluster(self, config: ClusterConfig) -> Cluster:
+        cluster = Cluster(config, self.reactor, store=self._session_store(config.name))
+        cluster.on_member_removed = lambda member: self._sync_relay(cluster)
+        self._servers[config.name] = self._listen(config, cluster)
+        self.clusters[config.name] = cluster
+        for member_config in config.members:
+            self.add_member(cluster, member_config)
+        self._sync_relay(cluster)
+        cluster.start()
+        self.log.info('cluster {name} listening on {endpoint} with {n} members',
+                      name=config.name, endpoint=str(config.endpoint), n=len(config.members))
+        return cluster
+
+    def _session_store(self, name: str):
+        """Shared through Redis when configured, else in memory (None: the cluster's default)."""
+        if self.sharing is None:
+            return None
+
+        def member_address(member: str) -> str | None:
+            cluster = self.clusters.get(name)
+            found = cluster.members.get(member) if cluster is not None else None
+            return found.control_spec if found is not None else None
+        return self.sharing.store_for(name, member_address, DEFAULT_SESSION_TTL)
+
+    def _listen(self, config: ClusterConfig, cluster: Cluster):
+        endpoint = config.endpoint
+        if endpoint.protocol == 'unix':
+            return listen_unix(self.reactor, endpoint.path, StreamControlFactory(cluster.handle),
+                               self.sock_owner)
+        server = UDPControlServer(cluster.handle, self.reactor)
+        server.listen(self.reactor, endpoint.host, endpoint.port)
+        return server
+
+    def _stop_cluster(self, name: str) -> defer.Deferred:
+        cluster = self.clusters.pop(name)
+        cluster.stop()
+        relay = self.relays.pop(name, None)
+        if relay is not None:
+            relay.stop()
+        server = self._servers.pop(name)
+        return defer.maybeDeferred(_close_server, server)
+
+    def _sync_relay(self, cluster: Cluster) -> None:
+        """Start, restart or stop the cluster's notify relay; allow its remote members."""
+        wanted = cluster.config.disconnect_notify
+        relay = self.relays.get(cluster.name)
+        if relay is not None and relay.config != wanted:
+            if wanted is not None and relay.same_address(wanted):
+                relay.reconfigure(wanted)     # rebinding the same port would race the close
+            else:
+                relay.stop()
+                del self.relays[cluster.name]
+                relay = None
+        if relay is None and wanted is not None:
+            relay = NotifyRelay(wanted, self.reactor)
+            relay.listen()
+            self.relays[cluster.name] = relay
+        if relay is not None:
+            relay.set_allowed(member.client.address[0] for member in cluster.members.values()
+                              if not member.is_local)
+
+    def add_member(self, cluster: Cluster, config: MemberConfig) -> Member:
+        if config.name in cluster.members:
+            raise ValueError('%s: RTPproxy already exists' % config.name)
+        client = make_member_client(self.reactor, config.endpoint, config.cmd_out_address)
+        client.start()
+        member = Member(config, client, self.reactor, probe_interval=self.probe_interval)
+        cluster.add_member(member)
+        member.start()
+        self._sync_relay(cluster)
+        return member
+
+    # --- reload ------------------------------------------------------------------------------------
+
+    def reload(self) -> tuple[int, int]:
+        """Re-read the config file and apply it; on a config error nothing changes."""
+        new = load_config(self.config_path)
+        if new.redis != self.config.redis:
+            self.log.warn('reload: changed <redis> settings take effect at the next restart')
+        self.apply(new)
+        return len(new.clusters), sum(len(c.members) for c in new.clusters)
+
+    def apply(self, new: Config) -> None:
+        wanted = {c.name for c in new.clusters}
+        for name in [n for n in self.clusters if n not in wanted]:
+            self.log.info('cluster {name} removed by reload', name=name)
+            self._stop_cluster(name)
+        for cluster_config in new.clusters:
+            cluster = self.clusters.get(cluster_config.name)
+            if cluster is None:
+                self._start_cluster(cluster_config)
+            else:
+                self._update_cluster(cluster, cluster_config)
+        self.config = new
+
+    def _update_cluster(self, cluster: Cluster, config: ClusterConfig) -> None:
+        if config.endpoint != cluster.config.endpoint:
+            old_server = self._servers.pop(config.name)
+            _close_server(old_server)
+            self._servers[config.name] = self._listen(config, cluster)
+        cluster.config = config
+        wanted = {m.name for m in config.members}
+        for name in [n for n in cluster.members if n not in wanted]:
+            cluster.drain_member(name)
+        for member_config in config.members:
+            member = cluster.members.get(member_config.name)
+            if member is None:
+                self.add_member(cluster, member_config)
+            elif _same_transport(member.config, member_config):
+                member.apply_config(member_config, revive=True)
+            else:
+                self._replace_member(cluster, member, member_config)
+        self._sync_relay(cluster)
+
+    def _replace_member(self, cluster: Cluster, member: Member, config: MemberConfig) -> None:
+        """New control address: new client and health state; its sessions stay bound by name."""
+        member.stop()
+        del cluster.members[member.name]
+        self.add_member(cluster, config)
+
+
+def _close_server(server):
+    """A control server: our UDPControlServer (stop) or a Twisted unix port (stopListening)."""
+    return server.stop() if hasattr(server, 'stop') else server.stopListening()
+
+
+def _same_transport(a: MemberConfig, b: MemberConfig) -> bool:
+    return a.endpoint == b.endpoint and a.cmd_out_address == b.cmd_out_address
+
+
+def sock_owner_ids(spec: str) -> tuple[int, int]:
+    """'user:group' → (uid, gid); ValueError with a readable message."""
+    import grp
+    import pwd
+    user, _, group = spec.partition(':')
+    try:
+        uid = pwd.getpwnam(user).pw_uid if user else -1
+    except KeyError:
+        raise ValueError('unknown user %r' % user) from None
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        raise ValueError('unknown group %r' % group) from None
+    return uid, gid
+

@@ -1,0 +1,535 @@
+"""Twisted adapters: control servers (what Kamailio/OpenSIPS talk to) and member clients.
+
+These classes only move bytes; every decision is made by the handler they are given
+(`Handler(command, respond)`, normally `Cluster.handle`).
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import stat
+from collections import deque
+from typing import Callable
+
+from twisted.internet import protocol as tx_protocol
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from ..core import protocol
+from ..core.protocol import Command
+
+Respond = Callable[[str], None]
+Handler = Callable[[Command, Respond], None]
+Reply = Callable[[str | None], None]
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+REPLY_CACHE_GENERATION = 10.0        # seconds; a reply stays cached 10-20 s
+REPLY_CACHE_MAX = 200_000            # entries per generation
+SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member commands
+# A member command is given up after this long (then E997).  Kamailio and OpenSIPS wait
+# 1 s per try and disable the whole cluster when their tries run out (2-5 s).
+MEMBER_TIMEOUT = 1.5
+
+
+class StartupError(Exception):
+    """A socket could not be set up; the message is one line for the operator."""
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError:
+            pass
+
+
+def resolve(host: str, port: int, family: int) -> str:
+    """Numeric address for `host` (config may name hosts; connected UDP needs a literal)."""
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise StartupError('cannot resolve %s: %s' % (host, exc.strerror)) from None
+    return infos[0][4][0]
+
+
+# --- UDP control server ----------------------------------------------------------------------
+
+class UDPControlServer(tx_protocol.DatagramProtocol):
+    """`COOKIE COMMAND` in, `COOKIE REPLY` out, from the socket the client wrote to.
+
+    A retransmitted cookie (same client address) gets the cached reply; one whose first
+    copy is still in flight is dropped, its reply goes out when the member answers.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(self, handler: Handler, clock, *, cache_generation: float = REPLY_CACHE_GENERATION,
+                 cache_max: int = REPLY_CACHE_MAX) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.cache_generation = cache_generation
+        self.cache_max = cache_max
+        self._cache: dict = {}
+        self._old_cache: dict = {}
+        self._inflight: set = set()
+        self._rotation = None
+        self.port = None
+        self.duplicates = 0
+
+    def listen(self, reactor, host: str, port: int) -> None:
+        try:
+            self.port = reactor.listenUDP(port, self, interface=host, maxPacketSize=65535)
+        except CannotListenError as exc:
+            raise StartupError('cannot listen on udp %s port %d: %s'
+                               % (host, port, exc.socketError)) from None
+        _grow_buffers(self.port.socket)
+        self._rotation = self.clock.callLater(self.cache_generation, self._rotate)
+
+    def stop(self):
+        if self._rotation is not None and self._rotation.active():
+            self._rotation.cancel()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+    def _rotate(self) -> None:
+        self._old_cache, self._cache = self._cache, {}
+        self._rotation = self.clock.callLater(self.cache_generation, self._rotate)
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        text = data[:protocol.MAX_COMMAND_BYTES].decode('latin-1')
+        cookie, command_text = protocol.split_cookie(text)
+        if cookie is None:
+            self.port.socket.sendto(b'E5\n', addr)
+            return
+        key = (cookie, addr)
+        cached = self._cache.get(key) or self._old_cache.get(key)
+        if cached is not None:
+            self.duplicates += 1
+            self.port.socket.sendto(cached, addr)
+            return
+        if key in self._inflight:
+            self.duplicates += 1
+            return
+        if command_text is None:
+            self._send(key, protocol.E_SYNTAX)
+            return
+        command = protocol.parse_command(command_text)
+        if command.error is not None:
+            self._send(key, command.error)
+            return
+        self._inflight.add(key)
+        self.handler(command, lambda body: self._answer(key, body))
+
+    def _answer(self, key, body: str) -> None:
+        self._inflight.discard(key)
+        self._send(key, body)
+
+    def _send(self, key, body: str) -> None:
+        cookie, addr = key
+        data = ('%s %s\n' % (cookie, body)).encode('latin-1')
+        if len(self._cache) >= self.cache_max:
+            self._old_cache, self._cache = self._cache, {}
+        self._cache[key] = data
+        if self.port is not None:
+            try:
+                # the socket itself: transport.write re-validates the address every time
+                self.port.socket.sendto(data, addr)
+            except OSError as exc:
+                self.log.warn('cannot reply to {addr}: {err}', addr=addr, err=exc)
+
+
+# --- unix stream control server ------------------------------------------------------------------
+
+class StreamControlProtocol(tx_protocol.Protocol):
+    """Serves both stream styles real clients use.
+
+    One-shot (Kamailio/OpenSIPS `unix:`): one write without a newline, one reply, close.
+    Line mode (`cunix:`, telnet, socat): `\\n`-terminated commands on a persistent
+    connection, one `\\n`-terminated reply per line, in order.
+    """
+
+    MAX_LINE = 8192
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self._buffer = b''
+        self._line_mode = False
+        self._pending: deque = deque()     # reply slots, in command order
+        self._closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._line_mode and b'\n' not in self._buffer:
+            if self._pending:
+                return
+            # one-shot: the whole first write is one command
+            text, self._buffer = self._buffer, b''
+            self._dispatch(text.decode('latin-1'), close_after=True)
+            return
+        self._line_mode = True
+        *lines, self._buffer = self._buffer.split(b'\n')
+        if len(self._buffer) > self.MAX_LINE:
+            self._buffer = b''
+            self.transport.loseConnection()
+            return
+        for line in lines:
+            self._dispatch(line.decode('latin-1'), close_after=False)
+
+    def _dispatch(self, text: str, close_after: bool) -> None:
+        slot = [None, close_after]
+        self._pending.append(slot)
+        command = protocol.parse_command(text[:protocol.MAX_COMMAND_BYTES])
+        if command.error is not None:
+            self._fill(slot, command.error)
+            return
+        self.handler(command, lambda body: self._fill(slot, body))
+
+    def _fill(self, slot: list, body: str) -> None:
+        slot[0] = body
+        while self._pending and self._pending[0][0] is not None:
+            body, close_after = self._pending.popleft()
+            if self._closed:
+                continue
+            self.transport.write(body.encode('latin-1') + b'\n')
+            if close_after:
+                self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self._closed = True
+
+
+class StreamControlFactory(tx_protocol.Factory):
+    noisy = False
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    def buildProtocol(self, addr):
+        return StreamControlProtocol(self.handler)
+
+
+def prepare_unix_path(path: str) -> None:
+    """Remove a stale socket file; refuse to replace anything else or a live socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError('%s exists and is not a socket' % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise StartupError('%s: another process is already listening there' % path)
+
+
+def listen_unix(reactor, path: str, factory, owner: tuple[int, int] | None = None, mode: int = 0o660):
+    prepare_unix_path(path)
+    try:
+        port = reactor.listenUNIX(path, factory, mode=mode)
+    except CannotListenError as exc:
+        raise StartupError('cannot listen on unix socket %s: %s' % (path, exc.socketError)) from None
+    if owner is not None:
+        try:
+            os.chown(path, *owner)
+        except OSError as exc:
+            port.stopListening()
+            raise StartupError('cannot chown %s: %s' % (path, exc.strerror)) from None
+    return port
+
+
+# --- member clients --------------------------------------------------------------------------------
+
+class _Pending:
+    __slots__ = ('callback', 'data', 'sent_at', 'deadline', 'retransmit_at', 'retransmitted', 'rto')
+
+    def __init__(self, callback: Reply, data: bytes, sent_at: float, deadline: float, rto: float):
+        self.callback = callback
+        self.data = data
+        self.sent_at = sent_at
+        self.deadline = deadline
+        self.retransmit_at = sent_at + rto
+        self.retransmitted = False
+        self.rto = rto
+
+
+class RttEstimator:
+    """Smoothed round trip (RFC 6298 style); samples only from unretransmitted commands."""
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def rto(self, floor: float = 0.03, ceiling: float = 1.0) -> float:
+        if self.srtt is None:
+            return 0.5
+        return min(ceiling, max(floor, self.srtt + 4 * self.rttvar))
+
+
+class _ClientStats:
+    """What every member client keeps: the RTT estimate, timeouts and the timeout hook."""
+
+    def _init_stats(self) -> None:
+        self._estimator = RttEstimator()
+        self.timeouts = 0
+        self.on_timeout: Callable[[], None] | None = None
+
+    @property
+    def rtt(self) -> float | None:
+        return self._estimator.srtt
+
+    def _timed_out(self) -> None:
+        self.timeouts += 1
+        if self.on_timeout is not None:
+            self.on_timeout()
+
+
+class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
+    """Commands to a UDP/UDP6 member: fresh short cookies, retransmits with backoff."""
+
+    log = Logger()
+    noisy = False
+    default_timeout = MEMBER_TIMEOUT
+
+    def __init__(self, reactor, host: str, port: int, family: int = socket.AF_INET,
+                 bind_address: str | None = None) -> None:
+        self.reactor = reactor
+        self.family = family
+        self.address = (resolve(host, port, family), port)
+        self.bind_address = bind_address
+        self._prefix = '%x_' % random.getrandbits(32)
+        self._counter = 0
+        self._pending: dict[str, _Pending] = {}
+        self._init_stats()
+        self._listening = None
+        self._sweeper = None
+        self._closed = False
+        self.late_replies = 0
+
+    def start(self) -> None:
+        interface = self.bind_address or ('::' if self.family == socket.AF_INET6 else '0.0.0.0')
+        bind_port = 0
+        if self.bind_address and self.bind_address.count(':') == 1 and self.family == socket.AF_INET:
+            interface, bind_port = self.bind_address.split(':')
+            bind_port = int(bind_port)
+        try:
+            self._listening = self.reactor.listenUDP(bind_port, self, interface=interface,
+                                                     maxPacketSize=65535)
+        except CannotListenError as exc:
+            raise StartupError('cannot bind member client to %s: %s'
+                               % (interface, exc.socketError)) from None
+        _grow_buffers(self._listening.socket)
+        # Not connect()ed on purpose: an ICMP port-unreachable on a connected socket makes
+        # epoll report EPOLLERR, and Twisted then closes the port for good, so a member
+        # that was down for a moment could never be probed again.  Replies are matched on
+        # their source address instead (datagramReceived).
+
+    def close(self) -> None:
+        """Take no new commands; the socket closes once those in flight are answered or expired.
+
+        Every callback is still called exactly once: a member removed right after its last
+        `D` went out (a drained member) must not leave that `D` without an answer.
+        """
+        self._closed = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if not self._closed or self._pending:
+            return
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        if self._listening is not None:
+            listening, self._listening = self._listening, None
+            listening.stopListening()
+
+    def send(self, text: str, callback: Reply, timeout: float | None = None) -> None:
+        if self._closed:
+            callback(None)
+            return
+        self._counter += 1
+        cookie = self._prefix + str(self._counter)
+        now = self.reactor.seconds()
+        pending = _Pending(callback, ('%s %s' % (cookie, text)).encode('latin-1'), now,
+                           now + (timeout or self.default_timeout), self._estimator.rto())
+        self._pending[cookie] = pending
+        self._write(pending.data)
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
+
+    def _write(self, data: bytes) -> None:
+        if self._listening is not None:
+            try:
+                self._listening.socket.sendto(data, self.address)
+            except OSError:
+                pass    # e.g. a full buffer: the retransmit tries again
+
+    def _sweep(self) -> None:
+        """Retransmit and expire: one timer per client, not one per command."""
+        self._sweeper = None
+        now = self.reactor.seconds()
+        expired = []
+        for cookie, pending in self._pending.items():
+            if now >= pending.deadline:
+                expired.append(cookie)
+            elif now >= pending.retransmit_at:
+                pending.retransmitted = True
+                pending.rto = min(pending.rto * 2, 1.0)
+                pending.retransmit_at = min(now + pending.rto, pending.deadline)
+                self._write(pending.data)
+        for cookie in expired:
+            self._expire(cookie)
+        if self._pending and self._sweeper is None:
+            self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
+
+    def _expire(self, cookie: str) -> None:
+        pending = self._pending.pop(cookie, None)
+        if pending is not None:
+            self.timeouts += 1
+            if self.on_timeout is not None and not self._closed:
+                self.on_timeout()
+            pending.callback(None)
+            self._close_if_idle()
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        if (addr[0], addr[1]) != self.address:
+            return      # not from our member
+        text = data.decode('latin-1')
+        cookie, _, body = text.partition(' ')
+        pending = self._pending.pop(cookie, None)
+        if pending is None:
+            self.late_replies += 1
+            return
+        if not pending.retransmitted:
+            self._estimator.sample(self.reactor.seconds() - pending.sent_at)
+        if body.endswith('\n'):
+            body = body[:-1]
+        pending.callback(body)
+        self._close_if_idle()
+
+    def connectionRefused(self) -> None:
+        pass    # ICMP port unreachable: the member is down; timeouts and probes handle it
+
+
+class _OneShotProtocol(tx_protocol.Protocol):
+    def __init__(self, client: 'UnixMemberClient', text: bytes, finish: Callable[[str | None], None]):
+        self.client = client
+        self.text = text
+        self.finish = finish
+        self.chunks: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.text)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason=None) -> None:
+        data = b''.join(self.chunks).decode('latin-1')
+        self.finish(data if data else None)
+
+
+class _OneShotFactory(tx_protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, client, text: bytes, finish):
+        self.client, self.text, self.finish = client, text, finish
+
+    def buildProtocol(self, addr):
+        return _OneShotProtocol(self.client, self.text, self.finish)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.finish(None)
+
+
+class UnixMemberClient(_ClientStats):
+    """Commands to a member's one-shot `unix:` socket: one connection per command."""
+
+    log = Logger()
+    default_timeout = MEMBER_TIMEOUT
+    # RTPproxy listens with a backlog of 32 (and serves at most 100 stream connections):
+    # more connects at once than the backlog fail with EAGAIN and the command is lost.
+    max_connections = 16
+
+    def __init__(self, reactor, path: str) -> None:
+        self.reactor = reactor
+        self.path = path
+        self._init_stats()
+        self._active = 0
+        self._queue: deque = deque()
+        self._closed = False
+
+    def start(self) -> None:
+        self._closed = False
+
+    def close(self) -> None:
+        """Take no new commands; queued ones still go out (a drained member's last `D`)."""
+        self._closed = True
+
+    def send(self, text: str, callback: Reply, timeout: float | None = None) -> None:
+        if self._closed:
+            callback(None)
+            return
+        if self._active >= self.max_connections:
+            self._queue.append((text, callback, timeout))
+            return
+        self._start_one(text, callback, timeout or self.default_timeout)
+
+    def _start_one(self, text: str, callback: Reply, timeout: float) -> None:
+        self._active += 1
+        started = self.reactor.seconds()
+        state = {'done': False, 'timer': None, 'connector': None}
+
+        def finish(reply: str | None) -> None:
+            if state['done']:
+                return
+            state['done'] = True
+            self._active -= 1
+            timer = state['timer']
+            if timer is not None and timer.active():
+                timer.cancel()
+            if reply is not None:
+                self._estimator.sample(self.reactor.seconds() - started)
+                if reply.endswith('\n'):
+                    reply = reply[:-1]
+            callback(reply)
+            self._next()
+
+        def on_timeout() -> None:
+            connector = state['connector']
+            self._timed_out()
+            finish(None)
+            if connector is not None:
+                connector.disconnect()
+
+        state['timer'] = self.reactor.callLater(timeout, on_timeout)
+        factory = _OneShotFactory(self, text.encode('latin-1'), finish)
+        state['connector'] = self.reactor.connectUNIX(self.path, factory, timeout=timeout)
+
+    def _next(self) -> None:
+        if self._queue and self._active < self.max_connections:
+            text, callback, timeout = self._queue.popleft()
+            self._start_one(text, callback, timeout or self.default_timeout)
+
+
+def make_member_client(reactor, endpoint, bind_address: str | None = None):
+    """The right client for a member's configured endpoint (not started yet)."""
+    if endpoint.protocol == 'unix':
+        return UnixMemberClient(reactor, endpoint.path)
+    family = socket.AF_INET6 if endpoint.protocol == 'udp6' else socket.AF_INET
+    return UDPMemberClient(reactor, endpoint.host, endpoint.port, family, bind_address)

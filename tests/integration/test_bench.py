@@ -1,0 +1,122 @@
+"""Smoke tests of the benchmark tooling (bench/): no timing assertions here."""
+import os
+import subprocess
+import sys
+
+from bench.fakemember import FakeMember
+from bench.loadgen import LoadGen, check_info, check_port, check_query
+from tests.support.procs import ROOT, control_command, free_udp_port
+
+
+def _target(member):
+    host, _, port = member.address.rpartition(':')
+    return host, int(port)
+
+
+def test_loadgen_against_real_member(procs):
+    member = procs.member()
+    gen = LoadGen(_target(member), concurrency=4, mix_ib=20, mix_q=20, seed=7)
+    try:
+        gen.create_live(10)
+        assert len(gen.live) == 10
+        stats = gen.run(duration=1.0)
+        deleted = gen.delete_live()
+    finally:
+        gen.close()
+    summary = stats.summary()
+    assert summary['cycles'] > 0
+    assert summary['cycles_failed'] == 0
+    assert summary['errors'] == {}
+    assert summary['timeouts'] == {}
+    assert summary['abandoned'] == 0
+    assert set(summary['latency_ms']) >= {'U', 'L', 'D'}
+    assert deleted.summary()['errors'] == {} and deleted.summary()['timeouts'] == {}
+    # every session of the run is gone: nothing left to delete
+    assert member.command('D %s-live-0 lf' % gen.run_id).strip() == 'E50'
+
+
+def test_loadgen_counts_wrong_replies(procs):
+    """A member without the cycle's session: L answers 0, D answers E50 (counted by kind)."""
+    member = procs.member()
+    gen = LoadGen(_target(member), concurrency=1)
+    try:
+        gen.live = ['bench-no-such-call']
+        deleted = gen.delete_live().summary()
+    finally:
+        gen.close()
+    assert deleted['errors'] == {'D:E50': 1}
+
+
+def test_fake_member_answers():
+    fake = FakeMember('127.0.0.1')
+
+    def ask(cmd):
+        reply = fake.answer(b'ck1 ' + cmd)
+        assert reply.startswith(b'ck1 ') and reply.endswith(b'\n')
+        return reply[4:]
+
+    assert ask(b'V') == b'20040107\n'
+    assert ask(b'VF 20050322') == b'1\n'
+    u = ask(b'U c1 127.0.0.1 5000 f1')
+    assert check_port(u) is None
+    assert ask(b'U c1 127.0.0.1 5000 f1') == u            # stable port per call and tag
+    assert check_port(ask(b'L c1 127.0.0.1 6000 f1 t1')) is None
+    assert check_query(ask(b'Q c1 f1 t1')) is None
+    info = ask(b'Ib')
+    assert check_info(info) is None and b'active sessions: 1\n' in info
+    assert ask(b'D c1 f1 t1') == b'0\n'
+    assert b'active sessions: 0\n' in ask(b'Ib')
+    assert ask(b'Gv nsess_created ncmds_rcvd') == b'nsess_created=0 ncmds_rcvd=0\n'
+    assert ask(b'Y') == b'E0\n'
+    assert fake.answer(b'ck2') == b'ck2 E5\n'
+
+
+def test_fake_member_process(procs):
+    port = free_udp_port()
+    proc = procs.add(subprocess.Popen(
+        [sys.executable, '-m', 'bench.fakemember', '--listen', '127.0.0.1:%d' % port],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True))
+    assert proc.stdout.readline().startswith('READY')
+    spec = 'udp:127.0.0.1:%d' % port
+    assert control_command(spec, 'V') == '20040107\n'
+    assert control_command(spec, 'U c2 127.0.0.1 5000 f2').endswith(' 127.0.0.1\n')
+    assert control_command(spec, 'D c2 f2') == '0\n'
+    gen = LoadGen(('127.0.0.1', port), concurrency=4, mix_ib=10, mix_q=10, seed=3)
+    try:
+        stats = gen.run(duration=None, cycles=50).summary()
+    finally:
+        gen.close()
+    assert stats['cycles'] == 50 and stats['errors'] == {} and stats['timeouts'] == {}
+
+
+def test_paced_run_offers_the_rate_not_what_the_target_could_take(procs):
+    """--rate: cycles start on a schedule; a closed loop against the same member runs
+    thousands of cycles in the same second, the paced one about `rate`."""
+    member = procs.member()
+    gen = LoadGen(_target(member), concurrency=4, rate=50.0)
+    try:
+        stats = gen.run(duration=1.0, warmup=0.2).summary()
+    finally:
+        gen.close()
+    assert stats['errors'] == {} and stats['timeouts'] == {}
+    # 50/s for 1 s of measurement, plus at most one cycle per slot at the window's edges
+    assert 40 <= stats['cycles'] <= 50 + 4, stats['cycles']
+
+
+def test_rate_must_be_positive():
+    import pytest
+    with pytest.raises(ValueError):
+        LoadGen(('127.0.0.1', 9), rate=0)
+
+
+def test_hold_keeps_every_call_up_between_its_commands(procs):
+    """--hold: L and D wait `hold` after the previous reply, so a slot's cycle lasts at least
+    2 x hold (a closed loop without it runs thousands of cycles a second)."""
+    member = procs.member()
+    gen = LoadGen(_target(member), concurrency=2, hold=0.2)
+    try:
+        stats = gen.run(duration=1.0).summary()
+    finally:
+        gen.close()
+    assert stats['errors'] == {} and stats['timeouts'] == {}
+    assert 1 <= stats['cycles'] <= 2 * (1.0 / 0.4 + 1), stats['cycles']

@@ -1,0 +1,231 @@
+"""Disconnect-notification relay: real RTPproxy timeout notifications reach the B2BUA's socket."""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+
+import pytest
+from twisted.internet.task import Clock
+
+from tests.support.daemon import Daemon, cluster_xml, member_xml
+from tests.support.procs import free_tcp_port
+from rtp_cluster.core import protocol
+from rtp_cluster.core.cluster import Cluster
+from rtp_cluster.core.config import ClusterConfig, DisconnectNotifyConfig, MemberConfig, parse_endpoint
+from rtp_cluster.core.member import CAPABILITY_DATES, Member
+
+
+class UnixListener:
+    """Stands in for the B2BUA: a unix stream socket that records every line it gets."""
+
+    def __init__(self, path: str, read: bool = True) -> None:
+        self.path = path
+        self.lines: list[bytes] = []
+        self.read = read
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conns = []
+        buf = b''
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                conn.settimeout(0.2)
+                conns.append(conn)
+            except socket.timeout:
+                pass
+            if not self.read:
+                continue
+            for conn in conns:
+                try:
+                    data = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                buf += data
+                *lines, buf = buf.split(b'\n')
+                self.lines.extend(lines)
+        for conn in conns:
+            conn.close()
+
+    def wait_lines(self, n: int, timeout: float) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.lines
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+        os.unlink(self.path)
+
+
+@pytest.fixture
+def relay_setup(procs, tmp_path):
+    relay_port = free_tcp_port()
+    member = procs.member('udp', extra=['-n', 'tcp:%%CC_SELF%%:' + str(relay_port), '-T', '2', '-W', '2'])
+    b2bua_dir = tempfile.mkdtemp(prefix='b2bua-')
+    prefix = os.path.join(b2bua_dir, 'b2bua.sock')
+    notify = ('<disconnect_notify><inbound_address>127.0.0.1:%d</inbound_address>'
+              '<dest_socket_prefix>unix:%s</dest_socket_prefix></disconnect_notify>' % (relay_port, prefix))
+    daemon = Daemon.start(procs, tmp_path, cluster_xml([member_xml('m1', member)], extra=notify),
+                          wait_online=['m1'])
+    return daemon, member, relay_port, prefix
+
+
+@pytest.mark.slow
+def test_timeout_notification_reaches_b2bua_socket(relay_setup):
+    daemon, member, relay_port, prefix = relay_setup
+    listener = UnixListener(prefix + '-7')
+    try:
+        reply = daemon.command('U ncall1 127.0.0.1 5000 ftag unix:%s-7 tag%%20one' % prefix)
+        assert protocol.is_positive_ul_reply(reply), reply
+        lines = listener.wait_lines(1, 15)
+        assert lines == [b'tag one'], 'B2BUA socket got %r' % lines
+    finally:
+        listener.close()
+
+
+@pytest.mark.slow
+def test_deleted_session_sends_nothing_and_other_destinations_are_separate(relay_setup):
+    daemon, member, relay_port, prefix = relay_setup
+    first, second = UnixListener(prefix + 'A'), UnixListener(prefix + 'B')
+    try:
+        daemon.command('U n2 127.0.0.1 5000 f2 %sA t2' % prefix)
+        daemon.command('U n3 127.0.0.1 5002 f3 %sB t3' % prefix)
+        daemon.command('U n4 127.0.0.1 5004 f4 %sB t4' % prefix)
+        assert daemon.command('D n4 f4') == '0\n'
+        assert first.wait_lines(1, 15) == [b't2']
+        assert second.wait_lines(1, 5) == [b't3']
+        time.sleep(1.0)
+        assert second.lines == [b't3'], 'deleted session n4 must not notify'
+    finally:
+        first.close()
+        second.close()
+
+
+def _connect_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.settimeout(3)
+    sock.connect(('127.0.0.1', port))
+    return sock
+
+
+@pytest.mark.slow
+def test_stranger_is_refused_and_garbage_is_survived(relay_setup):
+    daemon, member, relay_port, prefix = relay_setup
+    listener = UnixListener(prefix + 'G')
+    stuck = UnixListener(prefix + 'S', read=False)
+    try:
+        try:
+            stranger = _connect_from('127.0.0.2', relay_port)
+            stranger.sendall(b'G stolen\n')
+            assert stranger.recv(100) == b'', 'a stranger must be disconnected'
+            stranger.close()
+        except ConnectionResetError:
+            pass        # the relay's reset may already hit connect() or send()
+        daemon.wait_log('refused connection from 127.0.0.2')
+
+        friend = _connect_from('127.0.0.1', relay_port)
+        try:
+            friend.sendall(b'nospace\n' + b'x' * 10000 + b'\n' + b'\xff\xfe\x00 bad\n'
+                           + b'/../../etc/x evil\n' + b'missing-socket tag\n')
+            friend.sendall(b''.join(b'S flood%d\n' % i for i in range(3000)))
+            friend.sendall(b'G delivered\n')
+            assert listener.wait_lines(1, 5) == [b'delivered']
+        finally:
+            friend.close()
+        assert daemon.command('V') == '20040107\n', 'control path must keep serving'
+        daemon.wait_log('malformed notification')
+        daemon.wait_log('cannot reach')
+        daemon.wait_log('queue for %sS full' % prefix)
+        assert daemon.proc.poll() is None
+    finally:
+        listener.close()
+        stuck.close()
+
+
+# --- what a member gets (sans-IO): rewrite, strip, untouched ---------------------------------------
+
+class RecordingClient:
+    rtt = 0.0
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text, callback, timeout=None) -> None:
+        self.sent.append(text)
+        if text == 'V':
+            callback('20040107')
+        elif text.startswith('VF'):
+            callback('1')
+        elif text == 'Ib':
+            callback(protocol.format_info({}))
+        else:
+            callback('40000 127.0.0.1')
+
+    def close(self) -> None:
+        pass
+
+
+def _cluster_with(member_protocol: str, address: str, notify: DisconnectNotifyConfig | None,
+                  capabilities=CAPABILITY_DATES):
+    clock = Clock()
+    config = ClusterConfig('c', parse_endpoint('udp', '127.0.0.1:1'), (), 'soft', notify)
+    cluster = Cluster(config, clock)
+    client = RecordingClient()
+    member = Member(MemberConfig('m', parse_endpoint(member_protocol, address), 1, 100), client, clock)
+    cluster.add_member(member)
+    member.start()
+    member.capabilities = frozenset(capabilities)
+    client.sent.clear()
+    return cluster, client
+
+
+RELAY = DisconnectNotifyConfig('127.0.0.1', 8888, '/var/run/b2b')
+
+
+def _route(cluster, text: str) -> str:
+    replies = []
+    cluster.handle(protocol.parse_command(text), replies.append)
+    return replies[0]
+
+
+def test_remote_member_with_capability_gets_relay_socket_and_folded_tag():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag%20x')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 .7%20tag%20x']
+
+
+def test_remote_member_without_capability_gets_no_notify_arguments():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY, capabilities=())
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1']
+
+
+def test_remote_member_and_socket_outside_prefix_gets_no_notify_arguments():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 /elsewhere/sock tag')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1']
+
+
+def test_no_relay_configured_strips_notify_for_remote_member():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', None)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 /var/run/b2b.7 tag')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1']
+
+
+def test_local_unix_member_gets_command_untouched():
+    cluster, client = _cluster_with('unix', '/var/run/rtpproxy.sock', RELAY)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag%20x')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag%20x']

@@ -1,0 +1,1002 @@
+"""Session sharing without Redis: records, ownership order, SharedSessionStore, admin commands.
+
+Everything here is pure: fake clocks, a list as the write-behind queue, a RedisSharing that
+is never started (it opens no connection before `start()`), clusters with stub member
+clients that record what they are sent.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import task
+
+from rtp_cluster.adapters.admin import AdminCommands
+from rtp_cluster.adapters.admin_sharing import NOT_CONFIGURED, execute_sharing_command, show
+from rtp_cluster.core.cluster import Cluster
+from rtp_cluster.core.config import ClusterConfig, Endpoint, MemberConfig, RedisConfig
+from rtp_cluster.core.member import ONLINE, Member
+from rtp_cluster.adapters.redis_sharing import RedisSharing
+from rtp_cluster.core.protocol import parse_command
+from rtp_cluster.core.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
+                                 SharedSessionStore, decode_record, key_owner, presence_key,
+                                 session_key, session_prefix)
+
+NS = 'rtpc'
+
+
+class FakeTime:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(cid='c1', owner='b', epoch=1, seq=1, member='m1', state='active', cluster='test',
+           ftag='ft', ttag='', created=1000.0) -> Record:
+    return Record(cid, cluster, member, 'udp:127.0.0.1:1', ftag, ttag, created, created, owner,
+                  epoch, seq, state)
+
+
+def encoded(rec: Record, **changes) -> tuple[str, dict]:
+    """(key, raw hash as redis-py returns it: bytes) with fields changed/removed (None)."""
+    mapping = rec.to_mapping()
+    for name, value in changes.items():
+        if value is None:
+            mapping.pop(name, None)
+        else:
+            mapping[name] = value
+    raw = {k.encode(): (v if isinstance(v, bytes) else str(v).encode('latin-1'))
+           for k, v in mapping.items()}
+    return session_key(NS, rec.owner, rec.cluster, rec.cid), raw
+
+
+class Harness:
+    """A SharedSessionStore for instance `me` with fake clocks and a visible write queue."""
+
+    def __init__(self, me='a', ttl=100.0, final_timeout=0.0, members=('m1', 'm2')) -> None:
+        self.mono = FakeTime(50.0)
+        self.wall = FakeTime(1_700_000_000.0)
+        self.writes: list[tuple[str, dict | None]] = []
+        self.unbound: list[tuple[str, str]] = []
+        self.thunks: list = []          # what the store handed over, unevaluated
+        self.store = SharedSessionStore(
+            'test', me, NS, self._write,
+            lambda m: 'udp:127.0.0.1:%d' % (7000 + int(m[1:])) if m in members else None,
+            ttl=ttl, final_timeout=final_timeout, clock=self.mono, wall_clock=self.wall)
+        self.store.on_unbind = lambda cid, member: self.unbound.append((cid, member))
+
+    def _write(self, key, thunk) -> None:
+        self.thunks.append((key, thunk))
+        self.writes.append((key, thunk() if thunk is not None else None))
+
+    def last_write(self):
+        return self.writes[-1]
+
+    def decode_last(self) -> Record:
+        key, mapping = self.last_write()
+        return decode_record(key, NS, mapping)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+def test_keys_and_owner_of_key():
+    assert session_key(NS, 'a', 'test', 'c:1') == 'rtpc:s:a:test:c:1'
+    assert session_prefix(NS, 'a') == 'rtpc:s:a:'
+    assert presence_key(NS, 'a') == 'rtpc:n:a'
+    assert key_owner(NS, 'rtpc:s:a:test:c:1') == 'a'
+    assert key_owner(NS, 'rtpc:n:a') is None
+    assert key_owner(NS, 'other:s:a:test:c') is None
+    assert key_owner(NS, 'rtpc:s::test:c') is None
+    assert key_owner(NS, 'rtpc:s:a') is None
+
+
+# --- records ------------------------------------------------------------------------------------
+
+def test_record_round_trip_bytes_and_str():
+    rec = record(cid='call@host;x=1', ttag='tt', epoch=3, seq=7)
+    key, raw = encoded(rec)
+    assert decode_record(key, NS, raw) == rec
+    assert decode_record(key, NS, rec.to_mapping()) == rec       # str values too
+    tomb = record(state=DELETED_STATE, epoch=2, seq=4)
+    assert decode_record(*encoded(tomb)[:1], NS, encoded(tomb)[1]).state == DELETED_STATE
+
+
+def test_record_extra_fields_and_newer_version_accepted():
+    rec = record()
+    key, raw = encoded(rec, v='2', ports='127.0.0.1:4000', future='x')
+    assert decode_record(key, NS, raw) == rec
+
+
+@pytest.mark.parametrize('changes, why', [
+    ({'member': None}, 'missing fields: member'),
+    ({'epoch': None, 'seq': None}, 'missing fields: epoch, seq'),
+    ({'epoch': 'two'}, 'bad number'),
+    ({'seq': '1.5'}, 'bad number'),
+    ({'created': 'yesterday'}, 'bad number'),
+    ({'v': ''}, 'bad number'),
+    ({'epoch': '0'}, 'must be positive'),
+    ({'seq': '-1'}, 'must be positive'),
+    ({'v': '0'}, 'must be positive'),
+    ({'owner': 'c'}, 'does not match the key'),
+    ({'owner': ''}, 'does not match the key'),
+    ({'state': 'zombie'}, 'unknown state'),
+    ({'state': 'ACTIVE'}, 'unknown state'),
+    ({'member': ''}, 'bad call-id or member'),
+    ({'cid': ''}, 'bad call-id or member'),
+    ({'cid': 'other'}, 'do not match the key'),
+    ({'cluster': 'other'}, 'do not match the key'),
+    ({'ftag': 'x' * (MAX_FIELD + 1)}, 'bytes long'),
+    ({'member': 'm' * 1_000_000}, 'bytes long'),
+    ({'epoch': b'\xff\xfe'}, 'bad number'),
+])
+def test_bad_records_are_rejected_with_a_reason(changes, why):
+    key, raw = encoded(record(), **changes)
+    with pytest.raises(BadRecord, match=why):
+        decode_record(key, NS, raw)
+
+
+def test_bad_records_wrong_key_and_empty():
+    rec = record()
+    _, raw = encoded(rec)
+    with pytest.raises(BadRecord, match='empty'):
+        decode_record(session_key(NS, 'b', 'test', 'c1'), NS, {})
+    with pytest.raises(BadRecord, match='does not match the key'):
+        decode_record('rtpc:n:b', NS, raw)                        # not a session key
+    with pytest.raises(BadRecord, match='does not match the key'):
+        decode_record('other:s:b:test:c1', NS, raw)               # another namespace
+    with pytest.raises(BadRecord, match='does not match the key'):
+        decode_record(session_key(NS, 'c', 'test', 'c1'), NS, raw)  # planted in c's prefix
+
+
+def test_huge_and_too_long_call_id():
+    long_cid = 'x' * (MAX_CALL_ID + 1)
+    key, raw = encoded(record(cid=long_cid))
+    with pytest.raises(BadRecord):
+        decode_record(key, NS, raw)
+    key, raw = encoded(record(cid='x' * MAX_CALL_ID))
+    assert decode_record(key, NS, raw).cid == 'x' * MAX_CALL_ID
+
+
+def test_non_utf8_bytes_never_crash_and_stay_consistent_with_the_key():
+    # redis-py hands keys and values over as bytes; both are read as latin-1, so a
+    # non-UTF-8 call-id decodes the same way in the key and in the hash.
+    cid_bytes = b'call-\xff\xfe-\xc3('
+    key = b'rtpc:s:b:test:' + cid_bytes
+    rec = record(cid=cid_bytes.decode('latin-1'))
+    _, raw = encoded(rec)
+    raw[b'cid'] = cid_bytes
+    decoded = decode_record(key.decode('latin-1'), NS, raw)
+    assert decoded.cid == cid_bytes.decode('latin-1')
+    raw[b'member'] = b'\x80\x81'
+    assert decode_record(key.decode('latin-1'), NS, raw).member == '\x80\x81'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(['v', 'cid', 'cluster', 'member', 'maddr', 'ftag', 'ttag',
+                                        'created', 'updated', 'owner', 'epoch', 'seq', 'state',
+                                        'junk']),
+                       st.one_of(st.binary(max_size=40), st.text(max_size=40),
+                                 st.integers().map(str))),
+       st.binary(max_size=30))
+def test_fuzzed_records_either_decode_or_raise_bad_record(fields, key_tail):
+    key = 'rtpc:s:b:test:' + key_tail.decode('latin-1')
+    try:
+        rec = decode_record(key, NS, fields)
+    except BadRecord:
+        return
+    # whatever is accepted is self-consistent
+    assert rec.owner == 'b' and rec.epoch >= 1 and rec.seq >= 1
+    assert session_key(NS, rec.owner, rec.cluster, rec.cid) == key
+
+
+# --- ordering -----------------------------------------------------------------------------------
+
+def test_order_is_epoch_then_seq_then_owner():
+    assert record(epoch=2, seq=1).order > record(epoch=1, seq=99).order
+    assert record(epoch=2, seq=3).order > record(epoch=2, seq=2).order
+    assert record(epoch=2, seq=2, owner='b').order > record(epoch=2, seq=2, owner='a').order
+    ordered = sorted([record(epoch=1, seq=5, owner='z'), record(epoch=3, seq=1, owner='a'),
+                      record(epoch=1, seq=5, owner='b'), record(epoch=2, seq=9, owner='a')],
+                     key=lambda r: r.order)
+    assert [(r.epoch, r.seq, r.owner) for r in ordered] == [
+        (1, 5, 'b'), (1, 5, 'z'), (2, 9, 'a'), (3, 1, 'a')]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4), st.sampled_from('bcd')),
+                min_size=1, max_size=12))
+def test_store_converges_to_the_highest_record_in_any_arrival_order(orders):
+    """Peers' records applied in any order leave exactly the maximum (epoch, seq, owner)."""
+    h = Harness(me='a')
+    for epoch, seq, owner in orders:
+        h.store.apply_record(record(owner=owner, epoch=epoch, seq=seq,
+                                    member='m%d' % (1 + (epoch + seq) % 2)))
+    best = max(orders)
+    session = h.store.get('c1')
+    assert (session.epoch, session.seq, session.owner) == best
+    assert session.member == 'm%d' % (1 + (best[0] + best[1]) % 2)
+    assert h.writes == []                  # learning peers' records never writes
+
+
+# --- SharedSessionStore: own sessions ------------------------------------------------------------
+
+def test_new_session_is_own_epoch_1_and_queued():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    key, mapping = h.last_write()
+    assert key == 'rtpc:s:a:test:c1'
+    rec = h.decode_last()
+    assert (rec.owner, rec.epoch, rec.seq, rec.member, rec.ftag, rec.ttag) == (
+        'a', 1, 1, 'm1', 'ft', '')
+    assert rec.maddr == 'udp:127.0.0.1:7001'
+    assert rec.created == pytest.approx(h.wall.now)
+    assert h.store.ownership_counts() == (1, 0)
+
+
+def test_learning_to_tag_bumps_seq_once():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    h.wall.now += 5
+    h.store.learn_to_tag('c1', 'tt')
+    rec = h.decode_last()
+    assert (rec.seq, rec.ttag, rec.updated) == (2, 'tt', pytest.approx(h.wall.now))
+    n = len(h.writes)
+    h.store.learn_to_tag('c1', 'other')          # known already: nothing changes
+    assert len(h.writes) == n and h.store.get('c1').to_tag == 'tt'
+
+
+def test_records_are_built_when_written_so_coalesced_changes_cost_one_record():
+    """The writer evaluates a key's thunk when it writes the key: it sees the latest state,
+    and equals the Record the store would describe (the format peers decode)."""
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    key, first = h.thunks[-1]
+    h.wall.now += 3
+    h.store.learn_to_tag('c1', 'tt')
+    late = first()                                   # evaluated after the second change
+    assert late['ttag'] == 'tt' and late['seq'] == '2'
+    session = h.store.get('c1')
+    rec = decode_record(key, NS, late)
+    assert rec.to_mapping() == late                  # exactly the Record format peers read
+    assert rec == Record('c1', 'test', 'm1', 'udp:127.0.0.1:7001', 'ft', 'tt', session.created,
+                         session.updated, 'a', 1, 2)
+    assert rec.order == (1, 2, 'a')
+
+
+def test_delete_of_epoch_1_session_deletes_the_key():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    assert h.store.unbind('c1') == 'm1'
+    assert h.last_write() == ('rtpc:s:a:test:c1', None)
+    assert h.unbound == [('c1', 'm1')]
+    assert len(h.store) == 0
+
+
+def test_reanchor_to_another_member_bumps_epoch():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    h.store.bind('c1', 'm2', 'ft', None)
+    rec = h.decode_last()
+    assert (rec.member, rec.epoch, rec.seq) == ('m2', 2, 1)
+    assert h.store.count('m1') == 0 and h.store.count('m2') == 1
+
+
+# --- takeover ------------------------------------------------------------------------------------
+
+def test_lookup_of_foreign_session_takes_it_over():
+    h = Harness(me='a')
+    assert h.store.apply_record(record(owner='b', epoch=1, seq=3, ttag='tt'))
+    assert h.store.ownership_counts() == (0, 1)
+    assert h.writes == []
+    h.wall.now += 1
+    assert h.store.lookup('c1') == 'm1'
+    rec = h.decode_last()
+    assert h.last_write()[0] == 'rtpc:s:a:test:c1'           # written into OUR prefix only
+    assert (rec.owner, rec.epoch, rec.seq, rec.member, rec.ftag, rec.ttag) == (
+        'a', 2, 1, 'm1', 'ft', 'tt')
+    assert rec.created == 1000.0                               # creation time survives
+    assert h.store.counters.takeovers == 1
+    assert h.store.ownership_counts() == (1, 0)
+    n = len(h.writes)
+    h.store.lookup('c1')                                       # own now: no more writes
+    assert len(h.writes) == n and h.store.counters.takeovers == 1
+
+
+def test_bind_same_member_of_foreign_session_takes_over_without_duplicate():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=4, seq=2))
+    h.store.bind('c1', 'm1', 'ft', None)
+    rec = h.decode_last()
+    assert (rec.owner, rec.epoch, rec.seq) == ('a', 5, 1)
+    assert h.store.count('m1') == 1
+
+
+def test_take_over_all_or_one_peer():
+    h = Harness(me='a')
+    for i, owner in enumerate('bbcc'):
+        h.store.apply_record(record(cid='c%d' % i, owner=owner))
+    h.store.bind('own', 'm1', 'f', None)
+    assert h.store.take_over_all('b') == 2
+    assert sorted(h.store.foreign_of('c')) == ['c2', 'c3']
+    assert h.store.take_over_all() == 2
+    assert h.store.ownership_counts() == (5, 0)
+    assert all(key.startswith('rtpc:s:a:') for key, _ in h.writes)
+
+
+def test_delete_after_takeover_writes_a_tombstone_that_outranks_the_old_key():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=1, seq=1))
+    h.store.lookup('c1')                                       # epoch 2, seq 1
+    h.store.unbind('c1')
+    key, mapping = h.last_write()
+    assert key == 'rtpc:s:a:test:c1' and mapping is not None
+    tomb = decode_record(key, NS, mapping)
+    assert (tomb.state, tomb.epoch, tomb.seq) == (DELETED_STATE, 2, 2)
+    assert tomb.order > record(owner='b', epoch=1, seq=1).order
+    # a third instance applying the tombstone drops its copy of b's record
+    c = Harness(me='c')
+    c.store.apply_record(record(owner='b', epoch=1, seq=1))
+    assert c.store.apply_record(tomb)
+    assert 'c1' not in c.store
+
+
+def test_tombstone_for_unknown_call_adds_nothing():
+    h = Harness(me='c')
+    assert not h.store.apply_record(record(owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    assert len(h.store) == 0 and h.writes == []
+
+
+def test_tombstone_after_an_older_record_drops_it():
+    """The store applies records in arrival order; a resync, which reads a dead owner's
+    stale key and the taker's tombstone in any order, filters them first (newest_records,
+    tested below)."""
+    h = Harness(me='c')
+    h.store.apply_record(record(owner='b', epoch=1, seq=1))
+    assert h.store.apply_record(record(owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    assert 'c1' not in h.store and h.writes == []
+
+
+# --- demotion (split brain) ----------------------------------------------------------------------
+
+def test_newer_peer_record_demotes_our_own_session_and_deletes_our_key():
+    h = Harness(me='a')
+    h.store.bind('c1', 'm1', 'ft', None)                       # a: epoch 1
+    h.writes.clear()
+    assert h.store.apply_record(record(owner='b', epoch=2, seq=1))
+    assert h.writes == [('rtpc:s:a:test:c1', None)]
+    assert h.store.counters.demotions == 1
+    session = h.store.get('c1')
+    assert (session.owner, session.epoch) == ('b', 2)
+    assert h.store.ownership_counts() == (0, 1)
+
+
+def test_split_brain_both_take_over_then_converge_on_the_higher_owner():
+    """a and b both take over z's call at epoch 2: (2, 1, 'b') > (2, 1, 'a'), so b keeps it."""
+    a, b = Harness(me='a'), Harness(me='b')
+    for h in (a, b):
+        h.store.apply_record(record(owner='z', epoch=1, seq=1))
+        h.store.lookup('c1')
+    rec_a, rec_b = a.decode_last(), b.decode_last()
+    assert rec_a.epoch == rec_b.epoch == 2
+    a.writes.clear()
+    b.writes.clear()
+    assert a.store.apply_record(rec_b)                         # a demotes
+    assert not b.store.apply_record(rec_a)                     # b ignores the lower record
+    assert a.writes == [('rtpc:s:a:test:c1', None)] and b.writes == []
+    assert a.store.get('c1').owner == b.store.get('c1').owner == 'b'
+    assert a.store.counters.demotions == 1 and b.store.counters.demotions == 0
+
+
+def test_older_or_equal_records_are_ignored():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=2, seq=5, member='m2'))
+    assert not h.store.apply_record(record(owner='b', epoch=2, seq=5, member='m1'))
+    assert not h.store.apply_record(record(owner='b', epoch=2, seq=4, member='m1'))
+    assert not h.store.apply_record(record(owner='b', epoch=1, seq=9, member='m1'))
+    assert h.store.get('c1').member == 'm2'
+    assert h.store.apply_record(record(owner='b', epoch=2, seq=6, member='m1'))
+    assert h.store.get('c1').member == 'm1'
+    assert h.store.count('m1') == 1 and h.store.count('m2') == 0
+
+
+def test_lower_peer_record_does_not_demote_and_owner_breaks_ties():
+    h = Harness(me='a')
+    h.store.bind('c1', 'm1', 'ft', None)
+    h.store.learn_to_tag('c1', 'tt')                           # ours: (1, 2, 'a')
+    h.writes.clear()
+    assert not h.store.apply_record(record(owner='b', epoch=1, seq=1))
+    assert h.writes == [] and h.store.get('c1').owner == 'a'
+    assert h.store.apply_record(record(owner='b', epoch=1, seq=2))   # (1, 2, 'b') wins the tie
+    assert h.writes == [('rtpc:s:a:test:c1', None)] and h.store.get('c1').owner == 'b'
+
+
+def test_unknown_member_is_counted_but_kept():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', member='m9'))
+    assert h.store.counters.unknown_members == 1
+    assert h.store.get('c1').member == 'm9'
+
+
+# --- removal -------------------------------------------------------------------------------------
+
+def test_apply_removal_only_when_that_peer_owns_the_session():
+    h = Harness(me='a')
+    h.store.apply_record(record(cid='c1', owner='b'))
+    h.store.apply_record(record(cid='c2', owner='c'))
+    h.store.bind('c3', 'm1', 'ft', None)
+    h.writes.clear()
+    assert not h.store.apply_removal('c1', 'c')                # c does not own c1
+    assert not h.store.apply_removal('c3', 'b')                # our own session
+    assert not h.store.apply_removal('c3', 'a')                # our own key went away
+    assert not h.store.apply_removal('nope', 'b')
+    assert h.store.apply_removal('c1', 'b')
+    assert 'c1' not in h.store and 'c2' in h.store and 'c3' in h.store
+    assert h.store.counters.removed_by_event == 1
+    assert h.unbound == [('c1', 'm1')]
+    assert h.writes == []                                      # removal never writes
+
+
+def test_removal_of_old_owner_key_after_takeover_keeps_the_session():
+    h = Harness(me='a')
+    h.store.apply_record(record(owner='b', epoch=1))
+    h.store.apply_record(record(owner='c', epoch=2))           # c took it over from b
+    assert not h.store.apply_removal('c1', 'b')                # b's demotion DEL
+    assert h.store.get('c1').owner == 'c'
+
+
+def test_drop_unseen_after_resync():
+    h = Harness(me='a')
+    for cid in ('c1', 'c2', 'c3'):
+        h.store.apply_record(record(cid=cid, owner='b'))
+    h.store.apply_record(record(cid='c4', owner='c'))
+    h.store.bind('own', 'm1', 'ft', None)
+    since = h.mono.now + 1
+    h.mono.now += 2
+    h.store.apply_record(record(cid='c5', owner='b'))          # learnt after the scan began
+    assert h.store.drop_unseen('b', {'c1'}, since) == 2        # c2, c3
+    assert sorted(c for c, _ in h.store.items()) == ['c1', 'c4', 'c5', 'own']
+    assert h.store.counters.removed_by_resync == 2
+    assert h.writes[-1][0] == 'rtpc:s:a:test:own'              # nothing written by the drop
+
+
+def test_drop_foreign_and_foreign_of():
+    h = Harness(me='a')
+    for i, owner in enumerate('bbc'):
+        h.store.apply_record(record(cid='c%d' % i, owner=owner))
+    h.store.bind('own', 'm1', 'ft', None)
+    assert sorted(h.store.foreign_of('b')) == ['c0', 'c1']
+    assert h.store.drop_foreign('b') == 2
+    assert h.store.drop_foreign() == 1
+    assert [c for c, _ in h.store.items()] == ['own']
+
+
+def test_rewrite_all_own_and_own_keys():
+    h = Harness(me='a')
+    h.store.bind('x', 'm1', 'f', None)
+    h.store.bind('y', 'm2', 'f', None)
+    h.store.apply_record(record(cid='z', owner='b'))
+    h.writes.clear()
+    assert h.store.rewrite_all_own() == 2
+    assert sorted(k for k, _ in h.writes) == ['rtpc:s:a:test:x', 'rtpc:s:a:test:y']
+    assert sorted(h.store.own_keys()) == ['rtpc:s:a:test:x', 'rtpc:s:a:test:y']
+
+
+# --- timeouts ------------------------------------------------------------------------------------
+
+def test_ttl_expiry_of_own_and_foreign_sessions():
+    h = Harness(me='a', ttl=100.0)
+    h.store.bind('own', 'm1', 'f', None)
+    h.store.apply_record(record(cid='foreign', owner='b'))
+    h.mono.now += 50
+    h.store.lookup('own')
+    h.writes.clear()
+    h.mono.now += 60
+    assert h.store.expire() == 1                               # foreign: unused for 110 s
+    assert 'foreign' not in h.store and 'own' in h.store
+    assert h.writes == []                                      # a foreign expiry never writes
+    h.mono.now += 101
+    assert h.store.expire() == 1
+    assert h.writes == [('rtpc:s:a:test:own', None)]
+
+
+def test_final_timeout_ends_long_calls_by_creation_time():
+    h = Harness(me='a', ttl=10_000.0, final_timeout=30.0)
+    h.store.bind('old', 'm1', 'f', None)
+    h.store.apply_record(record(cid='peer-old', owner='b', created=h.wall.now - 2))
+    h.wall.now += 25
+    h.store.bind('young', 'm1', 'f', None)
+    assert h.store.expire() == 0
+    h.wall.now += 10                                           # old: 35 s, peer-old: 37 s
+    h.mono.now += 1
+    h.store.lookup('old')                                      # being used does not help
+    h.writes.clear()
+    assert h.store.expire() == 2
+    assert sorted(c for c, _ in h.store.items()) == ['young']
+    assert h.writes == [('rtpc:s:a:test:old', None)]           # only our own key
+
+
+def test_final_timeout_zero_disables_it():
+    h = Harness(me='a', ttl=10_000.0, final_timeout=0.0)
+    h.store.bind('old', 'm1', 'f', None)
+    h.wall.now += 10 ** 6
+    assert h.store.expire() == 0
+
+
+# --- admin commands (no Redis: RedisSharing is never started) ------------------------------------
+
+class RecordingClient:
+    """A member client that answers D with 0 and records every command."""
+    rtt = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text, callback, timeout=None):
+        self.sent.append(text)
+        callback('0' if text.startswith('D') else 'E1')
+
+    def close(self):
+        pass
+
+
+class FakeRuntime:
+    def __init__(self, sharing, clusters) -> None:
+        self.sharing = sharing
+        self.clusters = clusters
+
+
+def sharing_cluster(me='a', peers=(), clock=None):
+    """A RedisSharing (no threads started) and a Cluster on its store with two online members.
+
+    With a `clock`, the sharing layer schedules on it too (its reactor); else it has none.
+    """
+    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
+                           reactor=clock, client_factory=lambda: None)
+    clock = clock or task.Clock()
+    configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
+               MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
+                      store=sharing.store_for('test', lambda m: 'udp:x' if m in ('m1', 'm2')
+                                              else None, 3600.0))
+    clients = {}
+    for config in configs:
+        clients[config.name] = RecordingClient()
+        member = Member(config, clients[config.name], clock)
+        member.state = ONLINE
+        cluster.add_member(member)
+    return sharing, cluster, clients
+
+
+def queued(sharing) -> dict:
+    """The writer's coalescing map as {key: thunk | None}, keys as text."""
+    return {k.decode('latin-1'): v for k, v in sharing.writer._ops.items()}
+
+
+def admin_setup(me='a', peers=()):
+    sharing, cluster, clients = sharing_cluster(me, peers)
+    runtime = FakeRuntime(sharing, {'test': cluster})
+    return runtime, sharing, cluster.store, clients
+
+
+def run(runtime, line):
+    return execute_sharing_command(runtime, line.split())
+
+
+def test_admin_not_a_sharing_command_and_not_configured():
+    runtime, _, _, _ = admin_setup()
+    assert run(runtime, 'ls') is None
+    assert run(runtime, 'ls test') is None
+    assert run(runtime, 'modify test pause m1') is None
+    assert run(runtime, '') is None
+    bare = FakeRuntime(None, {})
+    for line in ('ls numsessions', 'ls sessions own', 'ls session x', 'terminate all',
+                 'ksadd b', 'ksrm b', 'kslist', 'ls peers', 'ls redis', 'resync', 'takeover all'):
+        assert run(bare, line) == [NOT_CONFIGURED], line
+
+
+def test_admin_cluster_names_win_over_sharing_words():
+    runtime, _, _, _ = admin_setup()
+    runtime.clusters['redis'] = runtime.clusters['test']
+    assert run(runtime, 'ls redis') is None
+    assert run(runtime, 'ls peers')[-1] == 'OK'
+
+
+def fill(store):
+    store.bind('own1', 'm1', 'f1', None)
+    store.bind('own2', 'm2', 'f2', 't2')
+    for i in range(3):
+        store.apply_record(record(cid='b%d' % i, owner='b', epoch=2, seq=1))
+    store.apply_record(record(cid='c0', owner='c', member='m2'))
+
+
+def test_admin_counts_and_listing():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    assert run(runtime, 'ls numsessions') == [
+        'Current sessions own: 2', 'Current sessions foreign: 4', 'Current sessions total: 6',
+        'OK']
+    own = run(runtime, 'ls sessions own')
+    assert own == ['own1 cluster=test member=m1 owner=a epoch=1 state=OWN',
+                   'own2 cluster=test member=m2 owner=a epoch=1 state=OWN', 'OK']
+    foreign = run(runtime, 'ls sessions foreign')
+    assert len(foreign) == 5 and all(line.endswith('state=FOREIGN') for line in foreign[:-1])
+    assert 'b1 cluster=test member=m1 owner=b epoch=2 state=FOREIGN' in foreign
+    assert len(run(runtime, 'ls sessions')) == 7
+    assert len(run(runtime, 'ls sessions all 3')) == 4
+    assert len(run(runtime, 'ls sessions 1')) == 2
+    assert store.ownership_counts() == (2, 4)                  # listing took nothing over
+
+
+def test_admin_session_details():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    lines = run(runtime, 'ls session own2')
+    text = '\n'.join(lines)
+    assert lines[0] == 'Session own2:' and lines[-1] == 'OK'
+    for part in ('    member = m2', '    member address = udp:127.0.0.1:7002',
+                 '    from tag = f2', '    to tag = t2', '    state = OWN', '    owner = a',
+                 '    epoch = 1', '    key = rtpc:s:a:test:own2', '    queued = write (active)',
+                 '    written = no (queued)'):
+        assert part in text
+    sharing.writer._ops.clear()                                # as if the writer flushed
+    assert '    written = yes' in run(runtime, 'ls session own2')
+    details = run(runtime, 'ls session b1')
+    assert '    state = FOREIGN' in details and '    written = by peer b' in details
+    assert '    key = rtpc:s:b:test:b1' in details
+    assert store.get('b1').owner == 'b'                        # no takeover by looking
+    assert run(runtime, 'ls session nope') == ['ERROR: session "nope" not found']
+
+
+def test_admin_terminate_own_sends_d_through_the_cluster():
+    runtime, sharing, store, clients = admin_setup()
+    fill(store)
+    sharing.writer._ops.clear()
+    assert run(runtime, 'terminate own') == ['Terminated own: 2', 'Terminated foreign: 0', 'OK']
+    assert clients['m1'].sent == ['D own1 f1']
+    assert clients['m2'].sent == ['D own2 f2 t2']
+    assert queued(sharing) == {'rtpc:s:a:test:own1': None, 'rtpc:s:a:test:own2': None}
+    assert store.ownership_counts() == (0, 4)
+
+
+def test_admin_terminate_foreign_writes_nothing():
+    runtime, sharing, store, clients = admin_setup()
+    fill(store)
+    sharing.writer._ops.clear()
+    assert run(runtime, 'terminate foreign') == ['Terminated own: 0', 'Terminated foreign: 4',
+                                                 'OK']
+    assert queued(sharing) == {}
+    assert clients['m1'].sent == clients['m2'].sent == []
+    assert store.ownership_counts() == (2, 0)
+
+
+def test_admin_terminate_one_and_all():
+    runtime, sharing, store, clients = admin_setup()
+    fill(store)
+    assert run(runtime, 'terminate b1') == ['Terminated own: 0', 'Terminated foreign: 1', 'OK']
+    assert 'b1' not in store and clients['m1'].sent == []
+    assert run(runtime, 'terminate own1')[0] == 'Terminated own: 1'
+    assert clients['m1'].sent == ['D own1 f1']
+    assert run(runtime, 'terminate nope') == ['ERROR: session "nope" not found']
+    assert run(runtime, 'terminate all') == ['Terminated own: 1', 'Terminated foreign: 3', 'OK']
+    assert len(store) == 0
+
+
+def test_admin_ksadd_ksrm_kslist():
+    runtime, sharing, store, _ = admin_setup(peers=('b', 'c'))
+    fill(store)
+    assert run(runtime, 'kslist') == ['mode: list', 'b sessions=3', 'c sessions=1', 'OK']
+    assert run(runtime, 'ksrm b') == ['Unsubscribed from b, dropped 3 foreign sessions', 'OK']
+    assert store.foreign_of('b') == []
+    assert run(runtime, 'kslist') == ['mode: list', 'c sessions=1', 'OK']
+    assert run(runtime, 'ksadd d') == ['Subscribed to d', 'OK']
+    assert 'd' in sharing.subscribed and sharing._patterns_changed.is_set()
+    assert any(p.endswith(':rtpc:s:d:*') for p in sharing.patterns())
+    assert not any(p.endswith(':rtpc:s:b:*') for p in sharing.patterns())
+
+
+def test_admin_takeover_and_resync():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    sharing.writer._ops.clear()
+    assert run(runtime, 'takeover c') == ['Took over 1 sessions', 'OK']
+    assert list(queued(sharing)) == ['rtpc:s:a:test:c0']
+    assert run(runtime, 'takeover all') == ['Took over 3 sessions', 'OK']
+    assert store.ownership_counts() == (6, 0)
+    assert all(key.startswith('rtpc:s:a:') for key in queued(sharing))
+    assert run(runtime, 'resync') == ['Resync requested', 'OK']
+    assert sharing._reads.get_nowait()[0] == 'resync'
+
+
+def test_admin_peers_and_redis_status():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    sharing.peers['b'] = {'alive': True, 'presence': {'own_sessions': '3', 'state': 'ok',
+                                                      'last_seen': '%f' % 1e10}}
+    lines = run(runtime, 'ls peers')
+    assert lines[0].startswith('b alive=yes last_seen=') and 'own_sessions=3' in lines[0]
+    assert 'sessions_here=3 subscribed=yes' in lines[0]
+    assert lines[1].startswith('c alive=no last_seen=never') and 'sessions_here=1' in lines[1]
+    runtime.clusters['test'].counters.broadcasts = 7
+    sharing.counters.bad_records = 2
+    status = run(runtime, 'ls redis')
+    for line in ('instance: a', 'state: connected', 'subscriber: disconnected', 'peers: auto',
+                 'last resync: never', 'bad records: 2', 'own: 2', 'foreign: 4',
+                 'broadcasts: 7', 'OK'):
+        assert line in status
+    assert 'queue depth: %d' % sharing.writer.depth in status
+
+
+@pytest.mark.parametrize('line, expected', [
+    ('ls numsessions x', 'ls numsessions (no arguments)'),
+    ('ls sessions mine', 'ls sessions [all|own|foreign] [LIMIT]'),
+    ('ls sessions own 0', 'ls sessions [all|own|foreign] [LIMIT]'),
+    ('ls sessions own 5 6', 'ls sessions [all|own|foreign] [LIMIT]'),
+    ('ls session', 'ls session CALLID'),
+    ('ls session a b', 'ls session CALLID'),
+    ('terminate', 'terminate CALLID|own|foreign|all'),
+    ('terminate a b', 'terminate CALLID|own|foreign|all'),
+    ('ksadd', 'ksadd PEER'),
+    ('ksadd a:b', 'ksadd PEER'),
+    ('ksadd a', 'ksadd PEER'),                                 # this instance itself
+    ('ksrm b c', 'ksrm PEER'),
+    ('kslist x', 'kslist (no arguments)'),
+    ('resync b', 'resync (no arguments)'),
+    ('takeover', 'takeover PEER|all'),
+    ('takeover *', 'takeover PEER|all'),
+    ('ls peers x', 'ls peers (no arguments)'),
+    ('ls redis x', 'ls redis (no arguments)'),
+])
+def test_admin_bad_arguments_give_one_error_line(line, expected):
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    before = store.ownership_counts()
+    reply = run(runtime, line)
+    assert len(reply) == 1 and reply[0].startswith('ERROR: ') and expected in reply[0], reply
+    assert store.ownership_counts() == before
+
+
+def test_admin_output_is_one_line_per_session_even_for_odd_call_ids():
+    runtime, sharing, store, _ = admin_setup()
+    store.apply_record(record(cid='evil\ncall\x00\\', owner='b'))
+    lines = run(runtime, 'ls sessions')
+    assert lines == ['evil\\x0acall\\x00\\\\ cluster=test member=m1 owner=b epoch=1 '
+                     'state=FOREIGN', 'OK']
+    assert show('x' * 500).endswith('...')
+
+
+def test_admin_hook_in_admin_commands():
+    runtime, sharing, store, _ = admin_setup()
+    fill(store)
+    commands = AdminCommands(runtime)
+    assert commands.execute('ls numsessions').text() == (
+        'Current sessions own: 2\nCurrent sessions foreign: 4\nCurrent sessions total: 6\nOK\n')
+    assert commands.execute('ls sessions bogus').is_error
+    bare = AdminCommands(FakeRuntime(None, {}))
+    assert bare.execute('kslist').text() == NOT_CONFIGURED + '\n'
+
+
+# --- RedisSharing, reactor side (fed by hand: no threads, no Redis) ------------------------------
+
+from rtp_cluster.adapters.redis_sharing import newest_records  # noqa: E402
+
+CHANNEL = '__keyspace@0__:'
+
+
+def sharing_setup(me='a', peers=()):
+    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
+                           reactor=None, client_factory=lambda: None)
+    store = sharing.store_for('test', lambda m: 'udp:x', 3600.0)
+    return sharing, store
+
+
+def queued_reads(sharing) -> list:
+    items = []
+    while not sharing._reads.empty():
+        items.append(sharing._reads.get_nowait())
+    return items
+
+
+def raw_of(rec: Record) -> tuple[str, dict]:
+    return encoded(rec)
+
+
+def test_newest_records_keeps_one_record_per_call_and_the_bad_ones():
+    stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
+    tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    other = raw_of(record(cid='c2', owner='b'))
+    bad = ('rtpc:s:b:test:c3', {b'junk': b'1'})
+    for order in ([stale, tomb, other, bad], [bad, other, tomb, stale]):
+        kept = newest_records(NS, order)
+        assert sorted(k for k, _ in kept) == sorted([tomb[0], other[0], bad[0]])
+
+
+def test_resync_does_not_bring_back_a_call_deleted_after_a_takeover():
+    """b died owning c1; a took it over and deleted it (tombstone); c's resync reads both."""
+    sharing, store = sharing_setup(me='c')
+    sharing._own_loaded = True
+    stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
+    tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    for order in ([stale, tomb], [tomb, stale]):
+        sharing._apply_reads(newest_records(NS, order), False)
+        assert 'c1' not in store
+
+
+def test_event_read_answered_before_the_delete_event_does_not_resurrect():
+    sharing, store = sharing_setup(me='a')
+    key, raw = raw_of(record(cid='c1', owner='b'))
+    sharing._on_events([(CHANNEL + key, 'hset')])
+    assert queued_reads(sharing) == [('read', [key])]
+    # the reader's HGETALL ran before b's DEL; the del event reaches the reactor first
+    sharing._on_events([(CHANNEL + key, 'del')])
+    sharing._apply_reads([(key, raw)], True)
+    assert 'c1' not in store
+    # the call is created again: its new hset is read and applied
+    sharing._on_events([(CHANNEL + key, 'hset')])
+    assert queued_reads(sharing) == [('read', [key])]
+    sharing._apply_reads([raw_of(record(cid='c1', owner='b', seq=2))], True)
+    assert store.get('c1').seq == 2
+    assert sharing._removed_at == {}                          # nothing in flight: forgotten
+
+
+def test_resync_read_before_a_delete_event_does_not_resurrect():
+    sharing, store = sharing_setup(me='a')
+    sharing._own_loaded = True
+    key, raw = raw_of(record(cid='c1', owner='b'))
+    sharing.request_resync()
+    assert queued_reads(sharing)[0][0] == 'resync'
+    sharing._on_events([(CHANNEL + key, 'del')])              # while the scan runs
+    sharing._apply_reads([(key, raw), raw_of(record(cid='c2', owner='b'))], False)
+    assert 'c1' not in store and 'c2' in store
+
+
+def test_resync_skips_our_own_keys_once_loaded():
+    """A resync may read an own key whose DEL is still queued: the table is the truth."""
+    sharing, store = sharing_setup(me='a')
+    own = raw_of(record(cid='mine', owner='a'))
+    sharing._apply_reads([own], False, True)                  # the start-up load
+    sharing._on_own_loaded()
+    assert store.get('mine').owner == 'a'
+    store.unbind('mine')                                      # DEL queued, not flushed yet
+    sharing._apply_reads([own], False)                        # a resync read the old key
+    assert 'mine' not in store
+
+
+def test_resync_applies_own_keys_until_the_own_load_succeeded():
+    sharing, store = sharing_setup(me='a')
+    sharing._apply_reads([raw_of(record(cid='mine', owner='a'))], False)
+    assert store.get('mine').owner == 'a'
+
+
+def test_resync_ignores_peers_removed_with_ksrm():
+    sharing, store = sharing_setup(me='a', peers=('b', 'c'))
+    sharing._own_loaded = True
+    sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
+                          raw_of(record(cid='c1', owner='c'))], False)
+    assert sharing.unsubscribe('b') == 1
+    sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
+                          raw_of(record(cid='c1', owner='c'))], False)   # the next resync
+    assert 'b1' not in store and 'c1' in store
+
+
+@pytest.mark.parametrize('final_timeout,interval', [(0.0, 60.0), (30.0, 3.0), (5.0, 1.0),
+                                                     (3600.0, 60.0)])
+def test_cluster_ages_sessions_often_enough_for_final_timeout(final_timeout, interval):
+    from twisted.internet.task import Clock
+    from rtp_cluster.core.cluster import Cluster
+    from rtp_cluster.core.config import ClusterConfig, Endpoint
+    h = Harness(me='a', ttl=10_000.0, final_timeout=final_timeout)
+    clock = Clock()
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 1), ()), clock,
+                      store=h.store)
+    cluster.start()
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [interval]
+    clock.advance(interval)
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [2 * interval]
+    cluster.stop()
+
+
+# --- lookup on miss ----------------------------------------------------------------------------------
+
+def lookup_setup():
+    clock = task.Clock()
+    sharing, cluster, clients = sharing_cluster(clock=clock)
+    sharing.discovered.add('b')
+    return clock, sharing, cluster, clients
+
+
+def queued_lookup(sharing):
+    kind, payload = sharing._reads.get_nowait()
+    assert kind == 'lookup'
+    return payload
+
+
+def test_stale_view_looks_the_call_up_in_redis_before_broadcasting():
+    clock, sharing, cluster, clients = lookup_setup()
+    sharing.subscriber_connected = False                 # events may have been lost
+    replies = []
+    cluster.handle(parse_command('D lost@h ft tt'), replies.append)
+    assert replies == [] and all(c.sent == [] for c in clients.values())
+    token, keys = queued_lookup(sharing)
+    assert keys == ['%s:s:b:test:lost@h' % NS]
+    sharing._apply_lookup(token, [encoded(record(cid='lost@h', owner='b', member='m2'))])
+    assert replies == ['0']
+    assert clients['m2'].sent == ['D lost@h ft tt'] and clients['m1'].sent == []   # no broadcast
+    assert sharing.counters.lookups_on_miss == 1
+
+
+def test_lookup_on_miss_gives_up_at_its_deadline_and_only_when_stale():
+    clock, sharing, cluster, clients = lookup_setup()
+    sharing.subscriber_connected = True                  # fresh view: no lookup
+    replies = []
+    cluster.handle(parse_command('D x@h ft tt'), replies.append)
+    assert sharing._reads.empty() and len(clients['m1'].sent) == 1   # broadcast at once
+    sharing.subscriber_connected = False
+    cluster.handle(parse_command('D y@h ft tt'), replies.append)
+    queued_lookup(sharing)                               # Redis never answers
+    clock.advance(0.19)
+    assert len(replies) == 1
+    clock.advance(0.02)
+    assert len(replies) == 2                             # broadcast after the deadline
+    assert clients['m1'].sent[-1] == 'D y@h ft tt'
+
+
+def test_no_lookup_on_miss_while_redis_is_unreachable():
+    clock, sharing, cluster, clients = lookup_setup()
+    sharing.subscriber_connected = False
+    sharing._on_read_failed('read', [], 'Connection refused')
+    replies = []
+    cluster.handle(parse_command('U new@h 127.0.0.1 5000 ft'), replies.append)
+    assert sharing._reads.empty()                        # no lookup: it could only time out
+    assert len(replies) == 1                             # answered at once
+
+
+def test_admin_terminate_own_ends_every_media_stream():
+    runtime, sharing, store, clients = admin_setup()
+    store.bind('multi', 'm1', 'ft;1', 'tt;1')           # as Kamailio tags its first m-line
+    assert run(runtime, 'terminate multi') == ['Terminated own: 1', 'Terminated foreign: 0', 'OK']
+    assert clients['m1'].sent == ['D multi ft tt']
+    assert store.get('multi') is None
+
+
+def test_duplicate_instance_id_needs_a_foreign_token_after_our_own_first_write():
+    """The first presence write may replace the record of our previous run (restarted within
+    the presence TTL): not a duplicate.  A foreign token after that means another process
+    rewrote our record since our last write."""
+    sharing, store = sharing_setup()
+    sharing._on_server('run-1', 'token-of-our-previous-run')
+    assert sharing.duplicate == {} and not sharing.duplicate_active
+    sharing._on_server('run-1', sharing.run_token)            # our own record: fine
+    sharing._on_server('run-1', None)                         # expired meanwhile: fine
+    assert sharing.duplicate == {}
+    sharing._on_server('run-1', 'someone-else')
+    assert sharing.duplicate['token'] == 'someone-else' and sharing.duplicate_active
+    assert sharing.status()['duplicate']['token'] == 'someone-else'
+    # while it lasts, own keys missing from our table are not deleted
+    store.bind('mine', 'm1', 'ft')
+    sharing.writer._ops.clear()
+    sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
+    assert queued(sharing) == {}
+    sharing._queue_presence()
+    assert b'duplicate-id' in sharing.writer._presence
+    sharing.duplicate['last_seen'] -= 60                      # the twin went away
+    assert not sharing.duplicate_active and sharing.status()['duplicate'] == {}
+    sharing._queue_presence()
+    assert b'duplicate-id' not in sharing.writer._presence
+    sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
+    assert queued(sharing) == {'rtpc:s:a:test:theirs': None}
+
+
+def test_tombstone_shadows_every_other_prefix_the_call_may_still_have_a_key_in():
+    """Peers known from presence, configuration or discovery, and owners only ever seen in
+    records (a dead instance's keys outlive its presence); never our own prefix."""
+    sharing, store = sharing_setup(peers=('b',))
+    sharing.peers['c'] = {'alive': False}
+    key, raw = encoded(record(cid='c1', owner='d', epoch=1))
+    sharing._apply_raw(key, raw)                              # d: only seen in a record
+    store.lookup('c1')                                        # taken over: epoch 2
+    store.unbind('c1')
+    write = sharing.writer.queued('rtpc:s:a:test:c1')
+    assert write.shadows == ['rtpc:s:b:test:c1', 'rtpc:s:c:test:c1', 'rtpc:s:d:test:c1']
+    assert write()['state'] == DELETED_STATE
