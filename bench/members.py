@@ -253,6 +253,6 @@ def cluster_config_xml(name: str, addr: tuple[str, int],
 
 
 def cluster_available() -> bool:
-    """True when the rtp_cluster daemon exists in this tree (rtp_cluster/app.py and runtime.py)."""
+    """True when the rtp_cluster daemon exists in this tree (rtp_cluster/app.py and adapters/runtime.py)."""
     pkg = os.path.join(ROOT, 'rtp_cluster')
-    return all(os.path.exists(os.path.join(pkg, f)) for f in ('app.py', 'runtime.py'))
+    return all(os.path.exists(os.path.join(pkg, f)) for f in ('app.py', 'adapters/runtime.py'))

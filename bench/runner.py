@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')
     args = ap.parse_args(argv)
     if args.b != 'member' and not cluster_available():
-        print('rtp_cluster daemon not found (rtp_cluster/app.py, runtime.py); '
+        print('rtp_cluster daemon not found (rtp_cluster/app.py, adapters/runtime.py); '
               'use --b member to run B against a second direct member', file=sys.stderr)
         return 2
     results = run(args)

@@ -5,13 +5,13 @@ Every case runs against two relay endpoints (fixture `relay_kind`):
 - direct:  Kamailio's rtpproxy_sock lists the real rtp-io members itself (Kamailio
            balances by its call-id hash; "pause" = kamcmd rtpproxy.enable URL 0);
 - cluster: Kamailio talks to the rtp_cluster daemon, which fans out to the members
-           ("pause" = rtp_cluster.admin_client modify e2e pause NAME).  Skipped until the daemon
-           exists (rtp_cluster/runtime.py and `python -m rtp_cluster.app --help`).
+           ("pause" = rtp_cluster.admin_client modify e2e pause NAME).
 
 Media: the UAC plays g711a.pcap (PCMA, ~33 packets/s) for the call length, the UAS echoes it.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.support.kamailio.harness import (E2E, HOST, PCAP_PPS, Checks, RunResult, cluster_unavailable, info,
+from tests.support.kamailio.harness import (E2E, HOST, PCAP_PPS, Checks, RunResult, info,
                          missing_prerequisites, start_cluster, start_direct)
 
 _missing = missing_prerequisites()
@@ -29,10 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120),
 
 @pytest.fixture(params=['direct', 'cluster'])
 def relay_kind(request):
-    if request.param == 'cluster':
-        why = cluster_unavailable()
-        if why:
-            pytest.skip(why)
     return request.param
 
 

@@ -57,25 +57,6 @@ def missing_prerequisites() -> str | None:
     return None
 
 
-_cluster_status: list[str | None] = []
-
-
-def cluster_unavailable() -> str | None:
-    """Why the rtp_cluster daemon cannot be used yet, or None."""
-    if not _cluster_status:
-        reason = None
-        if not os.path.exists(os.path.join(ROOT, 'rtp_cluster', 'runtime.py')):
-            reason = 'rtp_cluster/runtime.py does not exist yet'
-        else:
-            r = subprocess.run([sys.executable, '-m', 'rtp_cluster.app', '--help'], cwd=ROOT,
-                               env=_py_env(), capture_output=True, text=True, timeout=30)
-            if r.returncode != 0:
-                reason = 'python -m rtp_cluster.app --help failed (rc %d): %s' % (
-                    r.returncode, (r.stderr or r.stdout).strip()[-300:])
-        _cluster_status.append(reason)
-    return _cluster_status[0]
-
-
 def _py_env() -> dict:
     env = dict(os.environ)
     env['PYTHONPATH'] = ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
