@@ -182,6 +182,17 @@ class Fleet:
         wait_answer(child, (host, port), 'V', lambda r: r == '20040107\n', 10)
         return child
 
+    def null_forwarder(self, name: str, port: int, members: list[tuple[str, int]],
+                       host: str = '127.0.0.1') -> Child:
+        """The floor (bench/nullfwd.py): forwards datagrams to `members` with no parsing."""
+        argv = [sys.executable, '-m', 'bench.nullfwd', '--listen', '%s:%d' % (host, port)]
+        for member in members:
+            argv += ['--member', '%s:%d' % member]
+        child = self._start(Child(name, argv, log_path=os.path.join(self.workdir, name + '.log')))
+        child.wait_ready_line(15)
+        wait_answer(child, (host, port), 'V', lambda r: r == '20040107\n', 10)
+        return child
+
     def redis(self, port: int) -> Child:
         """A private redis-server on loopback with keyspace notifications (session sharing)."""
         import redis

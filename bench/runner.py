@@ -1,11 +1,15 @@
 """A/B benchmark: one rtp-io member direct (A) against rtp_cluster with two rtp-io members (B).
 
-For every concurrency, rounds alternate A B A B ... (each --duration seconds after --warmup),
-on the same machine in the same run, so both sides see the same conditions.  Reported per
-target and concurrency: cycles/s, commands/s, latency percentiles per command, errors,
-retransmits, timeouts; the ratio B/A; and the CPU the target process spent per command
+For every concurrency, rounds alternate A F B A F B ... (each --duration seconds after
+--warmup), on the same machine in the same run, so every target sees the same conditions.
+F, the floor, is the null forwarder (bench/nullfwd.py): the least a Python relay must do, in
+front of B's two members; the cluster is reported as multiples of it beside the ratios to
+direct (--no-floor leaves it out).  Reported per target and concurrency: cycles/s (median and
+min-max of the rounds), commands/s, latency percentiles per command, errors, retransmits,
+timeouts; the ratio B/A, also round by round; and the CPU the target process spent per command
 (utime+stime from /proc/PID/stat, before/after each measurement, divided by every reply of
-that measurement): for A the member, for B the rtp_cluster daemon (its members separately).
+that measurement): for A the member, for F the forwarder, for B the rtp_cluster daemon (its
+members separately).
 
     python -m bench.runner --rounds 3 --duration 10
     python -m bench.runner --b member        # B = a second direct member (checks the runner)
@@ -73,7 +77,10 @@ def aggregate(parts: list[tuple[Stats, dict]]) -> dict:
     """Merge the rounds of one target at one concurrency."""
     merged = Stats.merge([s for s, _ in parts]).summary()
     replies = sum(s.replies for s, _ in parts) or 1
-    merged['rounds_cycles_per_s'] = [s.summary()['cycles_per_s'] for s, _ in parts]
+    rounds = [s.summary()['cycles_per_s'] for s, _ in parts]
+    merged['rounds_cycles_per_s'] = rounds
+    merged['cycles_per_s_median'] = median(rounds)
+    merged['cycles_per_s_range'] = [min(rounds), max(rounds)]
     merged['cpu_us_per_command'] = round(sum(c['main_cpu_us'] for _, c in parts) / replies, 1)
     merged['members_cpu_us_per_command'] = round(
         sum(c['members_cpu_us'] for _, c in parts) / replies, 1)
@@ -84,6 +91,36 @@ def aggregate(parts: list[tuple[Stats, dict]]) -> dict:
 
 def _ratio(b, a):
     return round(b / a, 3) if a else None
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    return round((ordered[mid - 1] + ordered[mid]) / 2, 3)
+
+
+def paired_ratios(num_parts: list, den_parts: list) -> dict:
+    """Cycles/s of one target over another's, round by round (the two ran back to back), with
+    the median and the min-max: the spread a reader of one run should expect."""
+    rounds = [_ratio(n.summary()['cycles_per_s'], d.summary()['cycles_per_s'])
+              for (n, _), (d, _) in zip(num_parts, den_parts)]
+    rounds = [r for r in rounds if r is not None]
+    if not rounds:
+        return {'rounds': [], 'median': None, 'range': None}
+    return {'rounds': rounds, 'median': median(rounds), 'range': [min(rounds), max(rounds)]}
+
+
+def floor_multiples(row: dict) -> dict:
+    """The cluster (B) as multiples of the null forwarder (F): throughput, CPU per command, and
+    the U latency it adds over the forwarder."""
+    b, f = row['B'], row['F']
+    u_b, u_f = b['latency_ms'].get('U', {}), f['latency_ms'].get('U', {})
+    return {'cycles': _ratio(b['cycles_per_s'], f['cycles_per_s']),
+            'cpu_per_command': _ratio(b['cpu_us_per_command'], f['cpu_us_per_command']),
+            'u_p50_added_ms': (round(u_b['p50'] - u_f['p50'], 3)
+                               if 'p50' in u_b and 'p50' in u_f else None)}
 
 
 def paired_p99_ratios(a_parts: list, b_parts: list) -> dict[str, dict]:
@@ -98,37 +135,59 @@ def paired_p99_ratios(a_parts: list, b_parts: list) -> dict[str, dict]:
                 out.setdefault(cmd, {'rounds': []})['rounds'].append(
                     round(b_lat[cmd]['p99'] / a_lat[cmd]['p99'], 3))
     for entry in out.values():
-        ratios = sorted(entry['rounds'])
-        mid = len(ratios) // 2
-        entry['median'] = ratios[mid] if len(ratios) % 2 else round(
-            (ratios[mid - 1] + ratios[mid]) / 2, 3)
+        entry['median'] = median(entry['rounds'])
     return out
+
+
+def _cycles(entry: dict) -> str:
+    low, high = entry['cycles_per_s_range']
+    return '%.0f (%.0f-%.0f)' % (entry['cycles_per_s_median'], low, high)
+
+
+def _paired(ratio: dict) -> str:
+    if not ratio or ratio['median'] is None:
+        return '-'
+    return '%.2f (%.2f-%.2f)' % (ratio['median'], *ratio['range'])
 
 
 def markdown(results: dict) -> str:
     meta = results['meta']
-    a_label, b_label = meta['targets']['A'], meta['targets']['B']
-    lines = ['A = %s; B = %s.  %d rounds x %g s per target and concurrency, interleaved A B; '
-             '%s, %d CPUs, Python %s, rtp-io %s.' % (
-                 a_label, b_label, meta['rounds'], meta['duration_s'], meta['machine'],
+    names = list(meta['targets'])
+    has_floor = 'F' in names
+    lines = ['; '.join('%s = %s' % (n, meta['targets'][n]) for n in names) + '.',
+             '%d rounds x %g s per target and concurrency, interleaved %s; %s, %d CPUs, '
+             'Python %s, rtp-io %s.  Cycles/s: median of the rounds (min-max); ratios: median '
+             'of the round-by-round ratios (min-max).' % (
+                 meta['rounds'], meta['duration_s'], ' '.join(names), meta['machine'],
                  meta['cpus'], meta['python'], meta['rtp_io']),
-             '',
-             '| concurrency | A cycles/s | B cycles/s | B/A | A cmds/s | B cmds/s | B/A cmds '
-             '| A CPU µs/cmd (member) | B CPU µs/cmd (cluster) | A err/rtx/tmo | B err/rtx/tmo |',
-             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+             '']
+    head = '| concurrency | A cycles/s | B cycles/s | B/A |'
+    rule = '|---:|---:|---:|---:|'
+    if has_floor:
+        head += ' F cycles/s | B/F | B/F CPU per cmd | U p50 added over F (ms) |'
+        rule += '---:|---:|---:|---:|'
+    head += (' A CPU µs/cmd | B CPU µs/cmd (cluster) | B members µs/cmd | cluster/member CPU '
+             '| A err/rtx/tmo | B err/rtx/tmo |')
+    rule += '---:|---:|---:|---:|---:|---:|'
+    lines += [head, rule]
     for row in results['summary']:
         a, b = row['A'], row['B']
-        lines.append('| %d | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %.1f | %.1f '
-                     '| %d/%d/%d | %d/%d/%d |' % (
-            row['concurrency'], a['cycles_per_s'], b['cycles_per_s'], row['ratio_cycles'] or 0,
-            a['commands_per_s'], b['commands_per_s'], row['ratio_commands'] or 0,
-            a['cpu_us_per_command'], b['cpu_us_per_command'],
-            a['error_count'], a['retransmits'], a['timeout_count'],
-            b['error_count'], b['retransmits'], b['timeout_count']))
+        cells = [str(row['concurrency']), _cycles(a), _cycles(b), _paired(row['paired_b_a'])]
+        if has_floor:
+            fm = row['floor_multiples']
+            cells += [_cycles(row['F']), _paired(row['paired_b_f']),
+                      '%.2f' % fm['cpu_per_command'] if fm['cpu_per_command'] else '-',
+                      '%.3f' % fm['u_p50_added_ms'] if fm['u_p50_added_ms'] is not None else '-']
+        cells += ['%.1f' % a['cpu_us_per_command'], '%.1f' % b['cpu_us_per_command'],
+                  '%.1f' % b['members_cpu_us_per_command'],
+                  '%.2f' % (_ratio(b['cpu_us_per_command'], b['members_cpu_us_per_command']) or 0),
+                  '%d/%d/%d' % (a['error_count'], a['retransmits'], a['timeout_count']),
+                  '%d/%d/%d' % (b['error_count'], b['retransmits'], b['timeout_count'])]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', '| concurrency | target | cmd | p50 ms | p95 ms | p99 ms |',
               '|---:|---|---|---:|---:|---:|']
     for row in results['summary']:
-        for name in ('A', 'B'):
+        for name in names:
             for cmd, v in row[name]['latency_ms'].items():
                 lines.append('| %d | %s | %s | %.3f | %.3f | %.3f |' % (
                     row['concurrency'], name, cmd, v['p50'], v['p95'], v['p99']))
@@ -163,15 +222,14 @@ def run(args) -> dict:
         'rate_cycles_per_s': args.rate, 'hold_s': args.hold,
     }, 'runs': [], 'summary': []}
     with Fleet() as fleet:
-        target_a, target_b = make_targets(args.b, fleet, ranges)
-        results['meta']['targets'] = {'A': target_a.label, 'B': target_b.label}
-        print('A: %s at %s:%d (pid %d)' % (target_a.label, *target_a.addr, target_a.main_pid))
-        print('B: %s at %s:%d (pid %d)' % (target_b.label, *target_b.addr, target_b.main_pid),
-              flush=True)
+        targets = make_targets(args.b, fleet, ranges, floor=args.floor)
+        results['meta']['targets'] = {t.name: t.label for t in targets}
+        for t in targets:
+            print('%s: %s at %s:%d (pid %d)' % (t.name, t.label, *t.addr, t.main_pid), flush=True)
         for conc in concurrencies:
-            per_target: dict[str, list] = {'A': [], 'B': []}
+            per_target: dict[str, list] = {t.name: [] for t in targets}
             for rnd in range(1, args.rounds + 1):
-                for target in (target_a, target_b):
+                for target in targets:
                     stats, cpu = measure(target, conc, args)
                     per_target[target.name].append((stats, cpu))
                     s = stats.summary()
@@ -181,34 +239,50 @@ def run(args) -> dict:
                     print(format_table([('%s c=%d r=%d' % (target.name, conc, rnd), s)]
                                        ).splitlines()[-1], flush=True)
                     time.sleep(args.pause)
-            row = {'concurrency': conc, 'A': aggregate(per_target['A']),
-                   'B': aggregate(per_target['B'])}
-            row['ratio_cycles'] = _ratio(row['B']['cycles_per_s'], row['A']['cycles_per_s'])
-            row['ratio_commands'] = _ratio(row['B']['commands_per_s'], row['A']['commands_per_s'])
-            row['p99_ratios'] = paired_p99_ratios(per_target['A'], per_target['B'])
-            results['summary'].append(row)
+            results['summary'].append(summary_row(conc, per_target))
+        target_b = targets[-1]
         if target_b.redis_port is not None:
             results['meta']['redis_calls'] = redis_writes(target_b.redis_port)
     return results
 
 
-def make_targets(kind: str, fleet: Fleet, ranges) -> tuple[Target, Target]:
+def summary_row(conc: int, per_target: dict[str, list]) -> dict:
+    row = {'concurrency': conc, **{name: aggregate(parts) for name, parts in per_target.items()}}
+    row['ratio_cycles'] = _ratio(row['B']['cycles_per_s'], row['A']['cycles_per_s'])
+    row['ratio_commands'] = _ratio(row['B']['commands_per_s'], row['A']['commands_per_s'])
+    row['paired_b_a'] = paired_ratios(per_target['B'], per_target['A'])
+    row['p99_ratios'] = paired_p99_ratios(per_target['A'], per_target['B'])
+    if 'F' in per_target:
+        row['paired_b_f'] = paired_ratios(per_target['B'], per_target['F'])
+        row['floor_multiples'] = floor_multiples(row)
+    return row
+
+
+def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True) -> list[Target]:
+    """The targets in the order each round measures them; B last."""
     if kind == 'cluster-redis':
-        return sharing_targets(fleet, ranges)
+        return list(sharing_targets(fleet, ranges))
     a_port = free_udp_port(HOST)
     a = fleet.rtpp_member('a-direct', a_port, ranges[0])
     target_a = Target('A', 'one rtp-io member, direct', (HOST, a_port), a.pid, [])
     if kind == 'member':
         b_port = free_udp_port(HOST)
         b = fleet.rtpp_member('b-direct', b_port, ranges[1])
-        return target_a, Target('B', 'a second rtp-io member, direct (stand-in)',
-                                (HOST, b_port), b.pid, [])
+        return [target_a, Target('B', 'a second rtp-io member, direct (stand-in)',
+                                 (HOST, b_port), b.pid, [])]
     ports = [free_udp_port(HOST) for _ in range(3)]
     m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
     m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
     cl = fleet.cluster(ports[2], [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))], HOST)
-    return target_a, Target('B', 'rtp_cluster with two rtp-io members', (HOST, ports[2]),
-                            cl.pid, [m1.pid, m2.pid])
+    target_b = Target('B', 'rtp_cluster with two rtp-io members', (HOST, ports[2]),
+                      cl.pid, [m1.pid, m2.pid])
+    if not floor:
+        return [target_a, target_b]
+    f_port = free_udp_port(HOST)
+    fwd = fleet.null_forwarder('floor', f_port, [(HOST, ports[0]), (HOST, ports[1])])
+    target_f = Target('F', 'null forwarder (call-id hash, no parsing, no routing) in front of '
+                      'the same two members', (HOST, f_port), fwd.pid, [m1.pid, m2.pid])
+    return [target_a, target_f, target_b]
 
 
 def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
@@ -237,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--b', choices=('cluster', 'member', 'cluster-redis'), default='cluster',
                     help='B = rtp_cluster with two members (default), a second direct member, '
                          'or (cluster-redis) A = the cluster without and B = with Redis sharing')
+    ap.add_argument('--no-floor', dest='floor', action='store_false',
+                    help='leave out F, the null forwarder (measured by default with --b cluster)')
     ap.add_argument('--rate', type=float, default=None,
                     help='offer this many cycles/s (open loop) instead of a closed loop')
     ap.add_argument('--hold', type=float, default=0.0,

@@ -120,3 +120,42 @@ def test_hold_keeps_every_call_up_between_its_commands(procs):
         gen.close()
     assert stats['errors'] == {} and stats['timeouts'] == {}
     assert 1 <= stats['cycles'] <= 2 * (1.0 / 0.4 + 1), stats['cycles']
+
+
+def test_null_forwarder_keeps_each_call_on_one_member_and_returns_replies_by_cookie(procs):
+    """The floor (bench/nullfwd.py) in front of two scripted members: every command of a call
+    reaches the member that saw its offer (same port back), and each client gets its own
+    replies."""
+    members = []
+    for _ in range(2):
+        port = free_udp_port()
+        proc = procs.add(subprocess.Popen(
+            [sys.executable, '-m', 'bench.fakemember', '--listen', '127.0.0.1:%d' % port],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True))
+        assert proc.stdout.readline().startswith('READY')
+        members.append(port)
+    port = free_udp_port()
+    fwd = procs.add(subprocess.Popen(
+        [sys.executable, '-m', 'bench.nullfwd', '--listen', '127.0.0.1:%d' % port]
+        + ['--member=127.0.0.1:%d' % m for m in members],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True))
+    assert fwd.stdout.readline().startswith('READY')
+    spec = 'udp:127.0.0.1:%d' % port
+    sessions_seen = []
+    for i in range(20):
+        offer = control_command(spec, 'U nf%d 127.0.0.1 5000 f%d' % (i, i))
+        assert check_port(offer.encode()) is None
+        assert control_command(spec, 'U nf%d 127.0.0.1 5000 f%d' % (i, i)) == offer
+    for m in members:
+        info = control_command('udp:127.0.0.1:%d' % m, 'Ib')
+        sessions_seen.append(int(info.split('active sessions: ')[1].split()[0]))
+    # each call on exactly one member (a repeated offer elsewhere would count twice), both used
+    assert sum(sessions_seen) == 20 and min(sessions_seen) > 0, sessions_seen
+    for i in range(20):
+        assert control_command(spec, 'D nf%d f%d' % (i, i)) == '0\n'
+    gen = LoadGen(('127.0.0.1', port), concurrency=8, seed=5)
+    try:
+        stats = gen.run(duration=None, cycles=200).summary()
+    finally:
+        gen.close()
+    assert stats['cycles'] == 200 and stats['errors'] == {} and stats['timeouts'] == {}
