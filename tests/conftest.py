@@ -4,6 +4,9 @@ from twisted.logger import globalLogPublisher
 from tests.support.procs import ProcessTracker
 from tests.support.reactor_thread import ReactorThread
 
+# a private temp directory per run; the run fails if a test leaves anything in it
+pytest_plugins = ['tests.support.tempdir_guard']
+
 
 @pytest.fixture
 def procs():

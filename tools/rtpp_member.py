@@ -8,22 +8,50 @@ Used by the tests, the demo and the benchmarks as a cluster member:
 Every argument is passed to the engine as an rtpproxy command-line option; `-F` is added
 (needed for network control sockets when running as root).  The engine writes its
 accounting file into the working directory, so the process changes into a private
-temporary directory first.  It prints `READY <pid>` once the engine runs, and exits on
-SIGTERM or SIGINT (or when its parent closes its stdin, with --die-with-stdin).
+directory first: `--workdir DIR` (the caller creates and removes it; it survives a
+SIGKILL of this process), or else a temporary directory this process removes when it
+exits.  It prints `READY <pid>` once the engine runs, and exits on SIGTERM or SIGINT (or
+when its parent closes its stdin, with --die-with-stdin).
 """
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 
 
+def split_options(argv: list[str]) -> tuple[bool, str | None, list[str]]:
+    """(--die-with-stdin given, --workdir value, the engine's arguments)."""
+    die_with_stdin, workdir, args = False, None, []
+    words = iter(argv)
+    for word in words:
+        if word == '--die-with-stdin':
+            die_with_stdin = True
+        elif word == '--workdir':
+            workdir = next(words, None)
+            if not workdir:
+                raise SystemExit('rtpp_member: --workdir needs a directory')
+        else:
+            args.append(word)
+    return die_with_stdin, workdir, args
+
+
 def main(argv: list[str]) -> int:
-    die_with_stdin = '--die-with-stdin' in argv
-    args = [a for a in argv if a != '--die-with-stdin']
+    die_with_stdin, workdir, args = split_options(argv)
     if '-F' not in args:
         args.append('-F')
-    os.chdir(tempfile.mkdtemp(prefix='rtpp-member-'))
+    own_workdir = workdir is None
+    workdir = tempfile.mkdtemp(prefix='rtpp-member-') if own_workdir else workdir
+    try:
+        os.chdir(workdir)
+        return run_engine(args, die_with_stdin)
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_engine(args: list[str], die_with_stdin: bool) -> int:
     from rtp.io import rtpproxy  # imported late: it is a test/demo dependency only
 
     stop = threading.Event()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -73,13 +74,16 @@ class UnixListener:
 def relay_setup(procs, tmp_path):
     relay_port = free_tcp_port()
     member = procs.member('udp', extra=['-n', 'tcp:%%CC_SELF%%:' + str(relay_port), '-T', '2', '-W', '2'])
-    b2bua_dir = tempfile.mkdtemp(prefix='b2bua-')
-    prefix = os.path.join(b2bua_dir, 'b2bua.sock')
-    notify = ('<disconnect_notify><inbound_address>127.0.0.1:%d</inbound_address>'
-              '<dest_socket_prefix>unix:%s</dest_socket_prefix></disconnect_notify>' % (relay_port, prefix))
-    daemon = Daemon.start(procs, tmp_path, cluster_xml([member_xml('m1', member)], extra=notify),
-                          wait_online=['m1'])
-    return daemon, member, relay_port, prefix
+    b2bua_dir = tempfile.mkdtemp(prefix='b2bua-')      # short: unix socket paths live here
+    try:
+        prefix = os.path.join(b2bua_dir, 'b2bua.sock')
+        notify = ('<disconnect_notify><inbound_address>127.0.0.1:%d</inbound_address>'
+                  '<dest_socket_prefix>unix:%s</dest_socket_prefix></disconnect_notify>' % (relay_port, prefix))
+        daemon = Daemon.start(procs, tmp_path, cluster_xml([member_xml('m1', member)], extra=notify),
+                              wait_online=['m1'])
+        yield daemon, member, relay_port, prefix
+    finally:
+        shutil.rmtree(b2bua_dir, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ Every process started here is tracked and stopped by PID by the `procs` fixture
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +77,7 @@ class Member:
     protocol: str                      # 'udp' | 'udp6' | 'unix' (as in rtp_cluster.xml)
     address: str                       # address as written in rtp_cluster.xml
     args: list[str] = field(default_factory=list)
+    workdir: str | None = None         # the engine's working directory, removed by stop()
 
     @property
     def pid(self) -> int:
@@ -94,7 +96,14 @@ class Member:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """Stop the process and remove its working directory (a kill() keeps it)."""
         self.kill(signal.SIGTERM)
+        self.remove_workdir()
+
+    def remove_workdir(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def command(self, cmd: str, timeout: float = 2.0) -> str:
         """Send one command straight to this member (bypassing any cluster)."""
@@ -104,7 +113,21 @@ class Member:
 def start_member(protocol: str = 'udp', host: str = '127.0.0.1', port: int | None = None,
                  path: str | None = None, extra: list[str] | None = None,
                  listen: str | None = None) -> Member:
-    """Start an rtp-io RTPproxy with one control socket and wait until it answers `V`."""
+    """Start an rtp-io RTPproxy with one control socket and wait until it answers `V`.
+
+    The member runs in a private working directory (its accounting file and, unless `path`
+    is given, its unix control socket live there); `Member.stop()` removes it.
+    """
+    workdir = tempfile.mkdtemp(prefix='rtpp-member-')
+    try:
+        return _start_member_in(workdir, protocol, host, port, path, extra, listen)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _start_member_in(workdir: str, protocol: str, host: str, port: int | None,
+                     path: str | None, extra: list[str] | None, listen: str | None) -> Member:
     if protocol == 'udp':
         port = port or free_udp_port(host)
         control, address = 'udp:%s:%d' % (host, port), '%s:%d' % (host, port)
@@ -113,7 +136,7 @@ def start_member(protocol: str = 'udp', host: str = '127.0.0.1', port: int | Non
         port = port or free_udp_port(host)
         control, address = 'udp6:%s:%d' % (host, port), '[%s]:%d' % (host, port)
     elif protocol == 'unix':
-        path = path or os.path.join(tempfile.mkdtemp(prefix='rtpc-m-'), 'rtpp.sock')
+        path = path or os.path.join(workdir, 'rtpp.sock')
         control, address = 'unix:' + path, path
     else:
         raise ValueError(protocol)
@@ -122,9 +145,9 @@ def start_member(protocol: str = 'udp', host: str = '127.0.0.1', port: int | Non
     if protocol == 'udp6' and not listen:
         args += ['-6', 'v6@::1']       # a second listen address needs a label
     args += extra or []
-    proc = subprocess.Popen([sys.executable, MEMBER_SCRIPT, '--die-with-stdin'] + args,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    member = Member(proc, control, protocol, address, args)
+    proc = subprocess.Popen([sys.executable, MEMBER_SCRIPT, '--die-with-stdin', '--workdir', workdir]
+                            + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    member = Member(proc, control, protocol, address, args, workdir)
     line = proc.stdout.readline()
     if not line.startswith('READY'):
         member.kill()
@@ -191,8 +214,9 @@ class ProcessTracker:
         return proc
 
     def stop_all(self) -> None:
+        # every process first: a restarted member may use a socket in another's directory
         for m in self.members:
-            m.stop()
+            m.kill(signal.SIGTERM)
         for p in self.popens:
             if p.poll() is None:
                 p.terminate()
@@ -201,3 +225,5 @@ class ProcessTracker:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(10)
+        for m in self.members:
+            m.remove_workdir()
