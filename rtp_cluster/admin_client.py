@@ -1,26 +1,37 @@
-"""`rtp_cluster_client`: send one command to the rtp_cluster admin socket, print the reply.
+"""`rtp_cluster_client`: one command to the rtp_cluster admin socket or to a control socket.
 
     rtp_cluster_client [-s unix:/path|/path|tcp:host:port] [-t seconds] COMMAND [ARG...]
+    rtp_cluster_client --control udp:HOST:PORT|udp6:HOST:PORT|unix:/path [-t seconds] COMMAND [ARG...]
+    rtp_cluster_client --control SOCKET [-t seconds] --stats
 
 The admin protocol is line based: each command is one line; its reply is any number of
 lines ending with a line that is exactly `OK` or one line starting with `ERROR`.  The
 connection stays open until the client sends `quit`.
 
-Exit status: 0 the reply ended with OK, 1 it ended with ERROR, 2 no reply (cannot connect,
-timeout, connection closed early) or a usage error.
+With `--control` the command is an RTPproxy control command (`V`, `U`, `L`, `D`, `Ib`, ...)
+sent as a SIP proxy sends it (control_client.py); the reply body is printed alone on a
+line.  `--stats` sends `Ib` and prints the counters as a table.
+
+Exit status: 0 the reply ended with OK (admin) or is not an error (control), 1 it ended
+with ERROR (admin) or is an `E` code (control), 2 no reply (cannot connect, timeout,
+connection closed early) or a usage error.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
 from typing import NoReturn
 
+from . import control_client
+
 PROG = 'rtp_cluster_client'
 DEFAULT_SOCKET = 'unix:/var/run/rtp_cluster.sock'
 DEFAULT_TCP_PORT = 12345         # as the original client
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONTROL_TIMEOUT = 3.0    # a SIP proxy gives up after a few seconds too
 MAX_REPLY = 64 * 1024 * 1024     # bytes; a reply larger than this is a broken server
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILURE = 0, 1, 2
@@ -37,14 +48,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description='Send one command to the rtp_cluster admin socket.')
-    parser.add_argument('-s', dest='socket', metavar='socket', default=DEFAULT_SOCKET,
+    parser = _Parser(prog=PROG, description='Send one command to the rtp_cluster admin socket, '
+                     'or (--control) one RTPproxy control command to rtp_cluster or an RTPproxy.',
+                     epilog='Through rtp_cluster, Ib and --stats add up the counters of the '
+                     "members' last heartbeats (one a second): a session created a moment ago "
+                     'may not be counted yet.')
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument('-s', dest='socket', metavar='socket', default=None,
                         help='admin socket: /path, unix:/path or tcp:host[:port] '
-                        '(default: %(default)s)')
-    parser.add_argument('-t', dest='timeout', metavar='seconds', type=float, default=DEFAULT_TIMEOUT,
-                        help='give up after this many seconds (default: %(default)s)')
+                        '(default: %s)' % DEFAULT_SOCKET)
+    target.add_argument('--control', metavar='socket',
+                        help='send an RTPproxy control command instead, to udp:HOST[:PORT], '
+                        'udp6:HOST[:PORT] or unix:/path (a cookie is added; UDP is retransmitted)')
+    parser.add_argument('--stats', action='store_true',
+                        help='with --control: send Ib and print the counters as a table')
+    parser.add_argument('-t', dest='timeout', metavar='seconds', type=float, default=None,
+                        help='give up after this many seconds (default: %g, with --control %g)'
+                        % (DEFAULT_TIMEOUT, DEFAULT_CONTROL_TIMEOUT))
     parser.add_argument('command', nargs=argparse.REMAINDER,
-                        help='the command, e.g. "ls" or "ls CLUSTER"')
+                        help='the command, e.g. "ls" or "ls CLUSTER"; with --control e.g. '
+                        '"U call1 127.0.0.1 5000 ft1"')
     return parser
 
 
@@ -135,21 +158,69 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    problem = _usage_problem(args)
+    if problem:
+        print('%s: %s' % (PROG, problem), file=sys.stderr)
+        return EXIT_FAILURE
+    if args.control is not None:
+        return control_main(args)
+    return admin_main(args)
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    if args.timeout is not None and not args.timeout > 0:
+        return '-t must be a positive number of seconds'
+    if args.stats and args.control is None:
+        return '--stats needs --control SOCKET'
+    if args.stats and args.command:
+        return '--stats sends Ib itself; give no command with it'
+    if not args.stats and (not ' '.join(args.command).strip() or '\n' in ' '.join(args.command)):
+        example = "--control udp:127.0.0.1:22222 V" if args.control else 'ls'
+        return 'give one command, e.g. %s %s' % (PROG, example)
+    return None
+
+
+def admin_main(args: argparse.Namespace) -> int:
     command = ' '.join(args.command).strip()
-    if not command or '\n' in command:
-        print('%s: give one command, e.g. %s ls' % (PROG, PROG), file=sys.stderr)
-        return EXIT_FAILURE
-    if not args.timeout > 0:
-        print('%s: -t must be a positive number of seconds' % PROG, file=sys.stderr)
-        return EXIT_FAILURE
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
-        lines = run_command(args.socket, command, args.timeout)
+        lines = run_command(args.socket or DEFAULT_SOCKET, command, timeout)
     except ClientError as exc:
         print('%s: %s' % (PROG, exc), file=sys.stderr)
         return EXIT_FAILURE
     sys.stdout.write(''.join(line + '\n' for line in lines))
     sys.stdout.flush()
     return EXIT_ERROR if lines[-1].startswith('ERROR') else EXIT_OK
+
+
+def control_main(args: argparse.Namespace) -> int:
+    timeout = DEFAULT_CONTROL_TIMEOUT if args.timeout is None else args.timeout
+    command = control_client.STATS_COMMAND if args.stats else ' '.join(args.command).strip()
+    try:
+        endpoint = control_client.parse_control_socket(args.control)
+        body = control_client.send_command(endpoint, os.fsencode(command), timeout)
+    except (ValueError, control_client.NoReply) as exc:
+        print('%s: %s' % (PROG, exc), file=sys.stderr)
+        return EXIT_FAILURE
+    table = control_client.stats_table(body) if args.stats else None
+    if table is not None:
+        sys.stdout.write(table)
+        sys.stdout.flush()
+        return EXIT_OK
+    _write_bytes(body.rstrip(b'\r\n') + b'\n')
+    if control_client.is_error_reply(body):
+        return EXIT_ERROR
+    if args.stats:
+        print('%s: not an Ib reply' % PROG, file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _write_bytes(data: bytes) -> None:
+    """The reply as received: call-ids and tags need not be UTF-8."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 if __name__ == '__main__':
