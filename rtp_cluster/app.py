@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help='owner of the unix sockets rtp_cluster creates')
     parser.add_argument('--probe-interval', dest='probe_interval', metavar='seconds',
                         type=_probe_interval, default=2.0,
-                        help='how often an offline member is probed again (default: %(default)s)')
+                        help='how often an offline member is probed again (default: %(default)g)')
     parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
     return parser
 
@@ -162,14 +162,20 @@ def count(config: Config) -> tuple[int, int]:
     return len(config.clusters), sum(len(c.members) for c in config.clusters)
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 cluster', '2 clusters', '0 members'."""
+    return '%d %s%s' % (number, noun, '' if number == 1 else 's')
+
+
 def check_config(path: str) -> int:
     """`-d`: validate the file, report on stdout (valid) or stderr (invalid)."""
     try:
         nclusters, nmembers = count(load(path))
     except AppError as exc:
-        print(str(exc), file=sys.stderr)
+        print('%s: %s' % (PROG, exc), file=sys.stderr)
         return 1
-    print('%s: configuration is valid (%d clusters, %d members)' % (path, nclusters, nmembers))
+    print('%s: configuration is valid (%s, %s)'
+          % (path, counted(nclusters, 'cluster'), counted(nmembers, 'member')))
     return 0
 
 

@@ -161,7 +161,17 @@ def test_check_valid_config(tmp_path, capsys):
     path = write_config(tmp_path / 'c.xml', 22222, ['127.0.0.1:22223', '127.0.0.1:22224'])
     assert app.main(['-d', '-c', path]) == 0
     out = capsys.readouterr().out
-    assert out == '%s: configuration is valid (1 clusters, 2 members)\n' % path
+    assert out == '%s: configuration is valid (1 cluster, 2 members)\n' % path
+
+
+def test_check_counts_in_the_right_number(tmp_path, capsys):
+    path = tmp_path / 'two.xml'
+    path.write_text('<?xml version="1.0"?>\n<rtp_cluster_config>'
+                    '<rtp_cluster><name>a</name><protocol>udp</protocol><address>127.0.0.1:22222</address></rtp_cluster>'
+                    '<rtp_cluster><name>b</name><protocol>udp</protocol><address>127.0.0.1:22232</address></rtp_cluster>'
+                    '</rtp_cluster_config>\n')
+    assert app.main(['-d', '-c', str(path)]) == 0
+    assert capsys.readouterr().out == '%s: configuration is valid (2 clusters, 0 members)\n' % path
 
 
 def test_check_invalid_config_prints_the_config_error(tmp_path, capsys):
@@ -173,7 +183,7 @@ def test_check_invalid_config_prints_the_config_error(tmp_path, capsys):
     assert app.main(['-d', '-c', str(path)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ''
-    assert captured.err == str(expected.value) + '\n'
+    assert captured.err == 'rtp_cluster: %s\n' % expected.value
 
 
 def test_check_missing_file(tmp_path, capsys):
@@ -187,9 +197,19 @@ def test_check_as_a_command(tmp_path):
     path = write_config(tmp_path / 'c.xml', 22222, ['127.0.0.1:22223'])
     result = run_app('-d', '-c', path)
     assert result.returncode == 0
-    assert result.stdout == '%s: configuration is valid (1 clusters, 1 members)\n' % path
+    assert result.stdout == '%s: configuration is valid (1 cluster, 1 member)\n' % path
     (tmp_path / 'bad.xml').write_text('not xml')
-    assert_one_line_error(run_app('-d', '-c', str(tmp_path / 'bad.xml')), 'bad.xml')
+    assert_one_line_error(run_app('-d', '-c', str(tmp_path / 'bad.xml')), 'rtp_cluster: ', 'bad.xml')
+
+
+def test_probe_interval_default_reads_the_same_in_help_and_readme(capsys):
+    assert app.main(['--help']) == 0
+    help_text = ' '.join(capsys.readouterr().out.split())
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        row, = [line for line in f if line.startswith('| `--probe-interval')]
+    readme_default = row.rstrip().rstrip('|').rsplit('|', 1)[1].strip()
+    assert readme_default == '%g' % app.Options.probe_interval
+    assert 'probed again (default: %s)' % readme_default in help_text
 
 
 def test_help_lists_the_original_options(capsys):
