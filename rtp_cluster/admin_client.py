@@ -25,8 +25,6 @@ import sys
 import time
 from typing import NoReturn
 
-from . import control_client
-
 PROG = 'rtp_cluster_client'
 DEFAULT_SOCKET = 'unix:/var/run/rtp_cluster.sock'
 DEFAULT_TCP_PORT = 12345         # as the original client
@@ -194,6 +192,8 @@ def admin_main(args: argparse.Namespace) -> int:
 
 
 def control_main(args: argparse.Namespace) -> int:
+    # imported here: the admin mode runs with the standard library alone (no lxml)
+    from . import control_client
     timeout = DEFAULT_CONTROL_TIMEOUT if args.timeout is None else args.timeout
     command = control_client.STATS_COMMAND if args.stats else ' '.join(args.command).strip()
     try:

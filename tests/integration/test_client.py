@@ -192,6 +192,14 @@ def test_top_level_script_runs_without_installation(serve, tmp_path):
     assert admin.wait_for_quit() == ['ls', 'quit']
 
 
+def test_admin_mode_needs_only_the_standard_library():
+    probe = ('import sys, rtp_cluster.admin_client as c; c.build_parser(); '
+             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("lxml", "twisted", "redis")))')
+    result = subprocess.run([sys.executable, '-c', probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (0, '[]\n'), result.stderr
+
+
 # --- --control: RTPproxy control commands -------------------------------------------------------
 
 def run_client(*argv: str | bytes, timeout: float = 30) -> subprocess.CompletedProcess:
