@@ -2,8 +2,12 @@
 
 PYTHON ?= python3
 VENV   := .venv
+# stamps: the package with its dependencies and the test tools (make test), or with rtp-io
+# only (make demo)
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: all venv test demo bench bench-memory bench-sharing clean
 
@@ -11,21 +15,33 @@ all: test
 
 venv: $(STAMP)
 
+define new-venv
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "rtp_cluster needs Python 3.11 or newer ($(PYTHON))" >&2; exit 1; }
+	test -x $(VENV)/bin/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+endef
+
 # Re-installed only when pyproject.toml changes (the package itself is editable).
 $(STAMP): pyproject.toml
 	scripts/debian-deps.sh demo
-	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-		{ echo "rtp_cluster needs Python 3.11 or newer ($(PYTHON))" >&2; exit 1; }
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(new-venv)
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+# The demo needs no test tools; an environment made by `make test` already has everything.
+$(DEMO_STAMP): pyproject.toml
+	scripts/debian-deps.sh demo
+	$(new-venv)
+	@echo "installing rtp_cluster, its runtime dependencies and rtp-io into $(VENV)"
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[demo]'
+	touch $(DEMO_STAMP)
 
 test: venv
 	scripts/debian-deps.sh test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-demo: venv
-	$(VENV)/bin/python scripts/demo.py
+demo: $(DEMO_STAMP)
+	$(VENV)/bin/python scripts/demo.py $(DEMO_ARGS)
 
 bench: venv
 	$(VENV)/bin/python -m bench.runner --rounds 3 --duration 10

@@ -3,22 +3,29 @@
 
 Starts the members (tools/rtpp_member.py) on udp:127.0.0.1:22223 and :22224, writes a
 configuration into the demo directory and runs the rtp_cluster daemon in the foreground
-on udp:127.0.0.1:22222 with the admin socket unix:DIR/admin.sock.  Ctrl-C stops
-everything the demo started.
+on udp:127.0.0.1:22222 with the admin socket unix:DIR/admin.sock; then it sets up and
+tears down one call with `rtp_cluster_client --control` and prints the commands with
+their replies.  The members' engine messages go to DIR/rtpproxyN.log, their working
+files (the accounting CSV) to DIR/rtpproxyN/.  Ctrl-C stops everything the demo started
+and removes the directory (kept, with its logs, when something failed).
 
 Environment overrides: RTPC_DEMO_PORT (22222), RTPC_DEMO_MEMBER_PORTS ("22223 22224"),
-RTPC_DEMO_DIR (/tmp/rtp_cluster-demo), RTPC_DEMO_MEDIA_BASE (40000: member N relays RTP on
-ports BASE + 1000 * N to BASE + 1000 * N + 999).  `--seconds N` stops the demo after N seconds.
+RTPC_DEMO_DIR (a new temporary directory; a directory given here is kept, with the
+configuration and the logs), RTPC_DEMO_MEDIA_BASE (40000: member N relays RTP on ports
+BASE + 1000 * N to BASE + 1000 * N + 999).  `--seconds N` stops the demo after N seconds.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -37,7 +44,7 @@ class DemoError(Exception):
 class Settings:
     port: int
     members: list[int]
-    directory: str
+    directory: str | None          # None: a temporary directory the demo removes
     media_base: int
 
 
@@ -54,7 +61,7 @@ def settings() -> Settings:
         raise DemoError('RTPC_DEMO_MEMBER_PORTS names no port')
     if not 1024 <= media_base <= 65535 - 1000 * len(members):
         raise DemoError('RTPC_DEMO_MEDIA_BASE leaves no room for %d members' % len(members))
-    return Settings(port, members, env('RTPC_DEMO_DIR', '/tmp/rtp_cluster-demo'), media_base)
+    return Settings(port, members, env('RTPC_DEMO_DIR') or None, media_base)
 
 
 def check_free(port: int) -> None:
@@ -80,29 +87,37 @@ def rtpp_command(port: int, command: str, timeout: float = 0.5) -> str | None:
     return body.strip() if got == cookie else None
 
 
-def wait_for(what: str, ready, proc: subprocess.Popen) -> None:
+def wait_for(what: str, ready, proc: subprocess.Popen, goal: str = 'start') -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not ready():
         if proc.poll() is not None:
             raise DemoError('%s exited with status %d' % (what, proc.returncode))
         if time.monotonic() > deadline:
-            raise DemoError('%s did not start within %d s' % (what, STARTUP_TIMEOUT))
+            raise DemoError('%s did not %s within %d s' % (what, goal, STARTUP_TIMEOUT))
         time.sleep(0.1)
 
 
-def start_member(index: int, port: int, media_base: int, procs: list[subprocess.Popen]) -> None:
+def start_member(index: int, port: int, media_base: int, directory: str,
+                 procs: list[subprocess.Popen]) -> None:
+    name = 'rtpproxy%d' % (index + 1)
+    workdir = os.path.join(directory, name)
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(directory, name + '.log')
     low = media_base + 1000 * index
-    args = [sys.executable, MEMBER_SCRIPT, '--die-with-stdin', '-s', 'udp:%s:%d' % (HOST, port),
-            '-l', HOST, '-m', str(low), '-M', str(low + 999)]
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    args = [sys.executable, MEMBER_SCRIPT, '--die-with-stdin', '--workdir', workdir,
+            '-s', 'udp:%s:%d' % (HOST, port), '-l', HOST, '-m', str(low), '-M', str(low + 999)]
+    with open(log_path, 'ab') as log:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                text=True, start_new_session=True)
     procs.append(proc)
     ready, _, _ = select.select([proc.stdout], [], [], STARTUP_TIMEOUT)
     line = proc.stdout.readline() if ready else ''
     if not line.startswith('READY'):
-        raise DemoError('member on udp:%s:%d did not start (is rtp-io installed?)' % (HOST, port))
+        raise DemoError('member on udp:%s:%d did not start (is rtp-io installed?); see %s'
+                        % (HOST, port, log_path))
     wait_for('member on port %d' % port, lambda: rtpp_command(port, 'V') == '20040107', proc)
-    print('demo: member rtpproxy%d (pid %d) on udp:%s:%d' % (index + 1, proc.pid, HOST, port))
+    print('demo: member %s (pid %d) on udp:%s:%d, engine messages in %s'
+          % (name, proc.pid, HOST, port, log_path))
 
 
 def member_xml(index: int, port: int) -> str:
@@ -143,11 +158,67 @@ def start_cluster(directory: str, port: int, procs: list[subprocess.Popen]) -> s
     return admin
 
 
-def instructions(port: int, admin: str) -> str:
-    client = os.path.join(ROOT, 'rtp_cluster_client.py')
+def client_command() -> list[str]:
+    """How to run rtp_cluster_client: the script pip installed next to this Python, or the
+    source tree's wrapper."""
+    installed = os.path.join(os.path.dirname(sys.executable), 'rtp_cluster_client')
+    if os.access(installed, os.X_OK):
+        return [installed]
+    return [sys.executable, os.path.join(ROOT, 'rtp_cluster_client.py')]
+
+
+def shown(argv: list[str]) -> str:
+    """A command line as the user would type it from the current directory."""
+    words = []
+    for word in argv:
+        if os.path.isabs(word) and os.path.exists(word):
+            relative = os.path.relpath(word)
+            word = relative if relative.startswith('..') else os.path.join('.', relative)
+        words.append("'%s'" % word if ' ' in word else word)
+    return ' '.join(words)
+
+
+def online_members(admin: str) -> int:
+    """How many members the cluster has online (admin `ls --json`); 0 when it cannot tell."""
+    result = subprocess.run(client_command() + ['-s', admin, '-t', '2', 'ls', '--json'],
+                            capture_output=True, text=True, timeout=30)
+    try:
+        return json.loads(result.stdout.splitlines()[0])['clusters'][0]['online_members']
+    except (IndexError, KeyError, ValueError):
+        return 0
+
+
+def example_call(port: int) -> list[str]:
+    """Offer, answer and delete one call through the cluster; the commands and their replies."""
+    client = client_command() + ['--control', 'udp:%s:%d' % (HOST, port)]
+    call_id = 'demo-call-%d' % os.getpid()
+    lines = []
+    for command in ('U %s 127.0.0.1 5000 ft1' % call_id, 'L %s 127.0.0.1 5002 ft1 tt1' % call_id,
+                    'D %s ft1 tt1' % call_id):
+        result = subprocess.run(client + [command], capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise DemoError('the example call failed: %s: %s'
+                            % (command, (result.stdout + result.stderr).strip()))
+        lines += ['    $ ' + shown(client + [command]), '    ' + result.stdout.strip()]
+    return lines
+
+
+def instructions(port: int, admin: str, example: list[str]) -> str:
+    admin_client = shown(client_command() + ['-s', admin])
+    control = shown(client_command() + ['--control', 'udp:%s:%d' % (HOST, port)])
     return '\n'.join([
         '',
         'rtp_cluster is serving udp:%s:%d; its log goes to this terminal.' % (HOST, port),
+        '',
+        'A call through the cluster, set up and torn down just now with the control client',
+        '(U = offer, L = answer, D = delete; the reply to U and L is the relay port and address):',
+    ] + example + [
+        'Counters (through the cluster: the members\' last heartbeats, up to a second old):',
+        '    $ %s --stats' % control,
+        '',
+        'Admin socket:',
+        '    $ %s ls' % admin_client,
+        '    $ %s ls demo' % admin_client,
         '',
         'Kamailio (kamailio.cfg):',
         '    loadmodule "rtpproxy.so"',
@@ -155,12 +226,6 @@ def instructions(port: int, admin: str) -> str:
         'OpenSIPS (opensips.cfg):',
         '    loadmodule "rtpproxy.so"',
         '    modparam("rtpproxy", "rtpproxy_sock", "udp:%s:%d")' % (HOST, port),
-        '',
-        'Admin socket:',
-        '    %s %s -s %s ls' % (sys.executable, client, admin),
-        '    %s %s -s %s ls demo' % (sys.executable, client, admin),
-        'A control command by hand:',
-        "    printf '1 V' | nc -u -w1 %s %d      (netcat; the reply is: 1 20040107)" % (HOST, port),
         '',
         'Press Ctrl-C to stop the cluster and the members.',
         '',
@@ -187,18 +252,42 @@ def run(seconds: float | None) -> int:
     conf = settings()
     for p in [conf.port] + conf.members:
         check_free(p)
-    os.makedirs(conf.directory, exist_ok=True)
+    directory = conf.directory or tempfile.mkdtemp(prefix='rtp_cluster-demo-')
+    os.makedirs(directory, exist_ok=True)
+    print('demo: working directory %s' % directory, flush=True)
     procs: list[subprocess.Popen] = []
+    status = 1
     try:
         for index, member_port in enumerate(conf.members):
-            start_member(index, member_port, conf.media_base, procs)
-        write_config(os.path.join(conf.directory, 'rtp_cluster.xml'), conf.port, conf.members)
-        admin = start_cluster(conf.directory, conf.port, procs)
-        print(instructions(conf.port, admin), flush=True)
-        return supervise(procs, seconds)
+            start_member(index, member_port, conf.media_base, directory, procs)
+        write_config(os.path.join(directory, 'rtp_cluster.xml'), conf.port, conf.members)
+        admin = start_cluster(directory, conf.port, procs)
+        wait_for('rtp_cluster', lambda: online_members(admin) == len(conf.members), procs[-1],
+                 'bring every member online')
+        print(instructions(conf.port, admin, example_call(conf.port)), flush=True)
+        status = supervise(procs, seconds)
+        return status
+    except KeyboardInterrupt:
+        status = 0                 # Ctrl-C during the start: stopped, not failed
+        raise
     finally:
         stop_all(procs)
-        print('demo: stopped', flush=True)
+        clean_up(directory, temporary=conf.directory is None, failed=status != 0,
+                 members=len(conf.members))
+
+
+def clean_up(directory: str, temporary: bool, failed: bool, members: int) -> None:
+    """Remove what the demo wrote; the logs stay when something failed or the user chose the
+    directory."""
+    for index in range(members):
+        shutil.rmtree(os.path.join(directory, 'rtpproxy%d' % (index + 1)), ignore_errors=True)
+    if failed:
+        print('demo: stopped; the logs are in %s' % directory, flush=True)
+    elif temporary:
+        shutil.rmtree(directory, ignore_errors=True)
+        print('demo: stopped; %s removed' % directory, flush=True)
+    else:
+        print('demo: stopped; the configuration and the logs stay in %s' % directory, flush=True)
 
 
 def supervise(procs: list[subprocess.Popen], seconds: float | None) -> int:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import grp
 import os
+import pathlib
 import pwd
+import shlex
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -19,6 +23,7 @@ import pytest
 from tests.support.procs import control_command, free_udp_port
 from rtp_cluster import __version__
 from rtp_cluster import app
+from rtp_cluster.core import protocol
 from rtp_cluster.core.config import ConfigError, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -425,11 +430,11 @@ def test_daemon_sigusr1_reopens_the_log_file(setup, daemon_pids):
 
 # --- the demo ------------------------------------------------------------------------------
 
-def test_demo_serves_and_ctrl_c_stops_everything(tmp_path, procs, daemon_pids):
+def start_demo(procs, output, **env_overrides):
+    """scripts/demo.py on free ports; (process, its output once it says Press Ctrl-C, ports)."""
     port, m1, m2 = free_udp_port(), free_udp_port(), free_udp_port()
     env = dict(child_env(), RTPC_DEMO_PORT=str(port), RTPC_DEMO_MEMBER_PORTS='%d %d' % (m1, m2),
-               RTPC_DEMO_DIR=str(tmp_path), RTPC_DEMO_MEDIA_BASE='58000')
-    output = tmp_path / 'demo.out'
+               RTPC_DEMO_MEDIA_BASE='58000', **env_overrides)
     with open(output, 'w') as out:
         demo = procs.add(subprocess.Popen([sys.executable, os.path.join(ROOT, 'scripts', 'demo.py')],
                                           cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -439,9 +444,18 @@ def test_demo_serves_and_ctrl_c_stops_everything(tmp_path, procs, daemon_pids):
         text = read(output)
         return text if 'Press Ctrl-C' in text else ''
 
-    text = wait_until(started, 'the demo to start', timeout=60)
-    pids = [int(line.split('(pid ')[1].split(')')[0]) for line in text.splitlines()
+    return demo, wait_until(started, 'the demo to start', timeout=60), (port, m1, m2)
+
+
+def demo_member_pids(text: str) -> list[int]:
+    return [int(line.split('(pid ')[1].split(')')[0]) for line in text.splitlines()
             if line.startswith('demo: member')]
+
+
+def test_demo_serves_and_ctrl_c_stops_everything(tmp_path, procs, daemon_pids):
+    output = tmp_path / 'demo.out'
+    demo, text, (port, m1, m2) = start_demo(procs, output, RTPC_DEMO_DIR=str(tmp_path))
+    pids = demo_member_pids(text)
     daemon_pids.extend(pids)                  # killed at teardown if the demo fails to
     assert len(pids) == 2
     assert 'modparam("rtpproxy", "rtpproxy_sock", "udp:127.0.0.1:%d")' % port in text
@@ -449,9 +463,61 @@ def test_demo_serves_and_ctrl_c_stops_everything(tmp_path, procs, daemon_pids):
     listing = admin_ls(str(tmp_path / 'admin.sock'))
     assert listing.returncode == 0 and 'demo' in listing.stdout
 
+    # the engines' messages go to the log files the demo names, not to its terminal
+    assert control_command('udp:127.0.0.1:%d' % m1, 'U too-few 127.0.0.1') == 'E1\n'
+    log1 = tmp_path / 'rtpproxy1.log'
+    assert 'engine messages in %s' % log1 in text
+    wait_until(lambda: 'syntax error' in read(log1), 'the engine message in ' + str(log1))
+    assert (tmp_path / 'rtpproxy1' / 'rtpproxy_acct.csv').exists()
+
     demo.send_signal(signal.SIGINT)
     assert demo.wait(30) == 0
     assert 'demo: stopped' in read(output)
     assert not any(pid_running(pid) for pid in pids)
     assert not answers_v(port)
     assert not (tmp_path / 'admin.sock').exists()
+    assert 'ERR:' not in read(output) and 'syntax error' not in read(output)
+    # a directory the user chose keeps the configuration and the logs, nothing else
+    assert sorted(os.listdir(tmp_path)) == ['demo.out', 'rtp_cluster.xml', 'rtpproxy1.log',
+                                            'rtpproxy2.log']
+
+
+@pytest.fixture
+def short_tmp():
+    """A directory with a short path (tmp_path is too long for unix sockets inside a subdirectory)."""
+    path = tempfile.mkdtemp(prefix='d-')
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_prints_a_call_that_works_and_removes_its_directory(tmp_path, short_tmp, procs,
+                                                                 daemon_pids):
+    system_tmp = short_tmp
+    output = tmp_path / 'demo.out'
+    demo, text, (port, _, _) = start_demo(procs, output, TMPDIR=str(system_tmp))
+    daemon_pids.extend(demo_member_pids(text))
+    directory, = os.listdir(system_tmp)
+    assert 'demo: working directory %s' % (system_tmp / directory) in text
+
+    # the example: U, L and D with their replies, each command runnable as printed
+    lines = [line.strip() for line in text.splitlines()]
+    commands = [line[2:] for line in lines if line.startswith('$ ')]
+    example = [(line[2:], reply) for line, reply in zip(lines, lines[1:])
+               if line.startswith('$ ') and shlex.split(line)[-1][:2] in ('U ', 'L ', 'D ')]
+    assert [shlex.split(command)[-1][0] for command, _ in example] == ['U', 'L', 'D']
+    assert [protocol.is_positive_ul_reply(reply) for _, reply in example] == [True, True, False]
+    assert example[2][1] == '0'
+    for command, reply in example:
+        again = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert again.returncode == 0, (command, again.stdout, again.stderr)
+        assert protocol.is_positive_ul_reply(again.stdout) == protocol.is_positive_ul_reply(reply)
+        assert again.stdout.count('\n') == 1
+    assert again.stdout == '0\n'
+    stats, = [c for c in commands if c.endswith('--stats')]
+    again = subprocess.run(shlex.split(stats), cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0 and again.stdout.startswith('sessions created'), again.stdout
+
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(30) == 0
+    assert 'demo: stopped; %s removed' % (system_tmp / directory) in read(output)
+    assert os.listdir(system_tmp) == []
