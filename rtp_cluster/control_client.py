@@ -45,11 +45,11 @@ def new_cookie() -> str:
     return '%d_%s' % (os.getpid(), secrets.token_hex(4))
 
 
-def check_command(command: bytes, cookie: str) -> None:
-    """ValueError when RTPproxy would not read the whole command."""
+def check_command(command: bytes, cookie: str | None) -> None:
+    """ValueError when RTPproxy would not read the whole command (`cookie` None: unix)."""
     if not command.strip():
         raise ValueError('the command is empty')
-    limit = protocol.MAX_COMMAND_BYTES - len(cookie) - 1
+    limit = protocol.MAX_COMMAND_BYTES - (0 if cookie is None else len(cookie) + 1)
     if len(command) > limit:
         raise ValueError('the command is %d bytes long; RTPproxy reads at most %d'
                          % (len(command), limit))
@@ -58,7 +58,7 @@ def check_command(command: bytes, cookie: str) -> None:
 def send_command(endpoint: Endpoint, command: bytes, timeout: float) -> bytes:
     """Send one command; the reply body (without cookie).  NoReply when there is none."""
     if endpoint.protocol == 'unix':
-        check_command(command, '')
+        check_command(command, None)
         return _ask_unix(endpoint.path, command, timeout)
     cookie = new_cookie()
     check_command(command, cookie)

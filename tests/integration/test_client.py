@@ -411,3 +411,16 @@ def test_control_usage_errors_exit_2(argv, message, capsys):
     assert client.main(argv) == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.out == ''
+
+
+def test_control_command_length_limit_counts_the_cookie():
+    from rtp_cluster import control_client
+    limit = protocol.MAX_COMMAND_BYTES
+    control_client.check_command(b'V' * limit, None)                 # unix: no cookie
+    with pytest.raises(ValueError, match='RTPproxy reads at most %d' % limit):
+        control_client.check_command(b'V' * (limit + 1), None)
+    control_client.check_command(b'V' * (limit - 6), '12_ab')        # '12_ab V...' fills 8191
+    with pytest.raises(ValueError, match='at most %d' % (limit - 6)):
+        control_client.check_command(b'V' * (limit - 5), '12_ab')
+    with pytest.raises(ValueError, match='empty'):
+        control_client.check_command(b'  ', None)
