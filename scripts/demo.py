@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -174,7 +175,7 @@ def shown(argv: list[str]) -> str:
         if os.path.isabs(word) and os.path.exists(word):
             relative = os.path.relpath(word)
             word = relative if relative.startswith('..') else os.path.join('.', relative)
-        words.append("'%s'" % word if ' ' in word else word)
+        words.append(shlex.quote(word))
     return ' '.join(words)
 
 
