@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Generator
 
 import pytest
 
@@ -61,7 +62,7 @@ class TempDirGuard:
         self.keep = bool(self.leftovers) or session.exitstatus not in (
             pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
 
-    def report(self, terminal) -> None:
+    def report(self, terminal: pytest.TerminalReporter) -> None:
         if self.leftovers:
             terminal.section('files left in the temp directory', sep='=', red=True, bold=True)
             for name in self.leftovers:
@@ -73,7 +74,7 @@ class TempDirGuard:
     # --- hooks ------------------------------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item):
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
         before = self.entries()
         try:
             return (yield)
@@ -84,7 +85,7 @@ class TempDirGuard:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.finish(session)
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         self.report(terminalreporter)
 
     def pytest_unconfigure(self) -> None:
