@@ -331,9 +331,9 @@ def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callabl
 
 def _started(opts: Options, config, ready: Callable[[str | None], None]) -> None:
     nclusters, nmembers = count(config)
-    log.info('rtp_cluster {version} started: {nclusters} clusters, {nmembers} members, '
-             'admin socket {admin}, pid {pid}', version=__version__, nclusters=nclusters,
-             nmembers=nmembers, admin=opts.admin, pid=os.getpid())
+    log.info('rtp_cluster {version} started: {clusters}, {members}, admin socket {admin}, '
+             'pid {pid}', version=__version__, clusters=counted(nclusters, 'cluster'),
+             members=counted(nmembers, 'member'), admin=opts.admin, pid=os.getpid())
     ready(None)
 
 

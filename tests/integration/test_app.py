@@ -302,6 +302,7 @@ def test_foreground_serves_and_stops_cleanly(setup, procs):
     assert not os.path.exists(s['admin'])
     out = read(s['tmp'] / 'stdout.txt')
     assert 'started' in out and 'stopped' in out
+    assert 'started: 1 cluster, 2 members, admin socket unix:%s' % s['admin'] in out
     assert 'Traceback' not in out
 
 
