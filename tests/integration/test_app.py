@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 
 import pytest
 
@@ -446,6 +447,26 @@ def start_demo(procs, output, **env_overrides):
         return text if 'Press Ctrl-C' in text else ''
 
     return demo, wait_until(started, 'the demo to start', timeout=60), (port, m1, m2)
+
+
+def make_dry_run(target: str, venv: str) -> list[str]:
+    """The commands `make TARGET` would run for a virtual environment that does not exist."""
+    result = subprocess.run(['make', '--no-print-directory', '-n', '-C', ROOT, target, 'VENV=' + venv],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_make_demo_installs_no_test_tools_and_shows_progress(tmp_path):
+    venv = str(tmp_path / 'no-venv')
+    demo_pips = [line for line in make_dry_run('demo', venv) if ' -m pip install ' in line]
+    assert demo_pips == [venv + "/bin/python -m pip install --disable-pip-version-check -e '.[demo]'"]
+    test_pips = [line for line in make_dry_run('test', venv) if ' -m pip install ' in line]
+    assert len(test_pips) == 1 and test_pips[0].endswith("-e '.[test]'")
+    with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+        extras = tomllib.load(f)['project']['optional-dependencies']
+    assert [dep.split('>=')[0] for dep in extras['demo']] == ['rtp-io']
+    assert 'rtp-io' in {dep.split('>=')[0] for dep in extras['test']}
 
 
 def demo_member_pids(text: str) -> list[int]:
