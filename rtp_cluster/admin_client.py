@@ -172,7 +172,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return '--stats needs --control SOCKET'
     if args.stats and args.command:
         return '--stats sends Ib itself; give no command with it'
-    if not args.stats and (not ' '.join(args.command).strip() or '\n' in ' '.join(args.command)):
+    command = ' '.join(args.command)
+    if not args.stats and (not command.strip() or '\n' in command):
         example = "--control udp:127.0.0.1:22222 V" if args.control else 'ls'
         return 'give one command, e.g. %s %s' % (PROG, example)
     return None
