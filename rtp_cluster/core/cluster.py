@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable
 
-from twisted.logger import Logger
+from .log import Logger
 
 from . import protocol
 from .member import ACTIVE, DRAINING, SUSPENDED, Member

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from twisted.logger import Logger
+from .log import Logger
 
 from . import protocol
 
