@@ -25,9 +25,11 @@ import sys
 import time
 from typing import NoReturn
 
+from .core.endpoints import DEFAULT_ADMIN_TCP_PORT, parse_admin_socket
+
 PROG = 'rtp_cluster_client'
 DEFAULT_SOCKET = 'unix:/var/run/rtp_cluster.sock'
-DEFAULT_TCP_PORT = 12345         # as the original client
+DEFAULT_TCP_PORT = DEFAULT_ADMIN_TCP_PORT
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONTROL_TIMEOUT = 3.0    # a SIP proxy gives up after a few seconds too
 MAX_REPLY = 64 * 1024 * 1024     # bytes; a reply larger than this is a broken server
@@ -70,22 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_address(spec: str) -> tuple[int, str | tuple[str, int]]:
-    """'unix:/p', '/p' or 'tcp:host[:port]' -> (address family, address)."""
-    if spec.startswith('tcp:'):
-        rest = spec[4:]
-        if rest.startswith('['):
-            host, _, port = rest[1:].partition(']')
-            port = port[1:] if port.startswith(':') else ''
-        else:
-            host, _, port = rest.partition(':')
-        if not host or (port and not port.isdigit()):
-            raise ClientError('%s: expected tcp:HOST[:PORT]' % spec)
-        family = socket.AF_INET6 if ':' in host else socket.AF_INET
-        return family, (host, int(port) if port else DEFAULT_TCP_PORT)
-    path = spec[5:] if spec.startswith('unix:') else spec
-    if not path:
-        raise ClientError('%s: expected /path, unix:/path or tcp:HOST[:PORT]' % spec)
-    return socket.AF_UNIX, path
+    """The admin socket `spec` (the daemon's `-s` grammar) -> (address family, address)."""
+    try:
+        endpoint = parse_admin_socket(spec)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    if endpoint.protocol == 'unix':
+        return socket.AF_UNIX, endpoint.path
+    family = socket.AF_INET6 if ':' in endpoint.host else socket.AF_INET
+    return family, (endpoint.host, endpoint.port)
 
 
 def is_final(line: str) -> bool:

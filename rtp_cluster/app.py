@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-c', dest='config', metavar='conffile', default=DEFAULT_CONFIG,
                         help='configuration file (default: %(default)s)')
     parser.add_argument('-s', dest='admin', metavar='admin_socket', default=DEFAULT_ADMIN,
-                        help='admin socket: /path, unix:/path or tcp:host:port '
+                        help='admin socket: /path, unix:/path or tcp:host[:port] (port 12345 if omitted) '
                         '(default: %(default)s)')
     parser.add_argument('-P', dest='pidfile', metavar='pidfile', default=DEFAULT_PIDFILE,
                         help='pid file (default: %(default)s)')
@@ -123,7 +123,7 @@ def _lookup(name: str, kind: str, getter: Callable, attr: str) -> int:
 
 def normalize_admin_spec(spec: str) -> str:
     """Check the admin socket spec; make unix paths absolute (the daemon changes to /)."""
-    from .core.config import parse_admin_socket
+    from .core.endpoints import parse_admin_socket
     try:
         return str(parse_admin_socket(spec))
     except ValueError as exc:

@@ -5,50 +5,44 @@ The format is the one of sippy's original rtp_cluster: a root
 ``<rtpproxy>`` elements, plus an optional ``<redis>`` element for session
 sharing.  A file is first validated against ``rtp_cluster.dtd`` (shipped in
 this package; a DOCTYPE in the file is neither needed nor loaded) and then
-checked semantically.  Every problem is reported as a ``ConfigError`` whose
-text names the file, the line, the element and what was expected.
+checked semantically, element by element, following the tables of
+`rtp_cluster.core.config_schema`.  Every problem is reported as a
+``ConfigError`` whose text names the file, the line, the element and what was
+expected.
 
 A cluster may have no ``<rtpproxy>`` at all: members can be added at run time
-with the admin command ``modify CLUSTER add``.
+with the admin command ``modify CLUSTER add`` (`member_from_fields`).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
-import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from io import BytesIO
-from typing import Callable, Iterable, TypeVar
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from typing import Any, Callable, Mapping, TypeVar
 
 from lxml import etree
 
+from . import config_schema as schema
+from .config_schema import CAPACITY_LIMITS, MEMBER_STATUSES, local_host_name
+from .endpoints import (
+    CONFIG_PROTOCOLS, DEFAULT_PORT, MAX_UNIX_PATH, Endpoint, check_host, parse_admin_socket,
+    parse_endpoint, parse_port, parse_socket_spec, split_host_port,
+)
+
 __all__ = [
-    'ConfigError', 'Endpoint', 'parse_endpoint', 'parse_socket_spec',
+    'ConfigError', 'Endpoint', 'parse_endpoint', 'parse_socket_spec', 'parse_admin_socket',
     'MemberConfig', 'DisconnectNotifyConfig', 'ClusterConfig', 'RedisConfig',
-    'Config', 'load_config', 'parse_config', 'config_to_xml',
-    'DEFAULT_PORT',
+    'Config', 'load_config', 'parse_config', 'config_to_xml', 'member_from_fields',
+    'FieldError', 'DEFAULT_PORT', 'CONFIG_PROTOCOLS', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
+    'MAX_UNIX_PATH', 'check_host', 'parse_port', 'split_host_port',
 ]
 
-DEFAULT_PORT = 22222
-CONFIG_PROTOCOLS = ('udp', 'udp6', 'unix')
-SPEC_PROTOCOLS = CONFIG_PROTOCOLS + ('tcp',)
-MEMBER_STATUSES = ('ACTIVE', 'SUSPENDED')
-CAPACITY_LIMITS = ('soft', 'hard')
-# sun_path holds 108 bytes on Linux, including the terminating NUL.
-MAX_UNIX_PATH = 107
 # Guards against pointing -c at something like /dev/zero.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
-_DIGITS = re.compile(r'[0-9]+')
-_LABEL = r'[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
-_HOSTNAME = re.compile(rf'{_LABEL}(?:\.{_LABEL})*\.?')
-_IDENT = re.compile(r'[A-Za-z0-9._-]{1,64}')
-_ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 _SYNTAX_POSITION = re.compile(r', line \d+, column (\d+)$')
 
 
@@ -57,210 +51,19 @@ class ConfigError(Exception):
 
 
 # --------------------------------------------------------------------------
-# Endpoints
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A socket address: ``udp``/``udp6``/``tcp`` host and port, or a ``unix`` path."""
-
-    protocol: str
-    host: str = ''
-    port: int = 0
-    path: str = ''
-
-    @property
-    def address(self) -> str:
-        """``host:port``, ``[ipv6]:port`` or ``/path``, as written in the config file."""
-        if self.protocol == 'unix':
-            return self.path
-        host = f'[{self.host}]' if ':' in self.host else self.host
-        return f'{host}:{self.port}'
-
-    def __str__(self) -> str:
-        return f'{self.protocol}:{self.address}'
-
-
-def parse_endpoint(protocol: str, address: str) -> Endpoint:
-    """Build an Endpoint from a config ``<protocol>`` and ``<address>``.
-
-    udp/udp6 addresses are ``HOST[:PORT]`` (default port 22222) with IPv6
-    literals written ``[ADDR][:PORT]``; an unbracketed IPv6 literal is split
-    at its last colon only if what follows is a port number and what
-    precedes is itself an IPv6 address.  unix addresses are absolute paths,
-    optionally prefixed with ``unix:``.  Raises ValueError.
-    """
-    proto = protocol.strip().lower()
-    if proto not in CONFIG_PROTOCOLS:
-        raise ValueError(f'unknown protocol "{protocol.strip()}"; expected udp, udp6 or unix')
-    text = address.strip()
-    if proto == 'unix':
-        if text[:5].lower() == 'unix:':
-            text = text[5:]
-        return Endpoint('unix', path=_unix_path(text))
-    return _net_endpoint(proto, text, DEFAULT_PORT)
-
-
-def parse_socket_spec(spec: str) -> Endpoint:
-    """Parse a command-line socket.
-
-    Accepts ``udp:H[:P]``, ``udp6:H[:P]``, ``unix:/P``, ``/P`` and ``tcp:H:P``.
-
-    Raises ValueError.
-    """
-    text = spec.strip()
-    if text.startswith('/'):
-        return Endpoint('unix', path=_unix_path(text))
-    proto, colon, rest = text.partition(':')
-    proto = proto.lower()
-    if not colon or proto not in SPEC_PROTOCOLS:
-        raise ValueError(
-            f'"{spec}" is not a socket; expected udp:HOST[:PORT], udp6:HOST[:PORT], '
-            'unix:/PATH, /PATH or tcp:HOST:PORT')
-    if proto == 'unix':
-        return Endpoint('unix', path=_unix_path(rest))
-    # The admin TCP socket has no conventional port, so one must be given.
-    default_port = None if proto == 'tcp' else DEFAULT_PORT
-    return _net_endpoint(proto, rest, default_port)
-
-
-_SCHEME = re.compile(r'^[A-Za-z][A-Za-z0-9]*:')
-
-
-def parse_admin_socket(spec: str) -> Endpoint:
-    """The admin socket (`-s`): `/path`, a relative path, `unix:path` or `tcp:host:port`.
-
-    Relative unix paths are made absolute (the daemon changes to /).  Raises ValueError.
-    """
-    text = spec.strip()
-    path = text[5:] if text.startswith('unix:') else None if _SCHEME.match(text) else text
-    if path is not None:
-        if not path:
-            raise ValueError(f'"{spec}": the unix socket path is empty')
-        text = 'unix:' + os.path.abspath(path)
-    endpoint = parse_socket_spec(text)
-    if endpoint.protocol not in ('unix', 'tcp'):
-        raise ValueError(f'"{spec}": expected /PATH, unix:/PATH or tcp:HOST:PORT')
-    return endpoint
-
-
-def _net_endpoint(proto: str, text: str, default_port: int | None) -> Endpoint:
-    host, port = split_host_port(text, default_port)
-    if proto == 'udp' and _is_ipv6(host):
-        raise ValueError(f'"{host}" is an IPv6 address; use protocol udp6')
-    if proto == 'udp6' and _is_ipv4(host):
-        raise ValueError(f'"{host}" is an IPv4 address; use protocol udp')
-    return Endpoint(proto, host=host, port=port)
-
-
-def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """Split ``HOST[:PORT]`` / ``[IPV6][:PORT]``; ``default_port=None`` makes the port mandatory."""
-    if not text:
-        raise ValueError('address is empty; expected HOST[:PORT]')
-    if text.startswith('['):
-        host, port_text = _split_bracketed(text)
-    elif text.count(':') == 1:
-        host, port_text = text.split(':')
-    elif ':' not in text:
-        host, port_text = text, None
-    else:
-        host, port_text = _split_bare_ipv6(text)
-    check_host(host)
-    if port_text is not None:
-        return host, parse_port(port_text)
-    if default_port is None:
-        raise ValueError(f'"{text}" has no port; expected HOST:PORT')
-    return host, default_port
-
-
-def _split_bracketed(text: str) -> tuple[str, str | None]:
-    host, bracket, rest = text[1:].partition(']')
-    if not bracket:
-        raise ValueError(f'"{text}" lacks the closing "]"; expected [IPV6]:PORT')
-    if not _is_ipv6(host):
-        raise ValueError(f'"{host}" is not an IPv6 address; expected [IPV6]:PORT')
-    if not rest:
-        return host, None
-    if not rest.startswith(':'):
-        raise ValueError(f'unexpected "{rest}" after "]" in "{text}"; expected [IPV6]:PORT')
-    return host, rest[1:]
-
-
-def _split_bare_ipv6(text: str) -> tuple[str, str | None]:
-    head, _, tail = text.rpartition(':')
-    if _DIGITS.fullmatch(tail) and _is_ipv6(head):
-        return head, tail
-    if _is_ipv6(text):
-        return text, None
-    raise ValueError(f'"{text}" is neither HOST:PORT nor an IPv6 address; '
-                     'write IPv6 as [IPV6]:PORT')
-
-
-def parse_port(text: str) -> int:
-    """A port number 1-65535 written in decimal digits; raises ValueError."""
-    if not _DIGITS.fullmatch(text):
-        raise ValueError(f'port "{text}" is not a number; expected 1-65535')
-    if len(text) > 5 or not 1 <= int(text) <= 65535:
-        raise ValueError(f'port {text} is out of range; expected 1-65535')
-    return int(text)
-
-
-def check_host(host: str) -> None:
-    """Accept an IPv4/IPv6 literal or a DNS host name; raise ValueError otherwise."""
-    if not host:
-        raise ValueError('host is empty; expected an IP address or a host name')
-    if _is_ipv4(host) or _is_ipv6(host):
-        return
-    if re.fullmatch(r'[0-9.]+', host):
-        raise ValueError(f'"{host}" is not a valid IPv4 address')
-    if len(host) > 253 or not _HOSTNAME.fullmatch(host):
-        raise ValueError(f'"{host}" is not an IP address or a host name')
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _unix_path(path: str) -> str:
-    if not path:
-        raise ValueError('unix socket path is empty; expected an absolute path')
-    if not path.startswith('/'):
-        raise ValueError(f'unix socket path "{path}" is not absolute; expected /PATH')
-    if len(path.encode('utf-8', 'surrogateescape')) > MAX_UNIX_PATH:
-        raise ValueError(f'unix socket path "{path}" is longer than {MAX_UNIX_PATH} bytes')
-    return path
-
-
-# --------------------------------------------------------------------------
 # Configuration objects
 
-def _default_instance_id() -> str:
-    return socket.gethostname()
+MemberConfig = schema.config_class('MemberConfig', 'rtpproxy', """One member RTPproxy of a cluster.
 
+    name, endpoint, weight, capacity, status ('ACTIVE' | 'SUSPENDED'), wan_address,
+    lan_address, cmd_out_address: one attribute per row of config_schema.ELEMENTS['rtpproxy'].
+    """)
 
-@dataclass(frozen=True)
-class MemberConfig:
-    """One member RTPproxy of a cluster."""
+RedisConfig = schema.config_class('RedisConfig', 'redis', """Session sharing through Redis.
 
-    name: str
-    endpoint: Endpoint
-    weight: int
-    capacity: int
-    status: str = 'ACTIVE'
-    wan_address: str | None = None
-    lan_address: str | None = None
-    cmd_out_address: str | None = None
+    One attribute per row of config_schema.ELEMENTS['redis']; ``peers == ()`` means
+    discover peers automatically.
+    """)
 
 
 @dataclass(frozen=True)
@@ -284,25 +87,6 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
-class RedisConfig:
-    """Session sharing through Redis; ``peers == ()`` means discover peers automatically."""
-
-    url: str
-    instance_id: str = field(default_factory=_default_instance_id)
-    namespace: str = 'rtpc'
-    password_file: str | None = None
-    password_env: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_verify_hostname: bool = True
-    peers: tuple[str, ...] = ()
-    session_ttl: int = 86400
-    final_timeout: int = 0
-    resync_interval: int = 60
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
@@ -313,49 +97,19 @@ class Config:
 # --------------------------------------------------------------------------
 # Loading and structural validation
 
-_CHILDREN = {
-    'rtp_cluster_config': ('rtp_cluster', 'redis'),
-    'rtp_cluster': ('name', 'protocol', 'address', 'disconnect_notify', 'capacity_limit',
-                    'rtpproxy'),
-    'rtpproxy': ('name', 'protocol', 'address', 'weight', 'capacity', 'status',
-                 'wan_address', 'lan_address', 'cmd_out_address'),
-    'disconnect_notify': ('inbound_address', 'dest_socket_prefix'),
-    'redis': ('url', 'instance_id', 'namespace', 'password_file', 'password_env', 'tls_ca',
-              'tls_cert', 'tls_key', 'tls_verify_hostname', 'peers', 'session_ttl',
-              'final_timeout', 'resync_interval'),
-}
-_ATTRIBUTES = {'capacity_limit': ('type',)}
-
-_EXPECTED = {
-    'name': 'a non-empty name',
-    'protocol': 'udp, udp6 or unix',
-    'address': 'HOST[:PORT] or [IPV6][:PORT] for udp/udp6, an absolute path for unix',
-    'weight': 'a positive integer',
-    'capacity': 'a positive integer',
-    'status': 'ACTIVE or SUSPENDED',
-    'wan_address': 'an IP address or host name',
-    'lan_address': 'an IP address or host name',
-    'cmd_out_address': 'an IP address or host name',
-    'inbound_address': 'HOST:PORT',
-    'dest_socket_prefix': 'an absolute socket path prefix such as /var/run/b2bua.sock',
-    'url': 'redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH[?db=N]',
-    'instance_id': '1-64 characters of A-Z a-z 0-9 . _ -',
-    'namespace': '1-64 characters of A-Z a-z 0-9 . _ -',
-    'password_file': 'an absolute path',
-    'password_env': 'an environment variable name',
-    'tls_ca': 'an absolute path',
-    'tls_cert': 'an absolute path',
-    'tls_key': 'an absolute path',
-    'tls_verify_hostname': 'yes or no',
-    'peers': 'auto or a whitespace-separated list of instance ids',
-    'session_ttl': 'a positive integer (seconds)',
-    'final_timeout': 'a non-negative integer (seconds, 0 = off)',
-    'resync_interval': 'a positive integer (seconds)',
-}
+_CHILDREN = {element: tuple(row.tag for row in rows) for element, rows in schema.ELEMENTS.items()}
+_ATTRIBUTES = {element: tuple(a.name for a in attrs)
+               for element, attrs in schema.ATTRIBUTES.items()}
 
 
-def load_config(path: str) -> Config:
-    """Read and validate the configuration file at ``path``; raises ConfigError."""
+HostName = Callable[[], str]
+
+
+def load_config(path: str, *, host_name: HostName = local_host_name) -> Config:
+    """Read and validate the configuration file at ``path``; raises ConfigError.
+
+    ``host_name`` gives the default ``<instance_id>`` of ``<redis>``.
+    """
     try:
         with open(path, 'rb') as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -365,10 +119,10 @@ def load_config(path: str) -> Config:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f'{path}: file is larger than {MAX_CONFIG_BYTES} bytes; '
                           'expected an rtp_cluster configuration')
-    return parse_config(data, path)
+    return parse_config(data, path, host_name=host_name)
 
 
-def parse_config(data: bytes, source: str) -> Config:
+def parse_config(data: bytes, source: str, *, host_name: HostName = local_host_name) -> Config:
     """Validate the XML document ``data``; ``source`` names it in error messages."""
     root = _parse_xml(data, source)
     dtd = _load_dtd()
@@ -377,7 +131,7 @@ def parse_config(data: bytes, source: str) -> Config:
     _check_structure(root, source)
     if not dtd_valid:
         raise _dtd_error(dtd, source)
-    return _Reader(source).config(root)
+    return _Reader(source, host_name).config(root)
 
 
 def _parse_xml(data: bytes, source: str) -> etree._Element:
@@ -439,7 +193,7 @@ def _content_problem(el: etree._Element) -> _Problem | None:
     children = [c for c in el if isinstance(c.tag, str)]
     if el.tag in _CHILDREN:
         return _container_problem(el, children)
-    if el.tag == 'capacity_limit':
+    if el.tag in _ATTRIBUTES:
         if children or (el.text or '').strip():
             return ('<capacity_limit>', el.sourceline,
                     'is not empty; expected <capacity_limit type="soft|hard" />')
@@ -464,8 +218,7 @@ def _container_problem(el: etree._Element, children: list[etree._Element]) -> _P
     return None
 
 
-def _shorten(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + '...'
+_shorten = schema.shorten
 
 
 # --------------------------------------------------------------------------
@@ -491,8 +244,9 @@ class _Owner:
 class _Reader:
     """Turns a structurally valid tree into Config, raising ConfigError on bad values."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, host_name: HostName) -> None:
         self.source = source
+        self.host_name = host_name
 
     def error(self, el: etree._Element, subject: str, problem: str) -> ConfigError:
         return ConfigError(f'{self.source}:{el.sourceline}: {subject}: {problem}')
@@ -523,14 +277,14 @@ class _Reader:
                              f'expected exactly one <{tag}> in <{owner.tag}>')
         if not found:
             raise self.error(el, owner.subject(),
-                             f'missing <{tag}>; expected {_EXPECTED[tag]}')
+                             f'missing <{tag}>; expected {schema.expected(tag)}')
         return found[0]
 
     def text(self, el: etree._Element, owner: _Owner) -> str:
         value = (el.text or '').strip()
         if not value:
             raise self.error(el, owner.child_subject(el.tag),
-                             f'is empty; expected {_EXPECTED[el.tag]}')
+                             f'is empty; expected {schema.expected(el.tag)}')
         return value
 
     def value(self, el: etree._Element, owner: _Owner, convert: Callable[[str], T]) -> T:
@@ -541,10 +295,26 @@ class _Reader:
         except ValueError as e:
             raise self.error(el, owner.child_subject(el.tag), str(e)) from None
 
-    def optional_value(self, groups: dict[str, list[etree._Element]], tag: str, owner: _Owner,
-                       convert: Callable[[str], T], default: T) -> T:
-        el = self.optional(groups, tag, owner)
-        return default if el is None else self.value(el, owner, convert)
+    def fields(self, el: etree._Element, groups: dict[str, list[etree._Element]],
+               owner: _Owner, element: str, done: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The attributes that the rows of `element` read from text, in table order.
+
+        Rows in `done` (read already) and rows without `parse` or `field` (composed by the
+        element's own reader) are skipped; absent optional elements are left out, so the
+        configuration class gives them their default.
+        """
+        values: dict[str, Any] = {}
+        for row in schema.children(element):
+            if row.tag in done or row.parse is None or row.field is None:
+                continue
+            if row.required:
+                found = self.required(el, groups, row.tag, owner)
+            else:
+                found = self.optional(groups, row.tag, owner)
+                if found is None:
+                    continue
+            values[row.field] = self.value(found, owner, row.parse)
+        return values
 
     def unique_name(self, name_el: etree._Element, owner: _Owner, name: str,
                     seen: dict[str, int], scope: str) -> None:
@@ -588,7 +358,7 @@ class _Reader:
         groups = self.group(el)
         owner = _Owner('rtp_cluster', f'#{index}')
         name_el = self.required(el, groups, 'name', owner)
-        name = self.value(name_el, owner, _check_name)
+        name = self.value(name_el, owner, schema.check_name)
         self.unique_name(name_el, owner, name, names, 'among clusters')
         owner = _Owner('rtp_cluster', f'"{name}"')
         endpoint = self.endpoint(el, groups, owner)
@@ -606,7 +376,7 @@ class _Reader:
     def endpoint(self, el: etree._Element, groups: dict[str, list[etree._Element]],
                  owner: _Owner) -> Endpoint:
         protocol_el = self.required(el, groups, 'protocol', owner)
-        protocol = self.value(protocol_el, owner, _check_protocol)
+        protocol = self.value(protocol_el, owner, schema.check_protocol)
         address_el = self.required(el, groups, 'address', owner)
         return self.value(address_el, owner, lambda text: parse_endpoint(protocol, text))
 
@@ -624,10 +394,8 @@ class _Reader:
         owner = _Owner('disconnect_notify', f'of rtp_cluster "{cluster}"')
         inbound_el = self.required(el, groups, 'inbound_address', owner)
         host, port = self.value(inbound_el, owner, lambda text: split_host_port(text, None))
-        prefix_el = self.required(el, groups, 'dest_socket_prefix', owner)
-        prefix = self.value(prefix_el, owner, _check_socket_prefix)
         return DisconnectNotifyConfig(inbound_host=host, inbound_port=port,
-                                      dest_socket_prefix=prefix)
+                                      **self.fields(el, groups, owner, 'disconnect_notify'))
 
     def members(self, elements: list[etree._Element], cluster: str) -> tuple[MemberConfig, ...]:
         names: dict[str, int] = {}
@@ -638,62 +406,31 @@ class _Reader:
         groups = self.group(el)
         owner = _Owner('rtpproxy', f'#{index} of rtp_cluster "{cluster}"')
         name_el = self.required(el, groups, 'name', owner)
-        name = self.value(name_el, owner, _check_name)
+        name = self.value(name_el, owner, schema.check_name)
         self.unique_name(name_el, owner, name, names, f'within rtp_cluster "{cluster}"')
         owner = _Owner('rtpproxy', f'"{name}"')
         endpoint = self.endpoint(el, groups, owner)
-        return MemberConfig(
-            name=name,
-            endpoint=endpoint,
-            weight=self.value(self.required(el, groups, 'weight', owner), owner, _positive_int),
-            capacity=self.value(self.required(el, groups, 'capacity', owner), owner, _positive_int),
-            status=self.value(self.required(el, groups, 'status', owner), owner, _check_status),
-            wan_address=self.optional_value(groups, 'wan_address', owner, _check_host_text, None),
-            lan_address=self.optional_value(groups, 'lan_address', owner, _check_host_text, None),
-            cmd_out_address=self.optional_value(groups, 'cmd_out_address', owner,
-                                                _check_host_text, None),
-        )
+        return MemberConfig(name=name, endpoint=endpoint,
+                            **self.fields(el, groups, owner, 'rtpproxy', ('name',)))
 
     def redis(self, el: etree._Element) -> RedisConfig:
         groups = self.group(el)
         owner = _Owner('redis')
-        url_el = self.required(el, groups, 'url', owner)
-        url = self.value(url_el, owner, _check_redis_url)
-        instance_id = self.optional_value(groups, 'instance_id', owner, _check_ident, None)
-        if instance_id is None:
-            instance_id = self.default_instance_id(el, owner)
-
-        def path(tag: str) -> str | None:
-            return self.optional_value(groups, tag, owner, _check_abs_path, None)
-
-        config = RedisConfig(
-            url=url,
-            instance_id=instance_id,
-            namespace=self.optional_value(groups, 'namespace', owner, _check_ident, 'rtpc'),
-            password_file=path('password_file'),
-            password_env=self.optional_value(groups, 'password_env', owner, _check_env_name, None),
-            tls_ca=path('tls_ca'),
-            tls_cert=path('tls_cert'),
-            tls_key=path('tls_key'),
-            tls_verify_hostname=self.optional_value(groups, 'tls_verify_hostname', owner,
-                                                    _yes_no, True),
-            peers=self.optional_value(groups, 'peers', owner, _parse_peers, ()),
-            session_ttl=self.optional_value(groups, 'session_ttl', owner, _positive_int, 86400),
-            final_timeout=self.optional_value(groups, 'final_timeout', owner,
-                                              _non_negative_int, 0),
-            resync_interval=self.optional_value(groups, 'resync_interval', owner,
-                                                _positive_int, 60),
-        )
+        values = self.fields(el, groups, owner, 'redis')
+        if 'instance_id' not in values:
+            values['instance_id'] = self.default_instance_id(el, owner)
+        config = RedisConfig(**values)
         self.check_redis_combination(el, owner, config)
         return config
 
     def default_instance_id(self, el: etree._Element, owner: _Owner) -> str:
-        hostname = _default_instance_id()
-        if not _IDENT.fullmatch(hostname):
+        hostname = self.host_name()
+        try:
+            return schema.check_ident(hostname)
+        except ValueError:
             raise self.error(el, owner.subject(),
                              f'no <instance_id> and the host name "{hostname}" is not usable as '
-                             f'one; expected <instance_id> with {_EXPECTED["instance_id"]}')
-        return hostname
+                             f'one; expected <instance_id> with {schema.IDENT_TEXT}') from None
 
     def check_redis_combination(self, el: etree._Element, owner: _Owner,
                                 config: RedisConfig) -> None:
@@ -709,143 +446,40 @@ class _Reader:
                              'expected a rediss:// url')
 
 
-# ---- value checks: each returns the normalised value or raises ValueError
-
-def _check_name(text: str) -> str:
-    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in text):
-        raise ValueError(f'{_shorten(text)!r} contains control characters; expected printable text')
-    return text
 
 
-def _check_protocol(text: str) -> str:
-    proto = text.lower()
-    if proto not in CONFIG_PROTOCOLS:
-        raise ValueError(f'"{text}" is not a protocol; expected udp, udp6 or unix')
-    return proto
+# --------------------------------------------------------------------------
+# Members added at run time (admin `modify CLUSTER add`)
+
+class FieldError(ValueError):
+    """A refused ``modify add`` value; `row.add.problem` says how the admin reports it."""
+
+    def __init__(self, row: schema.Child, text: str, reason: str) -> None:
+        super().__init__(reason)
+        self.row = row
+        self.text = text
+        self.reason = reason
 
 
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise ValueError(f'"{text}" is not a positive integer')
-    return value
+def member_from_fields(values: Mapping[str, str]) -> MemberConfig:
+    """A MemberConfig from ``modify add`` values, checked as the configuration file's are.
 
-
-def _non_negative_int(text: str) -> int:
-    if not _DIGITS.fullmatch(text):
-        raise ValueError(f'"{_shorten(text)}" is not a positive integer')
-    significant = text.lstrip('0')
-    # Also keeps int() away from its limit on very long digit strings.
-    if len(significant) > 18:
-        raise ValueError(f'"{_shorten(text)}" is too large; expected at most 18 digits')
-    return int(significant or '0')
-
-
-def _check_status(text: str) -> str:
-    status = text.upper()
-    if status not in MEMBER_STATUSES:
-        raise ValueError(f'"{text}" is not a status; expected ACTIVE or SUSPENDED')
-    return status
-
-
-def _check_host_text(text: str) -> str:
-    check_host(text)
-    return text
-
-
-def _check_socket_prefix(text: str) -> str:
-    path = text[5:] if text[:5].lower() == 'unix:' else text
-    if not path.startswith('/'):
-        raise ValueError(f'"{text}" is not an absolute path; expected /PATH or unix:/PATH')
-    return text
-
-
-def _check_abs_path(text: str) -> str:
-    if not text.startswith('/'):
-        raise ValueError(f'"{text}" is not an absolute path; expected /PATH')
-    return text
-
-
-def _check_ident(text: str) -> str:
-    if not _IDENT.fullmatch(text):
-        raise ValueError(f'"{_shorten(text)}" is not valid; expected {_EXPECTED["instance_id"]}')
-    return text
-
-
-def _check_env_name(text: str) -> str:
-    if not _ENV_NAME.fullmatch(text):
-        raise ValueError(f'"{text}" is not an environment variable name; '
-                         'expected letters, digits and _ not starting with a digit')
-    return text
-
-
-def _yes_no(text: str) -> bool:
-    answer = text.lower()
-    if answer not in ('yes', 'no'):
-        raise ValueError(f'"{text}" is not yes or no')
-    return answer == 'yes'
-
-
-def _parse_peers(text: str) -> tuple[str, ...]:
-    tokens = text.split()
-    if [t.lower() for t in tokens] == ['auto']:
-        return ()
-    seen: set[str] = set()
-    for token in tokens:
-        if token.lower() == 'auto':
-            raise ValueError('"auto" mixed with instance ids; '
-                             'expected either auto or a list of ids')
-        _check_ident(token)
-        if token in seen:
-            raise ValueError(f'instance id "{token}" is listed twice; expected distinct ids')
-        seen.add(token)
-    return tuple(tokens)
-
-
-def _check_redis_url(text: str) -> str:
-    try:
-        parts = urlsplit(text)
-        scheme = parts.scheme.lower()
-        if scheme in ('redis', 'rediss'):
-            _check_redis_tcp_url(parts)
-        elif scheme == 'unix':
-            _check_redis_unix_url(parts)
-        else:
-            raise ValueError(f'scheme "{parts.scheme}" is not supported; '
-                             f'expected {_EXPECTED["url"]}')
-        _check_redis_query(parts.query)
-    except ValueError as e:
-        raise ValueError(f'"{text}": {e}') from None
-    return text
-
-
-def _check_redis_tcp_url(parts: SplitResult) -> None:
-    if parts.password is not None:
-        raise ValueError('a password must not be written in the url; '
-                         'expected <password_file> or <password_env>')
-    check_host(parts.hostname or '')
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ValueError('the port is not valid; expected 1-65535')
-    if parts.path not in ('', '/') and not re.fullmatch(r'/[0-9]{1,5}', parts.path):
-        raise ValueError(f'database "{parts.path[1:]}" is not valid; expected a number')
-
-
-def _check_redis_unix_url(parts: SplitResult) -> None:
-    if parts.netloc:
-        raise ValueError(f'unexpected host "{parts.netloc}"; expected unix:///PATH')
-    _unix_path(parts.path)
-
-
-def _check_redis_query(query: str) -> None:
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key != 'db':
-            raise ValueError(f'query parameter "{key}" is not supported; expected only db')
-        if not re.fullmatch(r'[0-9]{1,5}', value):
-            raise ValueError(f'database "{value}" is not valid; expected a number')
+    `values` maps keys of `config_schema.add_keys()` to stripped, non-empty texts and holds
+    every required key.  Raises FieldError for the first refused value.
+    """
+    fields: dict[str, Any] = {}
+    for row in schema.children('rtpproxy'):
+        text = values.get(row.tag)
+        if text is None or row.field is None:
+            continue                      # <protocol> is read with <address>
+        try:
+            if row.tag == 'address':
+                fields[row.field] = parse_endpoint(values['protocol'], text)
+            else:
+                fields[row.field] = row.parse(text)    # type: ignore[misc]
+        except ValueError as e:
+            raise FieldError(row, text, str(e)) from None
+    return MemberConfig(**fields)
 
 
 # --------------------------------------------------------------------------
@@ -853,55 +487,38 @@ def _check_redis_query(query: str) -> None:
 
 def config_to_xml(config: Config) -> bytes:
     """Serialise ``config`` as an indented document that parse_config reads back equal."""
-    root = etree.Element('rtp_cluster_config')
-    for cluster in config.clusters:
-        _cluster_xml(etree.SubElement(root, 'rtp_cluster'), cluster)
-    if config.redis is not None:
-        _redis_xml(etree.SubElement(root, 'redis'), config.redis)
+    root = etree.Element(schema.ROOT)
+    _write_element(root, schema.ROOT, config)
     return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding='UTF-8')
 
 
-def _leaf(parent: etree._Element, tag: str, text: object) -> None:
-    etree.SubElement(parent, tag).text = str(text)
-
-
-def _leaves(parent: etree._Element, pairs: Iterable[tuple[str, object]]) -> None:
-    for tag, text in pairs:
+def _write_element(el: etree._Element, element: str, obj: Any) -> None:
+    """The children of `el` in table order: text rows from `obj`, then nested elements."""
+    for row in schema.children(element):
+        if row.container:
+            for value in _nested(row.tag, obj):
+                _write_nested(etree.SubElement(el, row.tag), row.tag, value)
+            continue
+        text = row.text_of(obj)
         if text is not None:
-            _leaf(parent, tag, text)
+            etree.SubElement(el, row.tag).text = text
 
 
-def _cluster_xml(el: etree._Element, cluster: ClusterConfig) -> None:
-    _leaves(el, [('name', cluster.name), ('protocol', cluster.endpoint.protocol.upper()),
-                 ('address', cluster.endpoint.address)])
-    notify = cluster.disconnect_notify
-    if notify is not None:
-        dn = etree.SubElement(el, 'disconnect_notify')
-        host = f'[{notify.inbound_host}]' if ':' in notify.inbound_host else notify.inbound_host
-        _leaves(dn, [('inbound_address', f'{host}:{notify.inbound_port}'),
-                     ('dest_socket_prefix', notify.dest_socket_prefix)])
-    etree.SubElement(el, 'capacity_limit', type=cluster.capacity_limit)
-    for member in cluster.members:
-        _member_xml(etree.SubElement(el, 'rtpproxy'), member)
+def _nested(tag: str, obj: Any) -> tuple[Any, ...]:
+    """The configuration objects written as `<tag>` elements inside `obj`'s element."""
+    value = getattr(obj, _NESTED_FIELDS[tag])
+    if isinstance(value, tuple):
+        return value
+    return () if value is None else (value,)
 
 
-def _member_xml(el: etree._Element, member: MemberConfig) -> None:
-    _leaves(el, [
-        ('name', member.name), ('protocol', member.endpoint.protocol.upper()),
-        ('address', member.endpoint.address), ('weight', member.weight),
-        ('capacity', member.capacity), ('status', member.status),
-        ('wan_address', member.wan_address), ('lan_address', member.lan_address),
-        ('cmd_out_address', member.cmd_out_address),
-    ])
+def _write_nested(el: etree._Element, tag: str, value: Any) -> None:
+    if tag in schema.ATTRIBUTES:
+        for attribute in schema.ATTRIBUTES[tag]:
+            el.set(attribute.name, str(value))
+    else:
+        _write_element(el, tag, value)
 
 
-def _redis_xml(el: etree._Element, redis: RedisConfig) -> None:
-    _leaves(el, [
-        ('url', redis.url), ('instance_id', redis.instance_id), ('namespace', redis.namespace),
-        ('password_file', redis.password_file), ('password_env', redis.password_env),
-        ('tls_ca', redis.tls_ca), ('tls_cert', redis.tls_cert), ('tls_key', redis.tls_key),
-        ('tls_verify_hostname', 'yes' if redis.tls_verify_hostname else 'no'),
-        ('peers', ' '.join(redis.peers) if redis.peers else 'auto'),
-        ('session_ttl', redis.session_ttl), ('final_timeout', redis.final_timeout),
-        ('resync_interval', redis.resync_interval),
-    ])
+_NESTED_FIELDS = {'rtp_cluster': 'clusters', 'redis': 'redis', 'rtpproxy': 'members',
+                  'disconnect_notify': 'disconnect_notify', 'capacity_limit': 'capacity_limit'}

@@ -250,7 +250,8 @@ def test_bad_owner_is_one_line_exit_1(tmp_path, owner, message):
     assert not (tmp_path / 'p').exists()
 
 
-@pytest.mark.parametrize('spec', ['udp:127.0.0.1:5000', 'tcp:127.0.0.1', 'unix:', 'bogus:x'])
+@pytest.mark.parametrize('spec', ['udp:127.0.0.1:5000', 'tcp:127.0.0.1:port', 'tcp:', 'unix:',
+                                  'bogus:x'])
 def test_bad_admin_socket_is_one_line_exit_1(tmp_path, spec):
     path = write_config(tmp_path / 'c.xml', 22222, ['127.0.0.1:22223'])
     assert_one_line_error(run_app('-f', '-c', path, '-s', spec, '-P', str(tmp_path / 'p')), '-s')

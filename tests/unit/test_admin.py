@@ -746,6 +746,12 @@ def test_server_tcp(world):
     server.stop()
 
 
+def test_server_tcp_default_port_is_the_clients(world):
+    # issue 20: the daemon reads `tcp:HOST` as rtp_cluster_client does, port 12345
+    assert AdminServer(world.runtime, 'tcp:127.0.0.1').endpoint == Endpoint(
+        'tcp', host='127.0.0.1', port=12345)
+
+
 def test_server_tcp_port_in_use(world):
     class Busy(MemoryReactorClock):
         def listenTCP(self, port, factory, backlog=50, interface=''):
@@ -759,7 +765,8 @@ def test_server_tcp_port_in_use(world):
 
 @pytest.mark.parametrize('spec,fragment', [
     ('udp:127.0.0.1:5000', 'expected /PATH, unix:/PATH or tcp:HOST:PORT'),
-    ('tcp:127.0.0.1', 'has no port'),
+    ('udp:127.0.0.1:5000', 'the admin socket must be unix: or tcp:'),
+    ('tcp:127.0.0.1:port', 'is not a number'),
     ('tcp:127.0.0.1:0', 'out of range'),
     ('unix:', 'path is empty'),
     ('sctp:1.2.3.4:5', 'is not a socket'),

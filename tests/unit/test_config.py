@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from rtp_cluster.core import config as cfgmod
 from rtp_cluster.core.config import (
     ClusterConfig, Config, ConfigError, DisconnectNotifyConfig, Endpoint, MemberConfig,
-    RedisConfig, config_to_xml, load_config, parse_config, parse_endpoint, parse_socket_spec,
+    RedisConfig, config_to_xml, load_config, parse_config,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -379,10 +378,11 @@ def test_load_config_names_the_file_in_errors(tmp_path):
                                '"RTPPROXY1": "abc" is not a positive integer')
 
 
-def test_hostname_unusable_as_default_instance_id(monkeypatch):
-    monkeypatch.setattr(cfgmod, '_default_instance_id', lambda: 'x' * 65)
+def test_hostname_unusable_as_default_instance_id():
     data = document(extra=redis('<url>redis://127.0.0.1</url>'))
-    assert config_error(data) == (
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, SRC, host_name=lambda: 'x' * 65)
+    assert str(info.value) == (
         f'{SRC}:{line_of(data, "<redis>")}: <redis>: no <instance_id> and the host name '
         f'"{"x" * 65}" is not usable as one; expected <instance_id> with 1-64 characters of '
         'A-Z a-z 0-9 . _ -')
@@ -539,9 +539,9 @@ def test_latin1_file_with_non_ascii_name():
     assert parse_config(data, SRC).clusters[0].name == 'Zürich'
 
 
-def test_redis_defaults(monkeypatch):
-    monkeypatch.setattr(socket, 'gethostname', lambda: 'host-1.example')
-    config = parse_config(document(extra=redis('<url>rediss://[::1]:6380/2</url>')), SRC)
+def test_redis_defaults():
+    config = parse_config(document(extra=redis('<url>rediss://[::1]:6380/2</url>')), SRC,
+                          host_name=lambda: 'host-1.example')
     assert config.redis == RedisConfig(
         url='rediss://[::1]:6380/2', instance_id='host-1.example', namespace='rtpc',
         password_file=None, password_env=None, tls_ca=None, tls_cert=None, tls_key=None,
@@ -567,89 +567,6 @@ def test_config_objects_are_frozen_and_hashable():
     assert hash(config) == hash(parse_config(ORIGINAL_EXAMPLE, SRC))
     with pytest.raises(FrozenInstanceError):
         config.clusters[0].members[0].weight = 5
-
-
-# --------------------------------------------------------------------------
-# Endpoints
-
-@pytest.mark.parametrize('protocol, address, expected', [
-    ('udp', '127.0.0.1:5000', Endpoint('udp', host='127.0.0.1', port=5000)),
-    ('UDP', ' 127.0.0.1 ', Endpoint('udp', host='127.0.0.1', port=22222)),
-    ('udp', 'rtpp.example.com:7', Endpoint('udp', host='rtpp.example.com', port=7)),
-    ('udp6', '[::1]:5000', Endpoint('udp6', host='::1', port=5000)),
-    ('udp6', '[::1]', Endpoint('udp6', host='::1', port=22222)),
-    ('udp6', '::1', Endpoint('udp6', host='::1', port=22222)),
-    ('udp6', '2001:db8::1', Endpoint('udp6', host='2001:db8::1', port=22222)),
-    ('udp6', 'localhost:32322', Endpoint('udp6', host='localhost', port=32322)),
-    ('unix', '/var/run/rtpp.sock', Endpoint('unix', path='/var/run/rtpp.sock')),
-    ('UNIX', 'unix:/var/run/rtpp.sock', Endpoint('unix', path='/var/run/rtpp.sock')),
-])
-def test_parse_endpoint(protocol, address, expected):
-    assert parse_endpoint(protocol, address) == expected
-
-
-@pytest.mark.parametrize('protocol, address, message', [
-    ('tcp', '127.0.0.1', 'unknown protocol "tcp"; expected udp, udp6 or unix'),
-    ('udp', '', 'address is empty; expected HOST[:PORT]'),
-    ('udp', 'host:', 'port "" is not a number; expected 1-65535'),
-    ('udp', 'host:65536', 'port 65536 is out of range; expected 1-65535'),
-    ('udp', 'bad host:1', '"bad host" is not an IP address or a host name'),
-    ('udp', '::1', '"::1" is an IPv6 address; use protocol udp6'),
-    ('udp6', '127.0.0.1', '"127.0.0.1" is an IPv4 address; use protocol udp'),
-    ('udp6', '[::1', '"[::1" lacks the closing "]"; expected [IPV6]:PORT'),
-    ('udp6', '[host]:5', '"host" is not an IPv6 address; expected [IPV6]:PORT'),
-    ('udp6', '[::1]5', 'unexpected "5" after "]" in "[::1]5"; expected [IPV6]:PORT'),
-    ('unix', 'rel.sock', 'unix socket path "rel.sock" is not absolute; expected /PATH'),
-    ('unix', '', 'unix socket path is empty; expected an absolute path'),
-    ('unix', '/' + 'x' * 107, f'unix socket path "/{"x" * 107}" is longer than 107 bytes'),
-])
-def test_parse_endpoint_errors(protocol, address, message):
-    with pytest.raises(ValueError) as info:
-        parse_endpoint(protocol, address)
-    assert str(info.value) == message
-
-
-@pytest.mark.parametrize('spec, expected', [
-    ('udp:127.0.0.1:5000', Endpoint('udp', host='127.0.0.1', port=5000)),
-    ('udp:127.0.0.1', Endpoint('udp', host='127.0.0.1', port=22222)),
-    ('UDP:localhost:9', Endpoint('udp', host='localhost', port=9)),
-    ('udp6:[::1]:5000', Endpoint('udp6', host='::1', port=5000)),
-    ('udp6:::1:5000', Endpoint('udp6', host='::1', port=5000)),
-    ('udp6:::1', Endpoint('udp6', host='::1', port=22222)),
-    ('udp6:[fe80::1%eth0]:7', Endpoint('udp6', host='fe80::1%eth0', port=7)),
-    ('unix:/run/rtpc.sock', Endpoint('unix', path='/run/rtpc.sock')),
-    ('/run/rtpc.sock', Endpoint('unix', path='/run/rtpc.sock')),
-    ('tcp:127.0.0.1:8000', Endpoint('tcp', host='127.0.0.1', port=8000)),
-    ('tcp:[::1]:8000', Endpoint('tcp', host='::1', port=8000)),
-])
-def test_parse_socket_spec(spec, expected):
-    assert parse_socket_spec(spec) == expected
-
-
-@pytest.mark.parametrize('spec, message', [
-    ('127.0.0.1:5000', '"127.0.0.1:5000" is not a socket; expected udp:HOST[:PORT], '
-                       'udp6:HOST[:PORT], unix:/PATH, /PATH or tcp:HOST:PORT'),
-    ('sctp:1.2.3.4:5', '"sctp:1.2.3.4:5" is not a socket; expected udp:HOST[:PORT], '
-                       'udp6:HOST[:PORT], unix:/PATH, /PATH or tcp:HOST:PORT'),
-    ('tcp:127.0.0.1', '"127.0.0.1" has no port; expected HOST:PORT'),
-    ('unix:run/x.sock', 'unix socket path "run/x.sock" is not absolute; expected /PATH'),
-    ('udp:1.2.3.4:99999', 'port 99999 is out of range; expected 1-65535'),
-])
-def test_parse_socket_spec_errors(spec, message):
-    with pytest.raises(ValueError) as info:
-        parse_socket_spec(spec)
-    assert str(info.value) == message
-
-
-@pytest.mark.parametrize('endpoint, address, text', [
-    (Endpoint('udp', host='127.0.0.1', port=22222), '127.0.0.1:22222', 'udp:127.0.0.1:22222'),
-    (Endpoint('udp6', host='::1', port=22222), '[::1]:22222', 'udp6:[::1]:22222'),
-    (Endpoint('unix', path='/run/x.sock'), '/run/x.sock', 'unix:/run/x.sock'),
-    (Endpoint('tcp', host='localhost', port=1), 'localhost:1', 'tcp:localhost:1'),
-])
-def test_endpoint_address_and_str(endpoint, address, text):
-    assert (endpoint.address, str(endpoint)) == (address, text)
-    assert parse_socket_spec(text) == endpoint
 
 
 # --------------------------------------------------------------------------

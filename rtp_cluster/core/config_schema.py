@@ -1,0 +1,472 @@
+"""The configuration schema: one table per element of the XML configuration file.
+
+Each child of an element is one `Child` row: its tag, what a valid value looks like, the
+help text, how the text is read (`parse`, raising ValueError) and written back, the
+attribute of the configuration object it fills, whether it is required and its default,
+and, for members, how it is given to the admin command ``modify CLUSTER add``.  The
+reader, the writer, the structure checks, the ``modify add`` keys and the documentation
+lists in `rtp_cluster.core.config` and the admin adapter are all driven by these rows; the
+shipped ``rtp_cluster.dtd`` must declare the same elements (tests/unit/test_config_schema.py).
+
+Adding a member field: one `Child` row in `ELEMENTS['rtpproxy']` and one DTD line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, unix_path
+
+__all__ = [
+    'Child', 'AddKey', 'Attribute', 'ELEMENTS', 'ATTRIBUTES', 'ROOT', 'children', 'child',
+    'leaf_tags', 'expected', 'config_class', 'add_keys', 'add_usage', 'describe',
+    'render_text', 'render_man', 'local_host_name', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
+]
+
+ROOT = 'rtp_cluster_config'
+MEMBER_STATUSES = ('ACTIVE', 'SUSPENDED')
+CAPACITY_LIMITS = ('soft', 'hard')
+
+_DIGITS = re.compile(r'[0-9]+')
+_IDENT = re.compile(r'[A-Za-z0-9._-]{1,64}')
+_ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+IDENT_TEXT = '1-64 characters of A-Z a-z 0-9 . _ -'
+REDIS_URL_TEXT = 'redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH[?db=N]'
+
+
+def local_host_name() -> str:
+    """This machine's host name, as gethostname(2) returns it (the default instance id)."""
+    return os.uname().nodename
+
+
+# --------------------------------------------------------------------------
+# Rows
+
+@dataclass(frozen=True)
+class AddKey:
+    """How a member field is given to ``modify CLUSTER add KEY=VALUE,...``."""
+
+    rank: int                          # position in the key list (the original's order)
+    placeholder: str                   # the value in the usage text
+    required: bool
+    problem: str = '{key}: {error}'    # the reply for a refused value ({key} {text} {error})
+
+
+@dataclass(frozen=True)
+class Child:
+    """One child element: how it is checked, read, written back and documented."""
+
+    tag: str
+    expected: str                      # what a valid value looks like, for error messages
+    help: str
+    parse: Callable[[str], Any] | None = None    # text -> value; ValueError names the problem
+    field: str | None = None           # attribute of the configuration object it fills
+    type: Any = str                    # that attribute's type
+    required: bool = False
+    default: Any = None                # the attribute's value when the element is absent
+    default_factory: Callable[[], Any] | None = None
+    many: bool = False                 # may repeat
+    container: bool = False            # has child elements or attributes, not text
+    value_of: Callable[[Any], Any] | None = None   # config object -> value (default: field)
+    write: Callable[[Any], str] = str  # value -> element text
+    add: AddKey | None = None
+
+    def text_of(self, obj: Any) -> str | None:
+        """The element text written back for `obj`, or None when the element is omitted."""
+        value = self.value_of(obj) if self.value_of else getattr(obj, self.field or '')
+        return None if value is None else self.write(value)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """An attribute of an element without content."""
+
+    name: str
+    expected: str
+    help: str
+    default: str
+
+
+# --------------------------------------------------------------------------
+# Value checks: each returns the normalised value or raises ValueError
+
+def shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def check_name(text: str) -> str:
+    # Names are printed on admin and log lines: a control character would break or forge one.
+    if any(unicodedata.category(c) == 'Cc' for c in text):
+        raise ValueError(f'{shorten(text)!r} contains control characters; expected printable text')
+    return text
+
+
+def check_protocol(text: str) -> str:
+    proto = text.lower()
+    if proto not in CONFIG_PROTOCOLS:
+        raise ValueError(f'"{text}" is not a protocol; expected udp, udp6 or unix')
+    return proto
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise ValueError(f'"{text}" is not a positive integer')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f'"{shorten(text)}" is not a positive integer')
+    significant = text.lstrip('0')
+    # Also keeps int() away from its limit on very long digit strings.
+    if len(significant) > 18:
+        raise ValueError(f'"{shorten(text)}" is too large; expected at most 18 digits')
+    return int(significant or '0')
+
+
+def check_status(text: str) -> str:
+    status = text.upper()
+    if status not in MEMBER_STATUSES:
+        raise ValueError(f'"{text}" is not a status; expected ACTIVE or SUSPENDED')
+    return status
+
+
+def check_host_text(text: str) -> str:
+    check_host(text)
+    return text
+
+
+def check_socket_prefix(text: str) -> str:
+    path = text[5:] if text[:5].lower() == 'unix:' else text
+    if not path.startswith('/'):
+        raise ValueError(f'"{text}" is not an absolute path; expected /PATH or unix:/PATH')
+    return text
+
+
+def check_abs_path(text: str) -> str:
+    if not text.startswith('/'):
+        raise ValueError(f'"{text}" is not an absolute path; expected /PATH')
+    return text
+
+
+def check_ident(text: str) -> str:
+    if not _IDENT.fullmatch(text):
+        raise ValueError(f'"{shorten(text)}" is not valid; expected {IDENT_TEXT}')
+    return text
+
+
+def check_env_name(text: str) -> str:
+    if not _ENV_NAME.fullmatch(text):
+        raise ValueError(f'"{text}" is not an environment variable name; '
+                         'expected letters, digits and _ not starting with a digit')
+    return text
+
+
+def yes_no(text: str) -> bool:
+    answer = text.lower()
+    if answer not in ('yes', 'no'):
+        raise ValueError(f'"{text}" is not yes or no')
+    return answer == 'yes'
+
+
+def parse_peers(text: str) -> tuple[str, ...]:
+    tokens = text.split()
+    if [t.lower() for t in tokens] == ['auto']:
+        return ()
+    seen: set[str] = set()
+    for token in tokens:
+        if token.lower() == 'auto':
+            raise ValueError('"auto" mixed with instance ids; '
+                             'expected either auto or a list of ids')
+        check_ident(token)
+        if token in seen:
+            raise ValueError(f'instance id "{token}" is listed twice; expected distinct ids')
+        seen.add(token)
+    return tuple(tokens)
+
+
+def check_redis_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme in ('redis', 'rediss'):
+            _check_redis_tcp_url(parts)
+        elif scheme == 'unix':
+            _check_redis_unix_url(parts)
+        else:
+            raise ValueError(f'scheme "{parts.scheme}" is not supported; '
+                             f'expected {REDIS_URL_TEXT}')
+        _check_redis_query(parts.query)
+    except ValueError as e:
+        raise ValueError(f'"{text}": {e}') from None
+    return text
+
+
+def _check_redis_tcp_url(parts: SplitResult) -> None:
+    if parts.password is not None:
+        raise ValueError('a password must not be written in the url; '
+                         'expected <password_file> or <password_env>')
+    check_host(parts.hostname or '')
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError('the port is not valid; expected 1-65535')
+    if parts.path not in ('', '/') and not re.fullmatch(r'/[0-9]{1,5}', parts.path):
+        raise ValueError(f'database "{parts.path[1:]}" is not valid; expected a number')
+
+
+def _check_redis_unix_url(parts: SplitResult) -> None:
+    if parts.netloc:
+        raise ValueError(f'unexpected host "{parts.netloc}"; expected unix:///PATH')
+    unix_path(parts.path)
+
+
+def _check_redis_query(query: str) -> None:
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != 'db':
+            raise ValueError(f'query parameter "{key}" is not supported; expected only db')
+        if not re.fullmatch(r'[0-9]{1,5}', value):
+            raise ValueError(f'database "{value}" is not valid; expected a number')
+
+
+def _write_yes_no(value: bool) -> str:
+    return 'yes' if value else 'no'
+
+
+def _write_peers(peers: tuple[str, ...]) -> str:
+    return ' '.join(peers) if peers else 'auto'
+
+
+def _whole(obj: Any) -> Any:
+    return obj
+
+
+def _write_inbound(notify: Any) -> str:
+    host = notify.inbound_host
+    return f'[{host}]:{notify.inbound_port}' if ':' in host else f'{host}:{notify.inbound_port}'
+
+
+# --------------------------------------------------------------------------
+# The tables
+
+_NAME = 'a non-empty name'
+_PROTOCOL = 'udp, udp6 or unix'
+_ADDRESS = 'HOST[:PORT] or [IPV6][:PORT] for udp/udp6, an absolute path for unix'
+_HOST = 'an IP address or host name'
+_POSITIVE = 'a positive integer'
+_ABS_PATH = 'an absolute path'
+_INT_PROBLEM = '{key} "{text}" is not a positive integer'
+
+
+def _endpoint_protocol(obj: Any) -> str:
+    return obj.endpoint.protocol
+
+
+def _endpoint_address(endpoint: Endpoint) -> str:
+    return endpoint.address
+
+
+def _name(help_text: str, add: AddKey | None = None) -> Child:
+    return Child('name', _NAME, help_text, check_name, 'name', required=True, add=add)
+
+
+def _protocol(help_text: str, add: AddKey | None = None) -> Child:
+    return Child('protocol', _PROTOCOL, help_text, check_protocol, required=True,
+                 value_of=_endpoint_protocol, write=str.upper, add=add)
+
+
+def _address(help_text: str, add: AddKey | None = None) -> Child:
+    # read together with <protocol> (the address grammar depends on it) into `endpoint`
+    return Child('address', _ADDRESS, help_text, None, 'endpoint', Endpoint, required=True,
+                 write=_endpoint_address, add=add)
+
+
+def _host(tag: str, help_text: str, rank: int) -> Child:
+    return Child(tag, _HOST, help_text, check_host_text, tag, str | None,
+                 add=AddKey(rank, 'HOST', False))
+
+
+ELEMENTS: dict[str, tuple[Child, ...]] = {
+    ROOT: (
+        Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', many=True,
+              container=True),
+        Child('redis', 'a <redis> element', 'session sharing through Redis (optional)',
+              container=True),
+    ),
+    'rtp_cluster': (
+        _name('the cluster name, unique among clusters'),
+        _protocol('the control socket protocol: udp, udp6 or unix'),
+        _address('the control socket: HOST[:PORT] (port 22222 if omitted) or /PATH'),
+        Child('disconnect_notify', 'a <disconnect_notify> element',
+              'relay of disconnect notifications to a B2BUA (optional)', container=True),
+        Child('capacity_limit', 'a <capacity_limit type="soft|hard" /> element',
+              'type="soft" (default): a full member still takes calls when all are full; '
+              'type="hard": they are refused', container=True),
+        Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy (any number)',
+              many=True, container=True),
+    ),
+    'rtpproxy': (
+        _name('the member name, unique within the cluster',
+              AddKey(0, 'NAME', True, '{key} "{text}" contains control characters')),
+        _protocol('the member control socket protocol: udp, udp6 or unix',
+                  AddKey(1, 'udp|udp6|unix', True, '{error}')),
+        _address('the member control socket: HOST[:PORT] (port 22222 if omitted) or /PATH',
+                 AddKey(2, 'ADDRESS', True, '{error}')),
+        Child('weight', _POSITIVE, 'relative share of new sessions', positive_int, 'weight',
+              int, required=True, add=AddKey(4, 'N', True, _INT_PROBLEM)),
+        Child('capacity', _POSITIVE, 'sessions the member is meant to carry', positive_int,
+              'capacity', int, required=True, add=AddKey(3, 'N', True, _INT_PROBLEM)),
+        Child('status', 'ACTIVE or SUSPENDED',
+              'ACTIVE takes new sessions; SUSPENDED keeps only its existing ones',
+              check_status, 'status', required=True, default='ACTIVE',
+              add=AddKey(5, 'ACTIVE|SUSPENDED', False,
+                         '{key} "{text}"; expected ACTIVE or SUSPENDED')),
+        _host('wan_address', 'address the member announces on its WAN side (optional)', 6),
+        _host('lan_address', 'address the member announces on its LAN side (optional)', 7),
+        _host('cmd_out_address', 'address the member reaches the relay at (optional)', 8),
+    ),
+    'disconnect_notify': (
+        Child('inbound_address', 'HOST:PORT',
+              'TCP address the members send their notifications to', required=True,
+              value_of=_whole, write=_write_inbound),
+        Child('dest_socket_prefix', 'an absolute socket path prefix such as /var/run/b2bua.sock',
+              'prefix of the B2BUA unix sockets notifications are relayed to',
+              check_socket_prefix, 'dest_socket_prefix', required=True),
+    ),
+    'redis': (
+        Child('url', REDIS_URL_TEXT, 'the Redis server', check_redis_url, 'url', required=True),
+        Child('instance_id', IDENT_TEXT, 'this instance (default: the host name)', check_ident,
+              'instance_id', default_factory=local_host_name),
+        Child('namespace', IDENT_TEXT, 'prefix of every key (default: rtpc)', check_ident,
+              'namespace', default='rtpc'),
+        Child('password_file', _ABS_PATH, 'file holding the Redis password', check_abs_path,
+              'password_file', str | None),
+        Child('password_env', 'an environment variable name',
+              'environment variable holding the Redis password', check_env_name,
+              'password_env', str | None),
+        Child('tls_ca', _ABS_PATH, 'CA certificates for rediss://', check_abs_path, 'tls_ca',
+              str | None),
+        Child('tls_cert', _ABS_PATH, 'client certificate for rediss://', check_abs_path,
+              'tls_cert', str | None),
+        Child('tls_key', _ABS_PATH, 'client key for rediss://', check_abs_path, 'tls_key',
+              str | None),
+        Child('tls_verify_hostname', 'yes or no', 'check the server name (default: yes)',
+              yes_no, 'tls_verify_hostname', bool, default=True, write=_write_yes_no),
+        Child('peers', 'auto or a whitespace-separated list of instance ids',
+              'instances whose sessions are followed (default: auto, every one)', parse_peers,
+              'peers', tuple, default=(), write=_write_peers),
+        Child('session_ttl', 'a positive integer (seconds)',
+              'lifetime of a session key without activity (default: 86400)', positive_int,
+              'session_ttl', int, default=86400),
+        Child('final_timeout', 'a non-negative integer (seconds, 0 = off)',
+              'end sessions older than this (default: 0, off)', non_negative_int,
+              'final_timeout', int, default=0),
+        Child('resync_interval', 'a positive integer (seconds)',
+              'full resynchronisation period (default: 60)', positive_int, 'resync_interval',
+              int, default=60),
+    ),
+}
+
+ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
+    'capacity_limit': (Attribute('type', 'soft or hard', 'soft or hard, case-insensitive',
+                                 'soft'),),
+}
+
+
+# --------------------------------------------------------------------------
+# Queries
+
+def children(element: str) -> tuple[Child, ...]:
+    """The rows of `element`, in the order of checks and of writing back."""
+    return ELEMENTS[element]
+
+
+def child(element: str, tag: str) -> Child:
+    for row in ELEMENTS[element]:
+        if row.tag == tag:
+            return row
+    raise KeyError(f'<{tag}> is not a child of <{element}>')
+
+
+def leaf_tags() -> set[str]:
+    """Every element holding only text."""
+    return {row.tag for rows in ELEMENTS.values() for row in rows if not row.container}
+
+
+def expected(tag: str) -> str:
+    """What a valid value of the text element `tag` looks like (the same in every parent)."""
+    for rows in ELEMENTS.values():
+        for row in rows:
+            if row.tag == tag:
+                return row.expected
+    raise KeyError(tag)
+
+
+def config_class(name: str, element: str, doc: str) -> type:
+    """A frozen dataclass with one attribute per row of `element` that has a `field`."""
+    fields = []
+    for row in ELEMENTS[element]:
+        if row.field is None:
+            continue
+        if row.default_factory is not None:
+            spec = dataclasses.field(default_factory=row.default_factory)
+        elif row.required and row.default is None:
+            spec = dataclasses.field()
+        else:
+            spec = dataclasses.field(default=row.default)
+        fields.append((row.field, row.type, spec))
+    cls = dataclasses.make_dataclass(name, fields, frozen=True,
+                                     namespace={'__doc__': doc})
+    cls.__module__ = 'rtp_cluster.core.config'
+    return cls
+
+
+def add_keys() -> tuple[Child, ...]:
+    """The member rows settable by ``modify add``, in the key order of its messages."""
+    rows = [row for row in ELEMENTS['rtpproxy'] if row.add is not None]
+    return tuple(sorted(rows, key=lambda row: row.add.rank))   # type: ignore[union-attr]
+
+
+def add_usage(cluster: str = 'CLUSTER') -> str:
+    """``modify CLUSTER add name=NAME,...[,status=...]``, generated from the table."""
+    required = [r for r in add_keys() if r.add.required]       # type: ignore[union-attr]
+    optional = [r for r in add_keys() if not r.add.required]   # type: ignore[union-attr]
+    text = ','.join(f'{r.tag}={r.add.placeholder}' for r in required)   # type: ignore[union-attr]
+    text += ''.join(f'[,{r.tag}={r.add.placeholder}]' for r in optional)  # type: ignore[union-attr]
+    return f'modify {cluster} add {text}'
+
+
+def describe(element: str) -> list[tuple[str, str, str]]:
+    """(tag, "required"/"optional"/"any number", help) of every child of `element`."""
+    rows = []
+    for row in ELEMENTS[element]:
+        how = 'any number' if row.many else 'required' if row.required else 'optional'
+        rows.append((row.tag, how, row.help))
+    return rows
+
+
+def render_text(elements: Iterable[str] = tuple(ELEMENTS)) -> list[str]:
+    """The element lists as plain text (README)."""
+    lines: list[str] = []
+    for element in elements:
+        lines.append(f'<{element}>')
+        lines += [f'    <{tag}> ({how}): {help_text}' for tag, how, help_text in describe(element)]
+    return lines
+
+
+def render_man(elements: Iterable[str] = tuple(ELEMENTS)) -> list[str]:
+    """The element lists as man(7) paragraphs."""
+    lines: list[str] = []
+    for element in elements:
+        lines += ['.SS <%s>' % element]
+        for tag, how, help_text in describe(element):
+            lines += ['.TP', '.B <%s>' % tag, '(%s) %s' % (how, help_text.replace('-', '\\-'))]
+    return lines
