@@ -1,8 +1,11 @@
 """The admin interface: a line-based command language on a unix or TCP stream socket.
 
-`AdminCommands.execute(line)` is the whole language and does no I/O: it reads and changes
-the `Runtime` and returns an `AdminReply` (lines ending with `OK`, or one `ERROR: ...`
-line).  `AdminProtocol` and `AdminServer` only move lines between a socket and it.
+The language is an `AdminRegistry` (admin_registry.py): this module registers the
+cluster commands, admin_sharing.py the session-sharing ones.  `AdminCommands.execute(line)`
+runs one line and does no I/O: it reads the `Runtime`, changes it only through its and its
+clusters' methods, and returns an `AdminReply` (lines ending with `OK`, or one
+`ERROR: ...` line).  `AdminProtocol` and `AdminServer` only move lines between a socket
+and it.
 
 The commands and their output are those of sippy's original rtp_cluster (operators'
 scripts parse them): `ls`, `ls CLUSTER`, `modify CLUSTER add|delete|remove|pause|resume`,
@@ -13,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
@@ -23,80 +24,32 @@ from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from ..core.config import ConfigError, MemberConfig, check_host, parse_admin_socket, parse_endpoint
+from ..core import config_schema
+from ..core.cluster import MemberDraining
+from ..core.config import ConfigError, FieldError, MemberConfig, member_from_fields
+from ..core.endpoints import Endpoint, parse_admin_socket
 from ..core.member import ACTIVE, DRAINING, SUSPENDED
+from . import admin_sharing
+from .admin_registry import (
+    AdminCommand, AdminError, AdminRegistry, AdminReply, one_line, show_input,
+)
 from .transports import StartupError, listen_unix
 
-__all__ = ['AdminReply', 'AdminCommands', 'AdminProtocol', 'AdminFactory', 'AdminServer',
-           'MAX_LINE', 'MAX_CONNECTIONS']
+__all__ = ['AdminReply', 'AdminError', 'AdminCommands', 'AdminProtocol', 'AdminFactory',
+           'AdminServer', 'build_registry', 'MAX_LINE', 'MAX_CONNECTIONS']
 
 MAX_LINE = 64 * 1024            # bytes in one command line, line end not counted
 MAX_CONNECTIONS = 256           # simultaneous admin clients
-MAX_ECHO = 200                  # characters of user input repeated in an error message
 
-ADD_KEYS = ('name', 'protocol', 'address', 'capacity', 'weight', 'status', 'wan_address',
-            'lan_address', 'cmd_out_address')
-ADD_REQUIRED = ADD_KEYS[:5]
-ADD_USAGE = ('modify CLUSTER add name=NAME,protocol=udp|udp6|unix,address=ADDRESS,capacity=N,'
-             'weight=N[,status=ACTIVE|SUSPENDED][,wan_address=HOST][,lan_address=HOST]'
-             '[,cmd_out_address=HOST]')
+ADD_KEYS = tuple(row.tag for row in config_schema.add_keys())
+ADD_REQUIRED = tuple(row.tag for row in config_schema.add_keys()
+                     if row.add.required)                  # type: ignore[union-attr]
+ADD_USAGE = config_schema.add_usage()
 MODIFY_USAGE = 'modify CLUSTER add|delete|remove|pause|resume ARGS'
-HELP_TEXT = (
-    'Supported commands:',
-    '\tls [CLUSTER_NAME] [--json]',
-    '\tmodify CLUSTER_NAME [add|remove|delete|pause|resume] ARGS',
-    '\treload',
-    '\tquit',
-    'Arguments of modify:',
-    '\t' + ADD_USAGE.replace('CLUSTER', 'CLUSTER_NAME'),
-    '\tmodify CLUSTER_NAME remove|delete|pause|resume RTPPROXY_NAME',
-    'Session sharing (with <redis> configured):',
-    '\tls numsessions | ls sessions [all|own|foreign] [LIMIT] | ls session CALLID',
-    '\tls peers | ls redis | kslist | ksadd PEER | ksrm PEER | resync',
-    '\tterminate CALLID|own|foreign|all | takeover PEER|all',
-)
-_DIGITS = re.compile(r'[0-9]+')
+MEMBER_ACTIONS = ('delete', 'remove', 'pause', 'suspend', 'resume')
 
 log = Logger(namespace='rtp_cluster.admin')
-
-
-# --- replies -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class AdminReply:
-    """What one command line gets back; no lines means no reply (an empty line)."""
-
-    lines: tuple[str, ...] = ()
-    close: bool = False
-
-    @classmethod
-    def ok(cls, lines: Iterable[str] = ()) -> 'AdminReply':
-        return cls(tuple(lines) + ('OK',))
-
-    @classmethod
-    def error(cls, message: str) -> 'AdminReply':
-        return cls(('ERROR: ' + _one_line(message),))
-
-    @property
-    def is_error(self) -> bool:
-        return bool(self.lines) and self.lines[-1].startswith('ERROR')
-
-    def text(self) -> str:
-        return ''.join(line + '\n' for line in self.lines)
-
-
-class AdminError(Exception):
-    """A command that cannot be done; str(e) follows `ERROR: `."""
-
-
-def _one_line(text: str) -> str:
-    return text.replace('\r\n', ' ').replace('\n', ' ').replace('\r', ' ')
-
-
-def _show(text: str) -> str:
-    """User input fit to be repeated in a reply: printable and not too long."""
-    clean = ''.join(c if c.isprintable() else '?' for c in text)
-    return clean if len(clean) <= MAX_ECHO else clean[:MAX_ECHO] + '...'
+_show = show_input
 
 
 # --- the command language ----------------------------------------------------------------------
@@ -104,132 +57,53 @@ def _show(text: str) -> str:
 class AdminCommands:
     """The admin command language over a Runtime (`clusters`, `add_member`, `reload`)."""
 
-    def __init__(self, runtime) -> None:
+    def __init__(self, runtime, registry: AdminRegistry | None = None) -> None:
         self.runtime = runtime
-        self._commands: dict[str, Callable[[str], AdminReply]] = {
-            'ls': self._ls, 'modify': self._modify, 'reload': self._reload,
-            'help': self._help, 'h': self._help,
-            'quit': self._quit, 'q': self._quit, 'exit': self._quit,
-        }
+        self.registry = registry if registry is not None else build_registry()
 
     def execute(self, line: str) -> AdminReply:
         """Run one command line; never raises."""
-        try:
-            return self._dispatch(line)
-        except AdminError as exc:
-            return AdminReply.error(str(exc))
-        except Exception as exc:
-            log.failure('admin command {line!r} failed', line=line[:MAX_ECHO])
-            return AdminReply.error('internal error: %s: %s' % (type(exc).__name__, exc))
+        return self.registry.execute(self.runtime, line)
 
-    def _dispatch(self, line: str) -> AdminReply:
-        words = line.strip().split(None, 1)
-        if not words:
-            return AdminReply()
-        from .admin_sharing import execute_sharing_command   # Redis session sharing (issue 6)
-        sharing_reply = execute_sharing_command(self.runtime, line.split())
-        if sharing_reply is not None:
-            return AdminReply(tuple(sharing_reply))
-        command = self._commands.get(words[0])
-        if command is None:
-            raise AdminError('unknown command, try help')
-        return command(words[1] if len(words) > 1 else '')
 
-    def _cluster(self, name: str) -> tuple[int, Any]:
-        for index, (cluster_name, cluster) in enumerate(self.runtime.clusters.items()):
-            if cluster_name == name:
-                return index, cluster
-        raise AdminError('%s: cluster not found' % _show(name))
+def build_registry() -> AdminRegistry:
+    """Every admin command: the cluster commands, help, quit and the sharing commands."""
+    registry = AdminRegistry()
+    registry.add(AdminCommand(('ls',), 'ls [CLUSTER_NAME] [--json]', _ls))
+    registry.add(AdminCommand(
+        ('modify',), 'modify CLUSTER_NAME [add|remove|delete|pause|resume] ARGS', _modify,
+        details=(config_schema.add_usage('CLUSTER_NAME'),
+                 'modify CLUSTER_NAME %s RTPPROXY_NAME' % '|'.join(
+                     ('remove', 'delete', 'pause', 'suspend', 'resume')))))
+    registry.add(AdminCommand(('reload',), 'reload', _reload))
+    registry.add(AdminCommand(('help',), 'help', lambda runtime, args: registry.help_lines(),
+                              aliases=(('h',),)))
+    registry.add(AdminCommand(('quit',), 'quit', _quit, aliases=(('q',), ('exit',))))
+    admin_sharing.register(registry)
+    return registry
 
-    # --- ls ----------------------------------------------------------------------------------
 
-    def _ls(self, args: str) -> AdminReply:
-        name, as_json = _split_json_flag(args)
-        if not name:
-            clusters = list(self.runtime.clusters.values())
-            if as_json:
-                return AdminReply.ok([_dumps({'clusters': [
-                    cluster_summary_dict(i, c) for i, c in enumerate(clusters)]})])
-            return AdminReply.ok(format_clusters(clusters))
-        index, cluster = self._cluster(name)
+def _cluster(runtime, name: str) -> tuple[int, Any]:
+    for index, (cluster_name, cluster) in enumerate(runtime.clusters.items()):
+        if cluster_name == name:
+            return index, cluster
+    raise AdminError('%s: cluster not found' % _show(name))
+
+
+# --- ls ------------------------------------------------------------------------------------------
+
+def _ls(runtime, args: str) -> list[str]:
+    name, as_json = _split_json_flag(args)
+    if not name:
+        clusters = list(runtime.clusters.values())
         if as_json:
-            return AdminReply.ok([_dumps(cluster_detail_dict(index, cluster))])
-        return AdminReply.ok(format_cluster_members(index, cluster))
-
-    # --- modify ------------------------------------------------------------------------------
-
-    def _modify(self, args: str) -> AdminReply:
-        parts = args.split(None, 2)
-        if not parts:
-            raise AdminError('usage: ' + MODIFY_USAGE)
-        _, cluster = self._cluster(parts[0])
-        if len(parts) < 2:
-            raise AdminError('usage: ' + MODIFY_USAGE)
-        action, rest = parts[1], parts[2].strip() if len(parts) > 2 else ''
-        if action == 'add':
-            return self._add(cluster, rest)
-        if action in ('delete', 'remove', 'pause', 'suspend', 'resume'):
-            return self._change(cluster, action, rest)
-        raise AdminError('modify: unknown action "%s"; expected add, delete, remove, pause or '
-                         'resume' % _show(action))
-
-    def _add(self, cluster, args: str) -> AdminReply:
-        values = parse_add_args(args)
-        if values['name'] in cluster.members:
-            raise AdminError('%s: RTPproxy already exists' % _show(values['name']))
-        config = member_config_from_args(values)
-        try:
-            self.runtime.add_member(cluster, config)
-        except (StartupError, ValueError, OSError) as exc:
-            raise AdminError('modify add: %s' % exc) from None
-        log.info('admin: cluster {cluster}: member {name} added ({endpoint}, status {status})',
-                 cluster=cluster.name, name=config.name, endpoint=str(config.endpoint),
-                 status=config.status)
-        return AdminReply.ok()
-
-    def _change(self, cluster, action: str, name: str) -> AdminReply:
-        if not name:
-            raise AdminError('usage: modify CLUSTER %s NAME' % action)
-        member = cluster.members.get(name)
-        if member is None:
-            raise AdminError('%s: RTPproxy not found' % _show(name))
-        if action in ('delete', 'remove'):
-            cluster.drain_member(name)
-            still_there = cluster.members.get(name) is member
-            log.info('admin: cluster {cluster}: member {name} {what}', cluster=cluster.name,
-                     name=name, what='draining' if still_there else 'removed')
-            return AdminReply.ok()
-        if member.status == DRAINING:
-            raise AdminError('%s: RTPproxy is being removed (draining); it cannot be paused or '
-                             'resumed' % _show(name))
-        member.status = ACTIVE if action == 'resume' else SUSPENDED
-        log.info('admin: cluster {cluster}: member {name} is now {status}', cluster=cluster.name,
-                 name=name, status=member.status)
-        return AdminReply.ok()
-
-    # --- reload, help, quit ------------------------------------------------------------------
-
-    def _reload(self, args: str) -> AdminReply:
-        if args.strip():
-            raise AdminError('usage: reload (it takes no arguments)')
-        try:
-            nclusters, nmembers = self.runtime.reload()
-        except ConfigError as exc:
-            log.error('admin: reload failed, keeping the running configuration: {error}',
-                      error=_one_line(str(exc)))
-            raise AdminError(str(exc)) from None
-        except (StartupError, ValueError, OSError) as exc:
-            log.error('admin: reload failed: {error}', error=_one_line(str(exc)))
-            raise AdminError('reload failed: %s' % exc) from None
-        log.info('admin: Loaded {nclusters} clusters and {nmembers} RTP proxies',
-                 nclusters=nclusters, nmembers=nmembers)
-        return AdminReply.ok(['Loaded %d clusters and %d RTP proxies' % (nclusters, nmembers)])
-
-    def _help(self, args: str) -> AdminReply:
-        return AdminReply.ok(HELP_TEXT)
-
-    def _quit(self, args: str) -> AdminReply:
-        return AdminReply(close=True)
+            return [_dumps({'clusters': [cluster_summary_dict(i, c)
+                                         for i, c in enumerate(clusters)]})]
+        return format_clusters(clusters)
+    index, cluster = _cluster(runtime, name)
+    if as_json:
+        return [_dumps(cluster_detail_dict(index, cluster))]
+    return format_cluster_members(index, cluster)
 
 
 def _split_json_flag(args: str) -> tuple[str, bool]:
@@ -244,7 +118,85 @@ def _split_json_flag(args: str) -> tuple[str, bool]:
     return text, False
 
 
-# --- modify add arguments ----------------------------------------------------------------------
+# --- modify --------------------------------------------------------------------------------------
+
+def _modify(runtime, args: str) -> list[str]:
+    parts = args.split(None, 2)
+    if not parts:
+        raise AdminError('usage: ' + MODIFY_USAGE)
+    _, cluster = _cluster(runtime, parts[0])
+    if len(parts) < 2:
+        raise AdminError('usage: ' + MODIFY_USAGE)
+    action, rest = parts[1], parts[2].strip() if len(parts) > 2 else ''
+    if action == 'add':
+        return _add(runtime, cluster, rest)
+    if action in MEMBER_ACTIONS:
+        return _change(cluster, action, rest)
+    raise AdminError('modify: unknown action "%s"; expected add, delete, remove, pause or '
+                     'resume' % _show(action))
+
+
+def _add(runtime, cluster, args: str) -> list[str]:
+    values = parse_add_args(args)
+    if values['name'] in cluster.members:
+        raise AdminError('%s: RTPproxy already exists' % _show(values['name']))
+    config = member_config_from_args(values)
+    try:
+        runtime.add_member(cluster, config)
+    except (StartupError, ValueError, OSError) as exc:
+        raise AdminError('modify add: %s' % exc) from None
+    log.info('admin: cluster {cluster}: member {name} added ({endpoint}, status {status})',
+             cluster=cluster.name, name=config.name, endpoint=str(config.endpoint),
+             status=config.status)
+    return []
+
+
+def _change(cluster, action: str, name: str) -> list[str]:
+    if not name:
+        raise AdminError('usage: modify CLUSTER %s NAME' % action)
+    if name not in cluster.members:
+        raise AdminError('%s: RTPproxy not found' % _show(name))
+    if action in ('delete', 'remove'):
+        cluster.drain_member(name)
+        what = 'draining' if name in cluster.members else 'removed'
+        log.info('admin: cluster {cluster}: member {name} {what}', cluster=cluster.name,
+                 name=name, what=what)
+        return []
+    change = cluster.resume_member if action == 'resume' else cluster.pause_member
+    try:
+        member = change(name)
+    except MemberDraining:
+        raise AdminError('%s: RTPproxy is being removed (draining); it cannot be paused or '
+                         'resumed' % _show(name)) from None
+    log.info('admin: cluster {cluster}: member {name} is now {status}', cluster=cluster.name,
+             name=name, status=member.status)
+    return []
+
+
+# --- reload, quit --------------------------------------------------------------------------------
+
+def _reload(runtime, args: str) -> list[str]:
+    if args.strip():
+        raise AdminError('usage: reload (it takes no arguments)')
+    try:
+        nclusters, nmembers = runtime.reload()
+    except ConfigError as exc:
+        log.error('admin: reload failed, keeping the running configuration: {error}',
+                  error=one_line(str(exc)))
+        raise AdminError(str(exc)) from None
+    except (StartupError, ValueError, OSError) as exc:
+        log.error('admin: reload failed: {error}', error=one_line(str(exc)))
+        raise AdminError('reload failed: %s' % exc) from None
+    log.info('admin: Loaded {nclusters} clusters and {nmembers} RTP proxies',
+             nclusters=nclusters, nmembers=nmembers)
+    return ['Loaded %d clusters and %d RTP proxies' % (nclusters, nmembers)]
+
+
+def _quit(runtime, args: str) -> AdminReply:
+    return AdminReply(close=True)
+
+
+# --- modify add arguments ------------------------------------------------------------------------
 
 def parse_add_args(text: str) -> dict[str, str]:
     """`name=N,protocol=P,...` -> {key: value}; AdminError names the first problem."""
@@ -272,41 +224,13 @@ def parse_add_args(text: str) -> dict[str, str]:
 
 
 def member_config_from_args(values: dict[str, str]) -> MemberConfig:
-    """Check every value of `modify add`; AdminError for the first bad one."""
-    name = values['name']
-    if not name.isprintable():
-        raise AdminError('modify add: name "%s" contains control characters' % _show(name))
+    """The member of `modify add`, checked by the configuration schema; AdminError if refused."""
     try:
-        endpoint = parse_endpoint(values['protocol'], values['address'])
-    except ValueError as exc:
-        raise AdminError('modify add: %s' % exc) from None
-    optional = {key: _host(key, values[key]) for key in ('wan_address', 'lan_address',
-                                                         'cmd_out_address') if key in values}
-    return MemberConfig(name=name, endpoint=endpoint,
-                        weight=_positive_int('weight', values['weight']),
-                        capacity=_positive_int('capacity', values['capacity']),
-                        status=_status(values.get('status', ACTIVE)), **optional)
-
-
-def _positive_int(key: str, text: str) -> int:
-    if not _DIGITS.fullmatch(text) or len(text.lstrip('0')) > 18 or int(text) == 0:
-        raise AdminError('modify add: %s "%s" is not a positive integer' % (key, _show(text)))
-    return int(text)
-
-
-def _status(text: str) -> str:
-    status = text.upper()
-    if status not in (ACTIVE, SUSPENDED):
-        raise AdminError('modify add: status "%s"; expected ACTIVE or SUSPENDED' % _show(text))
-    return status
-
-
-def _host(key: str, text: str) -> str:
-    try:
-        check_host(text)
-    except ValueError as exc:
-        raise AdminError('modify add: %s: %s' % (key, exc)) from None
-    return text
+        return member_from_fields(values)
+    except FieldError as exc:
+        problem = exc.row.add.problem                           # type: ignore[union-attr]
+        raise AdminError('modify add: ' + problem.format(
+            key=exc.row.tag, text=_show(exc.text), error=exc.reason)) from None
 
 
 # --- ls output ---------------------------------------------------------------------------------
@@ -564,7 +488,7 @@ class AdminFactory(tx_protocol.Factory):
             proto.close()
 
 
-def parse_admin_spec(spec: str):
+def parse_admin_spec(spec: str) -> Endpoint:
     """'/path', 'unix:/path' or 'tcp:host:port' -> Endpoint; StartupError otherwise."""
     try:
         return parse_admin_socket(spec)

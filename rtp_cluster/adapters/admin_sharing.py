@@ -1,9 +1,9 @@
 """Admin commands for session sharing through Redis (rtpengine-ctl style).
 
-`execute_sharing_command(runtime, words)` is the whole language and does no I/O: it reads
-and changes `runtime.sharing` (a `RedisSharing`) and the clusters' session stores on the
-reactor thread and returns the reply lines (ending with `OK`, or one `ERROR: ...` line),
-or None when `words` is not a sharing command.
+`register(registry)` adds them to the admin command registry (admin_registry.py), which
+dispatches them like every other admin command.  They do no I/O: they read and change
+`runtime.sharing` (a `RedisSharing`) and the clusters' session stores on the reactor thread
+and return their reply lines; the registry adds `OK`, or makes one `ERROR: ...` line.
 
     ls numsessions                       own / foreign / total counts
     ls sessions [all|own|foreign] [N]    one line per session (at most N lines)
@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import re
 import time
+from functools import lru_cache
 from typing import Any, Iterable
 
 from twisted.logger import Logger
 
 from ..core.protocol import parse_command
+from .admin_registry import AdminCommand, AdminError, AdminRegistry, UsageError
 
-__all__ = ['execute_sharing_command', 'SHARING_COMMANDS', 'NOT_CONFIGURED']
+__all__ = ['register', 'execute_sharing_command', 'SHARING_COMMANDS', 'NOT_CONFIGURED']
 
-NOT_CONFIGURED = 'ERROR: session sharing is not configured'
+NOT_CONFIGURED_TEXT = 'session sharing is not configured'
+NOT_CONFIGURED = 'ERROR: ' + NOT_CONFIGURED_TEXT
+SECTION = 'Session sharing (with <redis> configured):'
 SHARING_COMMANDS = ('ls numsessions', 'ls sessions', 'ls session', 'ls peers', 'ls redis',
                     'terminate', 'ksadd', 'ksrm', 'kslist', 'resync', 'takeover')
-_LS_WORDS = frozenset({'numsessions', 'sessions', 'session', 'peers', 'redis'})
-_TOP_WORDS = frozenset({'terminate', 'ksadd', 'ksrm', 'kslist', 'resync', 'takeover'})
 _PEER = re.compile(r'[A-Za-z0-9._-]{1,64}')
 _MAX_ECHO = 200
 
@@ -55,40 +57,57 @@ USAGE = {
     'resync': 'resync (no arguments)',
     'takeover': 'takeover PEER|all',
 }
+SYNOPSIS = {
+    'numsessions': 'ls numsessions',
+    'sessions': 'ls sessions [all|own|foreign] [LIMIT]',
+    'session': 'ls session CALLID',
+    'peers': 'ls peers',
+    'redis': 'ls redis',
+    'terminate': 'terminate CALLID|own|foreign|all',
+    'ksadd': 'ksadd PEER',
+    'ksrm': 'ksrm PEER',
+    'kslist': 'kslist',
+    'resync': 'resync',
+    'takeover': 'takeover PEER|all',
+}
 
 
-class _Usage(Exception):
-    """Bad arguments; the reply adds the expected form."""
+# The registry's dialect, under the names the handlers below use.
+_Usage = UsageError       # bad arguments: the reply adds "; expected: " and the usage
+_Failed = AdminError      # a well-formed command that cannot be done
 
 
-class _Failed(Exception):
-    """A well-formed command that cannot be done; str(e) follows `ERROR: `."""
+def register(registry: AdminRegistry) -> None:
+    """Add every sharing command to `registry`, in the order `help` lists them."""
+    for name in SHARING_COMMANDS:
+        words = tuple(name.split())
+        key = words[-1]
+        registry.add(AdminCommand(words, SYNOPSIS[key], _on_sharing(_HANDLERS[key]),
+                                  parse=str.split, usage=USAGE[key], section=SECTION,
+                                  yields_to_cluster=words[0] == 'ls'))
+
+
+def _on_sharing(handler):
+    def run(runtime, args: list[str]):
+        if runtime.sharing is None:
+            raise AdminError(NOT_CONFIGURED_TEXT)
+        return handler(runtime, runtime.sharing, args)
+    return run
+
+
+@lru_cache(maxsize=1)
+def _sharing_only() -> AdminRegistry:
+    registry = AdminRegistry()
+    register(registry)
+    return registry
 
 
 def execute_sharing_command(runtime, words: list[str]) -> list[str] | None:
-    """Reply lines for a sharing command, or None if `words` is not one."""
-    if not words:
+    """Reply lines for a sharing command, or None if `words` is not one (for tests)."""
+    line = ' '.join(words)
+    if _sharing_only().resolve(runtime, line) is None:
         return None
-    head = words[0]
-    if head == 'ls':
-        clusters = getattr(runtime, 'clusters', {})
-        if len(words) < 2 or words[1] not in _LS_WORDS or words[1] in clusters:
-            return None
-        name, args = words[1], words[2:]
-    elif head in _TOP_WORDS:
-        name, args = head, words[1:]
-    else:
-        return None
-    sharing = getattr(runtime, 'sharing', None)
-    if sharing is None:
-        return [NOT_CONFIGURED]
-    try:
-        lines = _HANDLERS[name](runtime, sharing, args)
-    except _Usage as exc:
-        return ['ERROR: %s; expected: %s' % (exc, USAGE[name])]
-    except _Failed as exc:
-        return ['ERROR: %s' % exc]
-    return list(lines) + ['OK']
+    return list(_sharing_only().execute(runtime, line).lines)
 
 
 # --- helpers -------------------------------------------------------------------------------------

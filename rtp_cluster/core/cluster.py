@@ -29,6 +29,10 @@ SELF_CAPABILITIES = frozenset({protocol.PROTOCOL_VERSION, '20050322'})
 _NODE_DISABLING_ERRORS = frozenset({'E7', 'E8', 'E9', 'E10'})
 
 
+class MemberDraining(ValueError):
+    """The member is being removed: it can no longer be paused or resumed."""
+
+
 class ClusterCounters:
     __slots__ = ('commands', 'new_sessions', 'broadcasts', 'reanchored', 'retried_new',
                  'member_timeouts', 'late_replies', 'expired_sessions')
@@ -79,6 +83,24 @@ class Cluster:
         if self.store.count(name) == 0:
             self._remove_member(member)
         return True
+
+    def pause_member(self, name: str) -> Member:
+        """Give `name` no new sessions (SUSPENDED); its sessions stay.
+
+        KeyError when there is no such member, MemberDraining when it is being removed.
+        """
+        return self._set_status(name, SUSPENDED)
+
+    def resume_member(self, name: str) -> Member:
+        """Give `name` new sessions again (ACTIVE); the errors of pause_member."""
+        return self._set_status(name, ACTIVE)
+
+    def _set_status(self, name: str, status: str) -> Member:
+        member = self.members[name]
+        if member.status == DRAINING:
+            raise MemberDraining(name)
+        member.status = status
+        return member
 
     def _remove_member(self, member: Member) -> None:
         if self.members.get(member.name) is member:

@@ -832,3 +832,11 @@ def test_runtime_starts_and_stops_the_admin_socket(tmp_path):
     fired = []
     runtime.stop().addCallback(fired.append)
     assert fired and runtime.admin is None
+
+
+def test_add_checks_names_as_the_configuration_file_does(world):
+    # the schema's check: control characters (C0, DEL and C1) are refused
+    reply = world.run(ADD + 'name=a\x85b,protocol=unix,address=/nonexistent/x.sock,capacity=1,'
+                      'weight=1')
+    assert reply == 'ERROR: modify add: name "a?b" contains control characters\n'
+    assert 'a\x85b' not in world.cluster().members

@@ -94,3 +94,36 @@ def test_the_private_access_check_catches_what_it_should(tmp_path):
     sample.write_text('from ..core.config import _Reader\n'
                       'def f(cluster):\n    cluster._remove_member(1)\n    self._own = 1\n')
     assert private_names(sample) == {(1, '_Reader'), (3, '_remove_member')}
+
+
+# Twisted's convention: a factory hands itself to the protocol it builds.
+ALLOWED_FOREIGN_ASSIGNMENTS = {('admin.py', 'proto', 'factory')}
+
+
+def foreign_assignments(path: Path) -> set[tuple[str, str]]:
+    """(object, attribute) of every assignment to an attribute of something other than self."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        for target in targets:
+            if isinstance(target, ast.Attribute):
+                owner = ast.unparse(target.value)
+                if owner not in ('self', 'cls'):
+                    found.add((owner, target.attr))
+    return found
+
+
+@pytest.mark.parametrize('path', OPERATOR_ADAPTERS, ids=[p.name for p in OPERATOR_ADAPTERS])
+def test_operator_adapters_change_the_core_only_through_its_methods(path):
+    allowed = {(owner, attr) for file, owner, attr in ALLOWED_FOREIGN_ASSIGNMENTS
+               if file == path.name}
+    assert foreign_assignments(path) == allowed
+
+
+def test_the_assignment_check_catches_a_status_change(tmp_path):
+    sample = tmp_path / 'admin_sample.py'
+    sample.write_text('def f(cluster, member):\n    member.status = "SUSPENDED"\n'
+                      '    cluster.counters.broadcasts += 1\n    self.x = 1\n')
+    assert foreign_assignments(sample) == {('member', 'status'),
+                                           ('cluster.counters', 'broadcasts')}
