@@ -15,9 +15,8 @@ from rtp_cluster.core.config import (
 from rtp_cluster.core.endpoints import Endpoint
 
 
-def dtd() -> etree.DTD:
-    return etree.DTD(BytesIO(resources.files('rtp_cluster').joinpath('rtp_cluster.dtd')
-                             .read_bytes()))
+def dtd_text() -> str:
+    return resources.files('rtp_cluster').joinpath('rtp_cluster.dtd').read_text()
 
 
 def names_in(content) -> set[str]:
@@ -29,36 +28,50 @@ def names_in(content) -> set[str]:
     return names_in(content.left) | names_in(content.right)
 
 
-def dtd_model() -> dict[str, tuple[str, set[str]]]:
-    return {el.name: (el.type, names_in(el.content)) for el in dtd().iterelements()}
-
-
-def test_dtd_declares_exactly_the_elements_of_the_tables():
-    declared = set(dtd_model())
+def disagreements(text: str) -> list[str]:
+    """Every difference between the DTD `text` and the schema tables, one line each."""
+    decls = {el.name: el for el in etree.DTD(BytesIO(text.encode())).iterelements()}
+    problems = []
     tabled = set(schema.ELEMENTS) | set(schema.ATTRIBUTES) | schema.leaf_tags()
-    assert declared == tabled
-
-
-@pytest.mark.parametrize('element', sorted(schema.ELEMENTS))
-def test_dtd_children_of_each_element_are_the_table_rows(element):
-    kind, children = dtd_model()[element]
-    assert kind == 'element'
-    assert children == {row.tag for row in schema.children(element)}
-
-
-def test_text_elements_are_pcdata_and_attribute_elements_empty_in_the_dtd():
-    model = dtd_model()
-    assert {tag for tag in schema.leaf_tags() if model[tag][0] != 'mixed'} == set()
+    problems += ['<%s> only in the DTD' % t for t in sorted(set(decls) - tabled)]
+    problems += ['<%s> only in the tables' % t for t in sorted(tabled - set(decls))]
+    for element, rows in schema.ELEMENTS.items():
+        if element in decls:
+            declared = names_in(decls[element].content)
+            for tag in sorted(declared ^ {row.tag for row in rows}):
+                problems.append('<%s> in <%s>: only in the %s' % (
+                    tag, element, 'DTD' if tag in declared else 'tables'))
+    for tag in sorted(schema.leaf_tags() & set(decls)):
+        if decls[tag].type != 'mixed':
+            problems.append('<%s>: not #PCDATA in the DTD' % tag)
     for element, attributes in schema.ATTRIBUTES.items():
-        decl = next(el for el in dtd().iterelements() if el.name == element)
-        assert decl.type == 'empty'
-        assert {a.name for a in decl.iterattributes()} == {a.name for a in attributes}
+        if element in decls:
+            decl = decls[element]
+            if decl.type != 'empty' or ({a.name for a in decl.iterattributes()}
+                                        != {a.name for a in attributes}):
+                problems.append('<%s>: not EMPTY with the attributes of the table' % element)
+    return problems
 
 
-def test_the_agreement_check_notices_a_missing_dtd_line():
-    broken = dtd_model()
-    broken['rtpproxy'] = ('element', broken['rtpproxy'][1] - {'cmd_out_address'})
-    assert broken['rtpproxy'][1] != {row.tag for row in schema.children('rtpproxy')}
+def test_dtd_and_tables_agree():
+    assert disagreements(dtd_text()) == []
+
+
+@pytest.mark.parametrize('edit, problem', [
+    (('| cmd_out_address)', ')'), '<cmd_out_address> in <rtpproxy>: only in the tables'),
+    (('| capacity | status', '| capacity | status | colour'),
+     '<colour> in <rtpproxy>: only in the DTD'),
+    (('<!ELEMENT peers (#PCDATA)>', ''), '<peers> only in the tables'),
+    (('<!ELEMENT status (#PCDATA)>', '<!ELEMENT status EMPTY>'),
+     '<status>: not #PCDATA in the DTD'),
+    (('type CDATA', 'kind CDATA'), '<capacity_limit>: not EMPTY with the attributes of the table'),
+])
+def test_the_agreement_check_notices_each_kind_of_drift(edit, problem):
+    old, new = edit
+    text = dtd_text()
+    assert old in text
+    found = disagreements(text.replace(old, new, 1))
+    assert problem in found
 
 
 def test_configuration_classes_have_one_attribute_per_field_row_in_table_order():
