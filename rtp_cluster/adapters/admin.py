@@ -42,8 +42,7 @@ MAX_LINE = 64 * 1024            # bytes in one command line, line end not counte
 MAX_CONNECTIONS = 256           # simultaneous admin clients
 
 ADD_KEYS = tuple(row.tag for row in config_schema.add_keys())
-ADD_REQUIRED = tuple(row.tag for row in config_schema.add_keys()
-                     if row.add.required)                  # type: ignore[union-attr]
+ADD_REQUIRED = tuple(row.tag for row in config_schema.required_add_keys())
 ADD_USAGE = config_schema.add_usage()
 MODIFY_USAGE = 'modify CLUSTER add|delete|remove|pause|resume ARGS'
 MEMBER_ACTIONS = ('delete', 'remove', 'pause', 'suspend', 'resume')
@@ -228,7 +227,7 @@ def member_config_from_args(values: dict[str, str]) -> MemberConfig:
     try:
         return member_from_fields(values)
     except FieldError as exc:
-        problem = exc.row.add.problem                           # type: ignore[union-attr]
+        problem = config_schema.add_problem(exc.row)
         raise AdminError('modify add: ' + problem.format(
             key=exc.row.tag, text=_show(exc.text), error=exc.reason)) from None
 

@@ -472,11 +472,10 @@ def member_from_fields(values: Mapping[str, str]) -> MemberConfig:
         text = values.get(row.tag)
         if text is None or row.field is None:
             continue                      # <protocol> is read with <address>
+        # <address> has no parse of its own: its grammar depends on <protocol>
+        parse = row.parse or (lambda address: parse_endpoint(values['protocol'], address))
         try:
-            if row.tag == 'address':
-                fields[row.field] = parse_endpoint(values['protocol'], text)
-            else:
-                fields[row.field] = row.parse(text)    # type: ignore[misc]
+            fields[row.field] = parse(text)
         except ValueError as e:
             raise FieldError(row, text, str(e)) from None
     return MemberConfig(**fields)

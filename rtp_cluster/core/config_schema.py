@@ -24,7 +24,8 @@ from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, unix_path
 
 __all__ = [
     'Child', 'AddKey', 'Attribute', 'ELEMENTS', 'ATTRIBUTES', 'ROOT', 'children', 'child',
-    'leaf_tags', 'expected', 'config_class', 'add_keys', 'add_usage', 'describe',
+    'leaf_tags', 'expected', 'config_class', 'add_keys', 'required_add_keys', 'add_usage',
+    'add_problem', 'describe',
     'render_text', 'render_man', 'local_host_name', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
 ]
 
@@ -431,17 +432,32 @@ def config_class(name: str, element: str, doc: str) -> type:
 
 def add_keys() -> tuple[Child, ...]:
     """The member rows settable by ``modify add``, in the key order of its messages."""
-    rows = [row for row in ELEMENTS['rtpproxy'] if row.add is not None]
-    return tuple(sorted(rows, key=lambda row: row.add.rank))   # type: ignore[union-attr]
+    return tuple(sorted((row for row in ELEMENTS['rtpproxy'] if row.add is not None),
+                        key=lambda row: _add_key(row).rank))
+
+
+def required_add_keys() -> tuple[Child, ...]:
+    return tuple(row for row in add_keys() if _add_key(row).required)
 
 
 def add_usage(cluster: str = 'CLUSTER') -> str:
     """``modify CLUSTER add name=NAME,...[,status=...]``, generated from the table."""
-    required = [r for r in add_keys() if r.add.required]       # type: ignore[union-attr]
-    optional = [r for r in add_keys() if not r.add.required]   # type: ignore[union-attr]
-    text = ','.join(f'{r.tag}={r.add.placeholder}' for r in required)   # type: ignore[union-attr]
-    text += ''.join(f'[,{r.tag}={r.add.placeholder}]' for r in optional)  # type: ignore[union-attr]
-    return f'modify {cluster} add {text}'
+    def item(row: Child) -> str:
+        return f'{row.tag}={_add_key(row).placeholder}'
+    required = [item(row) for row in add_keys() if _add_key(row).required]
+    optional = [f'[,{item(row)}]' for row in add_keys() if not _add_key(row).required]
+    return f'modify {cluster} add ' + ','.join(required) + ''.join(optional)
+
+
+def add_problem(row: Child) -> str:
+    """The reply template for a refused ``modify add`` value of `row`."""
+    return _add_key(row).problem
+
+
+def _add_key(row: Child) -> AddKey:
+    if row.add is None:
+        raise ValueError(f'<{row.tag}> is not a modify add key')
+    return row.add
 
 
 def describe(element: str) -> list[tuple[str, str, str]]:
