@@ -1,6 +1,6 @@
 """`rtp_cluster_client`: one command to the rtp_cluster admin socket or to a control socket.
 
-    rtp_cluster_client [-s unix:/path|/path|tcp:host:port] [-t seconds] COMMAND [ARG...]
+    rtp_cluster_client [-s unix:/path|/path|tcp:host[:port]] [-t seconds] COMMAND [ARG...]
     rtp_cluster_client --control udp:HOST:PORT|udp6:HOST:PORT|unix:/path [-t seconds] COMMAND [ARG...]
     rtp_cluster_client --control SOCKET [-t seconds] --stats
 

@@ -21,7 +21,7 @@ import socket
 import time
 
 from .core import protocol
-from .core.config import Endpoint, parse_socket_spec
+from .core.endpoints import Endpoint, parse_socket_spec
 
 FIRST_RETRANSMIT = 0.5       # seconds; doubled after every retransmit
 MAX_REPLY = 65535            # one datagram; a stream reply longer than this is not RTPproxy's
