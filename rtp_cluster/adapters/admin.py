@@ -68,16 +68,32 @@ class AdminCommands:
 def build_registry() -> AdminRegistry:
     """Every admin command: the cluster commands, help, quit and the sharing commands."""
     registry = AdminRegistry()
-    registry.add(AdminCommand(('ls',), 'ls [CLUSTER_NAME] [--json]', _ls))
+    registry.add(AdminCommand(
+        ('ls',), 'ls [CLUSTER_NAME] [--json]', _ls,
+        description='Without a cluster: every cluster with its control address and its numbers '
+                    'of online and offline members.  With a cluster: every member with its '
+                    'address, weight, capacity, state (online or offline), active sessions and '
+                    'status (ACTIVE, SUSPENDED or DRAINING).  --json gives the same as one line '
+                    'of JSON.'))
     registry.add(AdminCommand(
         ('modify',), 'modify CLUSTER_NAME [add|remove|delete|pause|resume] ARGS', _modify,
         details=(config_schema.add_usage('CLUSTER_NAME'),
                  'modify CLUSTER_NAME %s RTPPROXY_NAME' % '|'.join(
-                     ('remove', 'delete', 'pause', 'suspend', 'resume')))))
-    registry.add(AdminCommand(('reload',), 'reload', _reload))
+                     ('remove', 'delete', 'pause', 'suspend', 'resume'))),
+        description='add: a new member, with the keys of its <rtpproxy> element (status ACTIVE '
+                    'unless given).  delete (or remove): take the member out of rotation; it is '
+                    'removed once it has no sessions left.  pause (or suspend): no new sessions '
+                    'on the member, existing ones continue.  resume: new sessions again.  '
+                    'Changes live in memory only: reload makes the running state match the '
+                    'file again.'))
+    registry.add(AdminCommand(
+        ('reload',), 'reload', _reload,
+        description='Re-read the configuration file, as SIGHUP does; on an error the running '
+                    'state is kept and the error is the reply.'))
     registry.add(AdminCommand(('help',), 'help', lambda runtime, args: registry.help_lines(),
-                              aliases=(('h',),)))
-    registry.add(AdminCommand(('quit',), 'quit', _quit, aliases=(('q',), ('exit',))))
+                              aliases=(('h',),), description='List the commands.'))
+    registry.add(AdminCommand(('quit',), 'quit', _quit, aliases=(('q',), ('exit',)),
+                              description='Close the connection.'))
     admin_sharing.register(registry)
     return registry
 

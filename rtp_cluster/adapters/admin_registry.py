@@ -91,6 +91,7 @@ class AdminCommand:
     details: tuple[str, ...] = ()             # more help lines, in a section of their own
     # `ls NAME` keeps meaning "list cluster NAME" when a cluster has that name
     yields_to_cluster: bool = False
+    description: str = ''                     # what it does, for the man page
 
     @property
     def name(self) -> str:

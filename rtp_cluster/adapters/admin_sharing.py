@@ -71,6 +71,24 @@ SYNOPSIS = {
     'takeover': 'takeover PEER|all',
 }
 
+DESCRIPTION = {
+    'numsessions': 'The number of sessions per cluster, own and foreign.',
+    'sessions': 'The sessions, a line each (call-id, cluster, member, owner, epoch, OWN or '
+                'FOREIGN): all, or only own or foreign ones, at most LIMIT of them.',
+    'session': 'One session: its cluster, member and the member\'s address and state, tags, '
+               'owner, epoch, and whether its record is queued or written to Redis.',
+    'peers': 'The peer instances this one follows, with their presence state.',
+    'redis': 'This instance\'s id, the Redis URL and state, the subscriber, the writer and '
+             'the last resync.',
+    'terminate': 'End a session, or every own, foreign or known session: a D goes to the '
+                 'member and the shared record is deleted.',
+    'ksadd': 'Follow the sessions of instance PEER.',
+    'ksrm': 'Stop following instance PEER and forget its sessions.',
+    'kslist': 'The instances followed.',
+    'resync': 'Read every followed peer\'s sessions from Redis again now.',
+    'takeover': 'Make the sessions of PEER (or of every peer) own ones, as after a failover.',
+}
+
 
 # The registry's dialect, under the names the handlers below use.
 _Usage = UsageError       # bad arguments: the reply adds "; expected: " and the usage
@@ -84,7 +102,8 @@ def register(registry: AdminRegistry) -> None:
         key = words[-1]
         registry.add(AdminCommand(words, SYNOPSIS[key], _on_sharing(_HANDLERS[key]),
                                   parse=str.split, usage=USAGE[key], section=SECTION,
-                                  yields_to_cluster=words[0] == 'ls'))
+                                  yields_to_cluster=words[0] == 'ls',
+                                  description=DESCRIPTION[key]))
 
 
 def _on_sharing(handler):

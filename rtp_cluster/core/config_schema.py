@@ -299,7 +299,7 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
     ROOT: (
         Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', many=True,
               container=True),
-        Child('redis', 'a <redis> element', 'session sharing through Redis (optional)',
+        Child('redis', 'a <redis> element', 'session sharing through Redis',
               container=True),
     ),
     'rtp_cluster': (
@@ -307,11 +307,11 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
         _protocol('the control socket protocol: udp, udp6 or unix'),
         _address('the control socket: HOST[:PORT] (port 22222 if omitted) or /PATH'),
         Child('disconnect_notify', 'a <disconnect_notify> element',
-              'relay of disconnect notifications to a B2BUA (optional)', container=True),
+              'relay of disconnect notifications to a B2BUA', container=True),
         Child('capacity_limit', 'a <capacity_limit type="soft|hard" /> element',
               'type="soft" (default): a full member still takes calls when all are full; '
               'type="hard": they are refused', container=True),
-        Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy (any number)',
+        Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy',
               many=True, container=True),
     ),
     'rtpproxy': (
@@ -330,9 +330,9 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
               check_status, 'status', required=True, default='ACTIVE',
               add=AddKey(5, 'ACTIVE|SUSPENDED', False,
                          '{key} "{text}"; expected ACTIVE or SUSPENDED')),
-        _host('wan_address', 'address the member announces on its WAN side (optional)', 6),
-        _host('lan_address', 'address the member announces on its LAN side (optional)', 7),
-        _host('cmd_out_address', 'address the member reaches the relay at (optional)', 8),
+        _host('wan_address', 'address the member announces on its WAN side', 6),
+        _host('lan_address', 'address the member announces on its LAN side', 7),
+        _host('cmd_out_address', 'address the member reaches the relay at', 8),
     ),
     'disconnect_notify': (
         Child('inbound_address', 'HOST:PORT',
