@@ -138,7 +138,7 @@ def test_documentation_lists_cover_every_child():
         for row in rows:
             assert f'<{row.tag}> (' in text and f'.B <{row.tag}>' in man
     assert '    <weight> (required): relative share of new sessions' in text
-    assert '    <rtpproxy> (any number): a member RTPproxy (any number)' in text
+    assert '    <rtpproxy> (any number): a member RTPproxy' + '\n' in text + '\n'
     assert '    <peers> (optional): ' in text
 
 
