@@ -25,11 +25,11 @@ from __future__ import annotations
 import re
 import time
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Iterable
 
 from twisted.logger import Logger
 
-from ..core.protocol import parse_command
+from ..core.sessions import SessionInfo, Which
 from .admin_registry import AdminCommand, AdminError, AdminRegistry, UsageError
 
 __all__ = ['register', 'execute_sharing_command', 'SHARING_COMMANDS', 'NOT_CONFIGURED']
@@ -152,16 +152,15 @@ def _peer(args: list[str]) -> str:
     return args[0]
 
 
-def _sessions(runtime) -> Iterable[tuple[str, Any, str, Any]]:
-    """(cluster name, store, call-id, session) of every session, cluster by cluster."""
+def _sessions(runtime, which: Which = 'all') -> Iterable[tuple[str, SessionInfo]]:
+    """(cluster name, session) of every session, cluster by cluster."""
     for name, cluster in runtime.clusters.items():
-        store = cluster.store
-        for call_id, session in store.items():
-            yield name, store, call_id, session
+        for info in cluster.store.listing(which):
+            yield name, info
 
 
-def _is_own(sharing, session) -> bool:
-    return getattr(session, 'owner', sharing.instance_id) == sharing.instance_id
+def _owner(sharing, info: SessionInfo) -> str:
+    return info.owner or sharing.instance_id
 
 
 def _age(seconds: float) -> str:
@@ -173,11 +172,9 @@ def _age(seconds: float) -> str:
 def _ls_numsessions(runtime, sharing, args):
     _no_args(args)
     own = foreign = 0
-    for _, _, _, session in _sessions(runtime):
-        if _is_own(sharing, session):
-            own += 1
-        else:
-            foreign += 1
+    for cluster in runtime.clusters.values():
+        counts = cluster.store.ownership_counts()
+        own, foreign = own + counts[0], foreign + counts[1]
     return ['Current sessions own: %d' % own, 'Current sessions foreign: %d' % foreign,
             'Current sessions total: %d' % (own + foreign)]
 
@@ -193,18 +190,21 @@ def _ls_sessions(runtime, sharing, args):
         limit = int(rest.pop(0))
     if rest:
         raise _Usage('unexpected argument "%s"' % show(rest[0]))
-    lines = []
-    for cluster, _, call_id, session in _sessions(runtime):
-        own = _is_own(sharing, session)
-        if (which == 'own' and not own) or (which == 'foreign' and own):
-            continue
-        if limit is not None and len(lines) >= limit:
+    lines: list[str] = []
+    for name, cluster in runtime.clusters.items():
+        left = None if limit is None else limit - len(lines)
+        if left == 0:
             break
-        lines.append('%s cluster=%s member=%s owner=%s epoch=%s state=%s'
-                     % (show(call_id), show(cluster), show(session.member),
-                        show(getattr(session, 'owner', sharing.instance_id)),
-                        getattr(session, 'epoch', '-'), 'OWN' if own else 'FOREIGN'))
+        for info in cluster.store.listing(which, left):
+            lines.append('%s cluster=%s member=%s owner=%s epoch=%s state=%s'
+                         % (show(info.call_id), show(name), show(info.member),
+                            show(_owner(sharing, info)), _or_dash(info.epoch),
+                            'OWN' if info.own else 'FOREIGN'))
     return lines
+
+
+def _or_dash(value) -> str:
+    return '-' if value is None else str(value)
 
 
 def _ls_session(runtime, sharing, args):
@@ -213,13 +213,12 @@ def _ls_session(runtime, sharing, args):
     call_id = args[0]
     lines: list[str] = []
     for name, cluster in runtime.clusters.items():
-        store = cluster.store
-        session = store.get(call_id) if hasattr(store, 'get') else None
+        session = cluster.store.describe(call_id)
         if session is None:
             continue
-        own = _is_own(sharing, session)
+        own = session.own
         member = cluster.members.get(session.member)
-        key = store.key_of(call_id, getattr(session, 'owner', None)) if hasattr(store, 'key_of') else ''
+        key = session.key
         queued = sharing.queued_op(key)
         if not own:
             redis_state = ('queued', 'no'), ('written', 'by peer %s' % show(session.owner))
@@ -238,11 +237,11 @@ def _ls_session(runtime, sharing, args):
                   '    from tag = %s' % show(session.from_tag or ''),
                   '    to tag = %s' % show(session.to_tag or ''),
                   '    state = %s' % ('OWN' if own else 'FOREIGN'),
-                  '    owner = %s' % show(getattr(session, 'owner', sharing.instance_id)),
-                  '    epoch = %s' % getattr(session, 'epoch', '-'),
-                  '    seq = %s' % getattr(session, 'seq', '-'),
-                  '    created = %.3f' % getattr(session, 'created', 0.0),
-                  '    updated = %.3f' % getattr(session, 'updated', 0.0),
+                  '    owner = %s' % show(_owner(sharing, session)),
+                  '    epoch = %s' % _or_dash(session.epoch),
+                  '    seq = %s' % _or_dash(session.seq),
+                  '    created = %.3f' % (session.created or 0.0),
+                  '    updated = %.3f' % (session.updated or 0.0),
                   '    last used = %s ago' % _age(now_mono - session.last_used),
                   '    key = %s' % show(key)]
         lines += ['    %s = %s' % pair for pair in redis_state]
@@ -254,10 +253,8 @@ def _ls_session(runtime, sharing, args):
 def _foreign_counts(runtime, sharing) -> dict[str, int]:
     """FOREIGN sessions per owning peer."""
     counts: dict[str, int] = {}
-    for _, _, _, session in _sessions(runtime):
-        owner = getattr(session, 'owner', sharing.instance_id)
-        if owner != sharing.instance_id:
-            counts[owner] = counts.get(owner, 0) + 1
+    for _, info in _sessions(runtime, 'foreign'):
+        counts[info.owner] = counts.get(info.owner, 0) + 1
     return counts
 
 
@@ -280,7 +277,7 @@ def _ls_peers(runtime, sharing, args):
         lines.append('%s alive=%s last_seen=%s own_sessions=%s sessions_here=%d subscribed=%s '
                      'state=%s' % (show(peer), 'yes' if info.get('alive') else 'no', last_seen,
                                    show(presence.get('own_sessions', '?')), counts.get(peer, 0),
-                                   'yes' if sharing._follows(peer) else 'no',
+                                   'yes' if sharing.follows(peer) else 'no',
                                    show(presence.get('state', '?'))))
     return lines
 
@@ -330,57 +327,35 @@ def _duplicate_text(duplicate: dict) -> str:
 
 # --- changing things -----------------------------------------------------------------------------
 
-def _terminate_own(cluster, store, call_id: str, session) -> None:
-    """Delete on the member as a client's D would (the store then removes the key)."""
-    if not session.from_tag:
-        store.unbind(call_id)             # no tag to address the member with
-        return
-    # tags without their `;N` stream suffix: the D ends every stream of the call
-    text = 'D %s %s' % (call_id, session.from_tag.split(';', 1)[0])
-    if session.to_tag:
-        text += ' ' + session.to_tag.split(';', 1)[0]
-    cmd = parse_command(text)
-    if cmd.error is not None:
-        store.unbind(call_id)
-        return
-
-    def done(reply: str) -> None:
-        if reply.split(' ', 1)[0].startswith('E'):
-            log.info('admin terminate: member answered {reply!r} to {cmd!r}', reply=reply,
-                     cmd=text[:200])
-    cluster.handle(cmd, done)
-
-
 def _terminate(runtime, sharing, args):
     if len(args) != 1:
         raise _Usage('missing argument' if not args else 'too many arguments')
     what = args[0]
     own_done = foreign_done = 0
-    for name, cluster in list(runtime.clusters.items()):
+    for cluster in list(runtime.clusters.values()):
         store = cluster.store
         if what in ('own', 'foreign', 'all'):
-            targets = store.items()
+            targets = store.listing(what)
         else:
-            session = store.get(what)
-            targets = [(what, session)] if session is not None else []
-        for call_id, session in targets:
-            if store.get(call_id) is not session:
-                continue                  # gone meanwhile
-            if _is_own(sharing, session):
-                if what == 'foreign':
-                    continue
-                _terminate_own(cluster, store, call_id, session)
-                own_done += 1
-            else:
-                if what == 'own':
-                    continue
-                store.unbind(call_id)     # FOREIGN: nothing is written to Redis
-                foreign_done += 1
+            found = store.describe(what)
+            targets = [found] if found is not None else []
+        for info in targets:
+            if info.own and what != 'foreign':
+                # D to the member as a client's would be; the store then deletes the key
+                own_done += cluster.terminate_session(info.call_id, _log_refusal)
+            elif not info.own and what != 'own':
+                # FOREIGN: forgotten here only, nothing is written to Redis
+                foreign_done += store.unbind(info.call_id) is not None
     if what not in ('own', 'foreign', 'all') and own_done + foreign_done == 0:
         raise _Failed('session "%s" not found' % show(what))
     log.info('admin: terminate {what}: {own} own, {foreign} foreign sessions',
              what=show(what), own=own_done, foreign=foreign_done)
     return ['Terminated own: %d' % own_done, 'Terminated foreign: %d' % foreign_done]
+
+
+def _log_refusal(command: str, reply: str) -> None:
+    log.info('admin terminate: member answered {reply!r} to {cmd!r}', reply=reply,
+             cmd=command[:200])
 
 
 def _ksadd(runtime, sharing, args):

@@ -33,8 +33,11 @@ from twisted.logger import Logger
 
 from .. import __version__
 from .redis_writer import COMMAND_TIMEOUT, RedisWriter, TombstoneWrite, database_number
-from ..core.sharing import (BadRecord, SharedSessionStore, SharingCounters, Tombstone, decode_record,
-                      key_owner, presence_key, session_key, session_prefix)
+from ..core.keys import (SessionKey, parse_presence_key, parse_session_key, presence_key,
+                         presence_pattern, session_key, session_prefix, sessions_pattern)
+from ..core.sessions import DEFAULT_SESSION_TTL
+from ..core.sharing import (BadRecord, LiveRecord, SharedSessionStore, SharingCounters,
+                            Tombstone, decode_record)
 
 EVENT_BATCH = 500
 PRESENCE_INTERVAL = 1.0
@@ -159,12 +162,11 @@ class RedisSharing:
     def _default_client(self):
         return redis.Redis.from_url(self.config.url, **connection_kwargs(self.config))
 
-    def store_for(self, cluster: str, member_address: Callable[[str], str | None],
-                  ttl: float) -> SharedSessionStore:
-        store = SharedSessionStore(cluster, self.instance_id, self.namespace, self.queue_write,
-                                   member_address, ttl=ttl, final_timeout=self.config.final_timeout,
-                                   counters=self.counters)
-        store.resolve_unknown = lambda call_id, then: self.lookup_unknown(cluster, call_id, then)
+    def store_for(self, cluster: str, ttl: float = DEFAULT_SESSION_TTL) -> SharedSessionStore:
+        store = SharedSessionStore(
+            cluster, self.instance_id, self.namespace, self.queue_write, ttl=ttl,
+            final_timeout=self.config.final_timeout, counters=self.counters,
+            resolve=lambda call_id, then: self.lookup_unknown(cluster, call_id, then))
         self.stores[cluster] = store
         return store
 
@@ -203,10 +205,11 @@ class RedisSharing:
 
     # --- writes ------------------------------------------------------------------------------------
 
-    def queue_write(self, key: str, thunk: Callable[[], dict] | None) -> None:
-        if isinstance(thunk, Tombstone):
-            thunk = TombstoneWrite(thunk.build, self._shadow_keys(key))
-        self.writer.queue(key, thunk)
+    def queue_write(self, key: str, op: LiveRecord | None) -> None:
+        if isinstance(op, Tombstone):
+            self.writer.queue(key, TombstoneWrite(op, self._shadow_keys(key)))
+        else:
+            self.writer.queue(key, op)
 
     def _shadow_keys(self, key: str) -> list[str]:
         """The same call's key in every other instance's prefix we know of."""
@@ -296,7 +299,7 @@ class RedisSharing:
 
     def patterns(self) -> list[str]:
         space = '__keyspace@%d__:' % self.db
-        presence = space + '%s:n:*' % self.namespace
+        presence = space + presence_pattern(self.namespace)
         # One pattern per peer, never one for the whole namespace: our own writes would
         # come back as events that cost the reactor as much as writing them.
         peers = self.discovered if self.auto_peers else self.subscribed
@@ -368,20 +371,20 @@ class RedisSharing:
         self._schedule_read()
 
     def _on_event(self, key: str, event: str) -> None:
-        owner = key_owner(self.namespace, key)
-        if owner is not None:
-            if owner == self.instance_id or not self._follows(owner):
+        parsed = parse_session_key(self.namespace, key)
+        if parsed is not None:
+            if parsed.owner == self.instance_id or not self.follows(parsed.owner):
                 return
             if event == 'hset':
                 self._dirty.add(key)
             elif event in ('del', 'expired', 'evicted', 'rename_from'):
                 self._removals += 1
                 self._removed_at[key] = self._removals
-                self._remove_by_key(key, owner)
+                self._remove_by_key(parsed)
             elif event != 'expire':
                 self.bad_events += 1
             return
-        peer = key[len(self.namespace) + 3:] if key.startswith(self.namespace + ':n:') else None
+        peer = parse_presence_key(self.namespace, key)
         if peer and peer != self.instance_id:
             info = self.peers.setdefault(peer, {})
             info['alive'] = event not in ('del', 'expired', 'evicted')
@@ -389,21 +392,13 @@ class RedisSharing:
                 info['last_event'] = time.time()
                 self._discover(peer)
 
-    def _follows(self, peer: str) -> bool:
+    def follows(self, peer: str) -> bool:
         return self.auto_peers or peer in self.subscribed
 
-    def _split_key(self, key: str, owner: str) -> tuple[SharedSessionStore, str] | None:
-        rest = key[len(session_prefix(self.namespace, owner)):]
-        for name, store in self.stores.items():
-            if rest.startswith(name + ':'):
-                return store, rest[len(name) + 1:]
-        return None
-
-    def _remove_by_key(self, key: str, owner: str) -> None:
-        found = self._split_key(key, owner)
-        if found is not None:
-            store, call_id = found
-            store.apply_removal(call_id, owner)
+    def _remove_by_key(self, parsed: SessionKey) -> None:
+        store = self.stores.get(parsed.cluster)
+        if store is not None:
+            store.apply_removal(parsed.call_id, parsed.owner)
 
     def _schedule_read(self) -> None:
         if self._dirty and not self._read_scheduled:
@@ -468,15 +463,16 @@ class RedisSharing:
 
     def _resync(self, client, since: float) -> None:
         started = time.monotonic()
-        keys = self._load_prefix(client, '%s:s:' % self.namespace)
+        keys = self._load_prefix(client, sessions_pattern(self.namespace)[:-1])
         presences = {}
-        presence_keys = list(self._scan(client, '%s:n:*' % self.namespace))
+        presence_keys = list(self._scan(client, presence_pattern(self.namespace)))
         for key, raw in self._hgetall(client, presence_keys):
             if '_error' in raw:           # not a hash: garbage must not stop every resync
                 self.reactor.callFromThread(self._bad_record, key, raw['_error'][:100])
                 continue
-            presences[key[len(self.namespace) + 3:]] = {
-                _text(k): _text(v) for k, v in raw.items()}
+            peer = parse_presence_key(self.namespace, key)
+            if peer is not None:
+                presences[peer] = {_text(k): _text(v) for k, v in raw.items()}
         run_id = _text(client.info('server').get('run_id', ''))
         self.reactor.callFromThread(self._finish_resync, since, keys, presences, run_id,
                                     time.monotonic() - started)
@@ -527,7 +523,7 @@ class RedisSharing:
     def _apply_lookup(self, token: int, results: list[tuple[str, dict]]) -> None:
         self._reader_ok = True
         for key, raw in results:
-            if raw and key_owner(self.namespace, key) is not None:
+            if raw and parse_session_key(self.namespace, key) is not None:
                 self._apply_raw(key, raw)
         self._finish_lookup(token)
 
@@ -543,19 +539,20 @@ class RedisSharing:
         self._reader_ok = True
         issued = self._read_issued if from_events else self._resync_issued
         for key, raw in results:
-            owner = key_owner(self.namespace, key)
-            if owner is None:
+            parsed = parse_session_key(self.namespace, key)
+            if parsed is None:
                 continue
+            owner = parsed.owner
             if owner == self.instance_id and not own and self._own_loaded:
                 # once our own prefix is loaded, the table is the truth: a resync may read
                 # an own key whose DEL is still queued, and must not bring the call back
                 continue
-            if owner != self.instance_id and not self._follows(owner):
+            if owner != self.instance_id and not self.follows(owner):
                 continue                  # a resync reads every prefix; `ksrm` peers stay out
             if self._removed_at.get(key, 0) > issued:
                 continue                  # removed after this read was issued: stale
             if not raw and from_events:
-                self._remove_by_key(key, owner)
+                self._remove_by_key(parsed)
                 continue
             self._apply_raw(key, raw)
         if from_events:
@@ -612,12 +609,11 @@ class RedisSharing:
 
     def _finish_resync(self, since: float, keys: list[str], presences: dict, run_id: str,
                        duration: float) -> None:
-        seen: dict[str, set[str]] = {}
+        seen: dict[tuple[str, str], set[str]] = {}     # (owner, cluster): call-ids
         for key in keys:
-            owner = key_owner(self.namespace, key)
-            found = self._split_key(key, owner) if owner else None
-            if found is not None:
-                seen.setdefault(owner, set()).add(found[1])
+            parsed = parse_session_key(self.namespace, key)
+            if parsed is not None:
+                seen.setdefault(parsed[:2], set()).add(parsed.call_id)
         removed = 0
         for peer, presence in presences.items():
             if peer == self.instance_id:
@@ -627,9 +623,8 @@ class RedisSharing:
             self._discover(peer)
             # absence in Redis proves deletion only once the peer rewrote into this Redis
             if presence.get('synced_run_id') == run_id and run_id:
-                for store in self.stores.values():
-                    mine = {c for c in seen.get(peer, ())}
-                    removed += store.drop_unseen(peer, mine, since)
+                for name, store in self.stores.items():
+                    removed += store.drop_unseen(peer, seen.get((peer, name), set()), since)
         for peer in set(self.peers) - set(presences):
             self.peers[peer]['alive'] = False
         self.last_resync = {'at': time.time(), 'duration': duration, 'keys': len(keys),

@@ -23,6 +23,7 @@ from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wra
 from twisted.logger import Logger
 
 from ..core.resp import ProtocolError, ReplyError, ReplyParser, encode, encode_hset
+from ..core.sharing import LiveRecord
 
 FLUSH_INTERVAL = 0.02        # s: a burst of changes coalesces into one transaction
 WRITE_BATCH = 500            # keys per transaction
@@ -282,6 +283,17 @@ def check_replies(replies: list) -> None:
             check_replies(reply)
 
 
+def frozen(op: Thunk | None) -> Thunk | None:
+    """The op as it stands now: a session's record is fixed when its batch is taken, so a
+    change made while the batch is encoded (over several reactor turns) is not written with
+    the order (epoch, seq) of the change that follows it."""
+    if isinstance(op, TombstoneWrite):
+        return TombstoneWrite(frozen(op.build), op.shadows)
+    if isinstance(op, LiveRecord):
+        return op.snapshot().to_mapping
+    return op
+
+
 def _encode_ops(ops: list[tuple[bytes, Thunk | None]], ttl_ms: bytes,
                 log: Logger) -> list[bytes]:
     parts = []
@@ -481,7 +493,7 @@ class RedisWriter:
             ops.append(key)
             if len(ops) >= WRITE_BATCH:
                 break
-        batch = [(key, self._ops.pop(key)) for key in ops]
+        batch = [(key, frozen(self._ops.pop(key))) for key in ops]
         self._taken += len(batch)
         refresh = [self._refresh.popleft()
                    for _ in range(min(REFRESH_BATCH, len(self._refresh)))] if len(

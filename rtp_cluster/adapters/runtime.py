@@ -15,7 +15,7 @@ from ..core.cluster import Cluster
 from ..core.config import ClusterConfig, Config, MemberConfig, load_config
 from ..core.member import Member
 from .notify import NotifyRelay
-from ..core.sessions import DEFAULT_SESSION_TTL
+from ..core.sessions import DEFAULT_SESSION_TTL, SessionStore
 from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
                          make_member_client)
 
@@ -86,16 +86,11 @@ class Runtime:
                       name=config.name, endpoint=str(config.endpoint), n=len(config.members))
         return cluster
 
-    def _session_store(self, name: str):
+    def _session_store(self, name: str) -> SessionStore | None:
         """Shared through Redis when configured, else in memory (None: the cluster's default)."""
         if self.sharing is None:
             return None
-
-        def member_address(member: str) -> str | None:
-            cluster = self.clusters.get(name)
-            found = cluster.members.get(member) if cluster is not None else None
-            return found.control_spec if found is not None else None
-        return self.sharing.store_for(name, member_address, DEFAULT_SESSION_TTL)
+        return self.sharing.store_for(name, DEFAULT_SESSION_TTL)
 
     def _listen(self, config: ClusterConfig, cluster: Cluster):
         endpoint = config.endpoint

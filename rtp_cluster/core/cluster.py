@@ -15,14 +15,13 @@ from .log import Logger
 from . import protocol
 from .member import ACTIVE, DRAINING, SUSPENDED, Member
 from .protocol import Command
-from .sessions import MemorySessionStore
+from .sessions import MemorySessionStore, SessionStore
 
 Respond = Callable[[str], None]
 
 NEW_SESSION_DEADLINE = 0.4      # s; well inside the 1 s retransmit interval of Kamailio/OpenSIPS
 DELETE_DEADLINE = 0.5           # s; a `D` is answered `0` by then even if the member is silent
 BROADCAST_DEADLINE = 0.5        # s; a member silent this long counts as not knowing the call
-SESSION_AGING_INTERVAL = 60.0
 # Capabilities the cluster answers `VF` with 1 even when it cannot ask a member.
 SELF_CAPABILITIES = frozenset({protocol.PROTOCOL_VERSION, '20050322'})
 # U/L error codes OpenSIPS reads as "this RTPproxy is broken" (it then disables the node).
@@ -48,15 +47,17 @@ class ClusterCounters:
 class Cluster:
     log = Logger()
 
-    def __init__(self, config, clock, *, store=None, rng: Callable[[], float] = random.random,
+    def __init__(self, config, clock, *, store: SessionStore | None = None,
+                 rng: Callable[[], float] = random.random,
                  new_session_deadline: float = NEW_SESSION_DEADLINE) -> None:
         self.config = config
         self.clock = clock
         self.rng = rng
         self.new_session_deadline = new_session_deadline
         self.members: dict[str, Member] = {}
-        self.store = store if store is not None else MemorySessionStore()
+        self.store: SessionStore = store if store is not None else MemorySessionStore()
         self.store.on_unbind = self._on_unbind
+        self.store.member_known = self.members.__contains__
         self.counters = ClusterCounters()
         self.on_member_removed: Callable[[Member], None] | None = None
         self._aging = None
@@ -125,7 +126,7 @@ class Cluster:
 
     @property
     def aging_interval(self) -> float:
-        return getattr(self.store, 'aging_interval', SESSION_AGING_INTERVAL)
+        return self.store.aging_interval
 
     def start(self) -> None:
         self._aging = self.clock.callLater(self.aging_interval, self._age_sessions)
@@ -192,8 +193,7 @@ class Cluster:
 
     def _resolve_elsewhere(self, cmd: Command, respond: Respond) -> bool:
         """A shared store whose view is stale may find the call in Redis first (then retry)."""
-        resolve = getattr(self.store, 'resolve_unknown', None)
-        return resolve is not None and resolve(
+        return self.store.resolve_unknown(
             cmd.call_id, lambda: self._session_command(cmd, respond, looked_up=True))
 
     def _forward(self, cmd: Command, member: Member, respond: Respond,
@@ -255,7 +255,8 @@ class Cluster:
                 respond(protocol.E_NO_CAPACITY)
             return
         call_id = cmd.call_id
-        self.store.bind(call_id, member.name, cmd.from_tag, cmd.to_tag)
+        self.store.bind(call_id, member.name, cmd.from_tag, cmd.to_tag,
+                        address=member.control_spec)
         member.note_session_created()
         self.counters.new_sessions += 1
         out = self._outgoing(cmd, member)
@@ -357,7 +358,8 @@ class Cluster:
             return
         if len(positive) == 1:
             member, out, reply = positive[0]
-            self.store.bind(cmd.call_id, member.name, cmd.from_tag, cmd.to_tag)
+            self.store.bind(cmd.call_id, member.name, cmd.from_tag, cmd.to_tag,
+                            address=member.control_spec)
             respond(self._client_reply(cmd, out, member, reply))
             return
         if len(positive) > 1:
@@ -487,6 +489,40 @@ class Cluster:
 
         for member in online:
             member.send(cmd.serialize(), lambda r, m=member: collect(m, r))
+
+    # --- operator actions on sessions -------------------------------------------------------
+
+    def terminate_session(self, call_id: str,
+                          on_refusal: Callable[[str, str], None] | None = None) -> bool:
+        """End a session as a client's full `D` would (every media stream); False if unknown.
+
+        `on_refusal(command, reply)` hears of an error reply.  A session without a from-tag
+        cannot be addressed on its member and is only forgotten here.
+        """
+        session = self.store.describe(call_id)
+        if session is None:
+            return False
+        cmd = delete_command(call_id, session.from_tag, session.to_tag)
+        if cmd is None:
+            self.store.unbind(call_id)
+            return True
+
+        def done(reply: str) -> None:
+            if on_refusal is not None and protocol.is_error(reply):
+                on_refusal(cmd.text, reply)
+        self.handle(cmd, done)
+        return True
+
+
+def delete_command(call_id: str, from_tag: str | None, to_tag: str | None) -> Command | None:
+    """The `D` that ends every stream of a call (tags without their `;N` suffix), or None."""
+    if not from_tag:
+        return None
+    words = ['D', call_id, from_tag.split(';', 1)[0]]
+    if to_tag:
+        words.append(to_tag.split(';', 1)[0])
+    cmd = protocol.parse_command(' '.join(words))
+    return None if cmd.error is not None else cmd
 
 
 def _ends_the_call(cmd: Command) -> bool:

@@ -1,19 +1,24 @@
 """Session ownership: which member holds each call-id.
 
-`SessionStore` is the interface the cluster routes with; `MemorySessionStore` keeps the
-table in one process.  The Redis-backed store (session sharing between instances)
-implements the same interface.
+`SessionStore` is the interface the cluster routes with and the admin socket reads; it names
+every capability either uses.  `MemorySessionStore` keeps the table in one process; the
+shared store (`sharing.SharedSessionStore`, session sharing between instances) implements the
+same interface around a `MemorySessionStore` of its own.
 
-Every operation is O(1): one dict keyed by call-id, kept in last-use order so that aging
-pops expired entries from the front without scanning.
+Every routing operation is O(1): one dict keyed by call-id, kept in last-use order so that
+aging pops expired entries from the front without scanning.
 """
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Iterator, Protocol
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal, Protocol
 
 DEFAULT_SESSION_TTL = 3600.0 * 4   # sessions unused this long are forgotten (lost `D`s)
+SESSION_AGING_INTERVAL = 60.0      # how often a store without other needs is aged
+
+Which = Literal['all', 'own', 'foreign']
 
 
 class Session:
@@ -29,13 +34,37 @@ class Session:
         self.to_tag = to_tag
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the admin socket shows of one session (a copy: it does not follow changes)."""
+    call_id: str
+    member: str
+    from_tag: str | None
+    to_tag: str | None
+    last_used: float          # on the store's monotonic clock
+    own: bool                 # written by this instance (always, without sharing)
+    owner: str                # the instance that owns it; '' without sharing
+    epoch: int | None = None
+    seq: int | None = None
+    created: float | None = None
+    updated: float | None = None
+    key: str = ''             # where it is published ('' when it is not)
+
+
 class SessionStore(Protocol):
+    """Everything the cluster and the admin socket may ask of a session table."""
+
+    # set by the owner of the store: on_unbind(call_id, member) after every removal;
+    # member_known(name) tells whether a member is configured here
+    on_unbind: Callable[[str, str], None] | None
+    member_known: Callable[[str], bool]
+
     def lookup(self, call_id: str) -> str | None:
         """Name of the member holding `call_id` (and mark it used), or None."""
 
     def bind(self, call_id: str, member: str, from_tag: str | None = None,
-             to_tag: str | None = None) -> None:
-        """Record that `member` holds `call_id` (new session, re-anchor or lookup result)."""
+             to_tag: str | None = None, *, address: str = '') -> None:
+        """Record that `member` (control address `address`) holds `call_id`."""
 
     def learn_to_tag(self, call_id: str, to_tag: str) -> None:
         """The answer side of a known session became known."""
@@ -46,17 +75,46 @@ class SessionStore(Protocol):
     def count(self, member: str) -> int:
         """Live sessions bound to `member`."""
 
+    def member_counts(self) -> dict[str, int]:
+        """Live sessions per member."""
+
+    def ownership_counts(self) -> tuple[int, int]:
+        """(own, foreign) sessions."""
+
     def drop_member(self, member: str) -> int:
         """Forget every session of `member`; returns how many."""
+
+    @property
+    def aging_interval(self) -> float:
+        """How often `expire` must run."""
 
     def expire(self, now: float | None = None) -> int:
         """Forget sessions unused for longer than the TTL; returns how many."""
 
+    def describe(self, call_id: str) -> SessionInfo | None:
+        """Everything known about one session, or None."""
+
+    def listing(self, which: Which = 'all', limit: int | None = None,
+                offset: int = 0) -> list[SessionInfo]:
+        """A page of sessions (own, foreign or all), oldest use first."""
+
+    def resolve_unknown(self, call_id: str, then: Callable[[], None]) -> bool:
+        """Look for an unknown call-id elsewhere and `then()` when done; False (and `then`
+        is never called) when there is nowhere else to look."""
+
     def __len__(self) -> int: ...
+
+    def __contains__(self, call_id: str) -> bool: ...
+
+
+def _all_members_known(name: str) -> bool:
+    return True
 
 
 class MemorySessionStore:
     """In-process session table."""
+
+    aging_interval = SESSION_AGING_INTERVAL
 
     def __init__(self, ttl: float = DEFAULT_SESSION_TTL,
                  clock: Callable[[], float] = time.monotonic,
@@ -66,6 +124,7 @@ class MemorySessionStore:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._counts: dict[str, int] = {}
         self.on_unbind = on_unbind   # called as on_unbind(call_id, member) for every removal
+        self.member_known: Callable[[str], bool] = _all_members_known
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -76,43 +135,40 @@ class MemorySessionStore:
     def get(self, call_id: str) -> Session | None:
         return self._sessions.get(call_id)
 
+    def now(self) -> float:
+        return self._clock()
+
     def lookup(self, call_id: str) -> str | None:
         session = self._sessions.get(call_id)
         if session is None:
             return None
-        session.last_used = self._clock()
-        self._sessions.move_to_end(call_id)
+        self.touch(call_id, session)
         return session.member
 
+    def touch(self, call_id: str, session: Session) -> None:
+        """Mark a session used now (it moves to the back of the aging order)."""
+        session.last_used = self._clock()
+        self._sessions.move_to_end(call_id)
+
     def bind(self, call_id: str, member: str, from_tag: str | None = None,
-             to_tag: str | None = None) -> None:
-        sessions = self._sessions
-        old = sessions.get(call_id)
-        if old is not None:
-            if old.member == member:
-                old.last_used = self._clock()
-                sessions.move_to_end(call_id)
-                if to_tag is not None:
-                    old.to_tag = to_tag
-                return
-            self._decrement(old.member)
-            del sessions[call_id]
-        sessions[call_id] = self._new_session(call_id, member, from_tag, to_tag, old)
-        self._counts[member] = self._counts.get(member, 0) + 1
+             to_tag: str | None = None, *, address: str = '') -> None:
+        old = self._sessions.get(call_id)
+        if old is not None and old.member == member:
+            self.touch(call_id, old)
+            if to_tag is not None:
+                old.to_tag = to_tag
+            return
+        self.put(call_id, Session(member, self._clock(), from_tag, to_tag))
 
-    def _new_session(self, call_id: str, member: str, from_tag: str | None, to_tag: str | None,
-                     previous: Session | None) -> Session:
-        return Session(member, self._clock(), from_tag, to_tag)
-
-    def _insert(self, call_id: str, session: Session) -> None:
-        """Add or replace an entry as it is (used by stores that learn sessions elsewhere)."""
+    def put(self, call_id: str, session: Session) -> None:
+        """Add or replace an entry as it is (no unbind side effects for the one replaced)."""
         old = self._sessions.pop(call_id, None)
         if old is not None:
             self._decrement(old.member)
         self._sessions[call_id] = session
         self._counts[session.member] = self._counts.get(session.member, 0) + 1
 
-    def _remove(self, call_id: str) -> Session | None:
+    def pop(self, call_id: str) -> Session | None:
         """Drop an entry without the unbind side effects."""
         session = self._sessions.pop(call_id, None)
         if session is not None:
@@ -125,10 +181,9 @@ class MemorySessionStore:
             session.to_tag = to_tag
 
     def unbind(self, call_id: str) -> str | None:
-        session = self._sessions.pop(call_id, None)
+        session = self.pop(call_id)
         if session is None:
             return None
-        self._decrement(session.member)
         if self.on_unbind is not None:
             self.on_unbind(call_id, session.member)
         return session.member
@@ -136,30 +191,62 @@ class MemorySessionStore:
     def count(self, member: str) -> int:
         return self._counts.get(member, 0)
 
-    def members(self) -> dict[str, int]:
+    def member_counts(self) -> dict[str, int]:
         return dict(self._counts)
 
+    members = member_counts
+
+    def ownership_counts(self) -> tuple[int, int]:
+        return len(self._sessions), 0
+
     def items(self) -> Iterator[tuple[str, Session]]:
+        """A snapshot of (call-id, session), oldest use first."""
         return iter(list(self._sessions.items()))
 
+    def call_ids_of(self, member: str) -> list[str]:
+        return [cid for cid, s in self._sessions.items() if s.member == member]
+
     def drop_member(self, member: str) -> int:
-        doomed = [cid for cid, s in self._sessions.items() if s.member == member]
+        doomed = self.call_ids_of(member)
         for cid in doomed:
             self.unbind(cid)
         return len(doomed)
 
-    def expire(self, now: float | None = None) -> int:
-        now = self._clock() if now is None else now
-        limit = now - self.ttl
-        sessions = self._sessions
-        expired = 0
-        while sessions:
-            call_id, session = next(iter(sessions.items()))
+    def unused_since(self, now: float | None = None) -> list[str]:
+        """Call-ids unused for longer than the TTL (from the front: no scan)."""
+        limit = (self._clock() if now is None else now) - self.ttl
+        found = []
+        for call_id, session in self._sessions.items():
             if session.last_used > limit:
                 break
+            found.append(call_id)
+        return found
+
+    def expire(self, now: float | None = None) -> int:
+        doomed = self.unused_since(now)
+        for call_id in doomed:
             self.unbind(call_id)
-            expired += 1
-        return expired
+        return len(doomed)
+
+    def describe(self, call_id: str) -> SessionInfo | None:
+        session = self._sessions.get(call_id)
+        return None if session is None else self._info(call_id, session)
+
+    def listing(self, which: Which = 'all', limit: int | None = None,
+                offset: int = 0) -> list[SessionInfo]:
+        if which == 'foreign':
+            return []
+        items = list(self._sessions.items())
+        end = None if limit is None else offset + limit
+        return [self._info(c, s) for c, s in items[offset:end]]
+
+    def resolve_unknown(self, call_id: str, then: Callable[[], None]) -> bool:
+        return False               # the table is all there is
+
+    @staticmethod
+    def _info(call_id: str, session: Session) -> SessionInfo:
+        return SessionInfo(call_id, session.member, session.from_tag, session.to_tag,
+                           session.last_used, True, '')
 
     def _decrement(self, member: str) -> None:
         left = self._counts.get(member, 0) - 1

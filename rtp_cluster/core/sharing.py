@@ -5,18 +5,23 @@ sessions (FOREIGN) from Redis.  Routing treats both alike; ownership decides who
 refreshes and deletes a record.  Conflicts are ordered by (epoch, seq, owner), never by
 clocks: epoch grows on every takeover, seq on every change within an epoch.
 
-Key of a session: `{ns}:s:{instance}:{cluster}:{call-id}`; it is a Redis hash whose
-fields are those of `Record`.  `SharedSessionStore` is the cluster's session store with
+Key of a session: see `keys` (the grammar); it is a Redis hash whose fields are those of
+`Record`.  `SharedSessionStore` is the cluster's session store with
 ownership; it hands every change of an OWN session to a writer (`queue_write`) and never
 waits for it.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
-from .sessions import DEFAULT_SESSION_TTL, MemorySessionStore, Session
+from .keys import (cluster_prefix, key_owner, parse_session_key, presence_key, session_key,
+                   session_prefix)
+from .sessions import (DEFAULT_SESSION_TTL, SESSION_AGING_INTERVAL, MemorySessionStore, Session,
+                       SessionInfo, Which)
+
+__all__ = ['key_owner', 'presence_key', 'session_key', 'session_prefix', 'Record', 'BadRecord',
+           'decode_record', 'SharedSessionStore', 'SharingCounters']
 
 RECORD_VERSION = 1
 _VERSION_TEXT = str(RECORD_VERSION)
@@ -28,29 +33,9 @@ _FIELDS = ('v', 'cid', 'cluster', 'member', 'maddr', 'ftag', 'ttag', 'created', 
            'owner', 'epoch', 'seq', 'state')
 
 
-def session_key(namespace: str, owner: str, cluster: str, call_id: str) -> str:
-    return '%s:s:%s:%s:%s' % (namespace, owner, cluster, call_id)
-
-
-def session_prefix(namespace: str, owner: str) -> str:
-    return '%s:s:%s:' % (namespace, owner)
-
-
-def presence_key(namespace: str, instance: str) -> str:
-    return '%s:n:%s' % (namespace, instance)
-
-
-def key_owner(namespace: str, key: str) -> str | None:
-    """The instance part of a session key, or None if `key` is not a session key."""
-    prefix = namespace + ':s:'
-    if not key.startswith(prefix):
-        return None
-    owner, sep, _ = key[len(prefix):].partition(':')
-    return owner if sep and owner else None
-
-
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
+    """One session as published: the fields of its Redis hash.  Immutable: a write carries
+    the state the session had when the writer took it, never a later one."""
     cid: str
     cluster: str
     member: str
@@ -101,7 +86,8 @@ def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
         raise BadRecord('bad number: %s' % exc) from None
     if version < 1 or epoch < 1 or seq < 1:
         raise BadRecord('version, epoch and seq must be positive')
-    owner = key_owner(namespace, key)
+    parsed = parse_session_key(namespace, key)
+    owner = parsed.owner if parsed is not None else None
     if owner is None or owner != fields['owner']:
         raise BadRecord('owner %r does not match the key' % fields['owner'][:64])
     if fields['state'] not in (ACTIVE_STATE, DELETED_STATE):
@@ -109,45 +95,71 @@ def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
     cid, cluster = fields['cid'], fields['cluster']
     if not cid or len(cid) > MAX_CALL_ID or not fields['member']:
         raise BadRecord('bad call-id or member')
-    if key != session_key(namespace, owner, cluster, cid):
+    if parsed != (owner, cluster, cid):
         raise BadRecord('call-id/cluster do not match the key')
     return Record(cid, cluster, fields['member'], fields['maddr'], fields['ftag'],
                   fields['ttag'], created, updated, owner, epoch, seq, fields['state'])
 
 
 class SharedSession(Session):
-    __slots__ = ('owner', 'epoch', 'seq', 'created', 'updated')
+    __slots__ = ('owner', 'epoch', 'seq', 'created', 'updated', 'address')
 
     def __init__(self, member: str, last_used: float, from_tag: str | None, to_tag: str | None,
-                 owner: str, epoch: int, seq: int, created: float, updated: float) -> None:
+                 owner: str, epoch: int, seq: int, created: float, updated: float,
+                 address: str = '') -> None:
         super().__init__(member, last_used, from_tag, to_tag)
         self.owner = owner
         self.epoch = epoch
         self.seq = seq
         self.created = created
         self.updated = updated
+        self.address = address       # the member's control address when it was bound
 
     @property
     def order(self) -> tuple[int, int, str]:
         return self.epoch, self.seq, self.owner
 
 
-# (key, thunk | None): the thunk builds the hash to write when the writer gets to the key,
-# so changes that coalesce cost one record; None deletes the key
-WriteOp = Callable[[str, Callable[[], dict] | None], None]
+class LiveRecord:
+    """What the store hands the writer for an OWN session: a view of the session.
+
+    Called, it gives the hash of the session's current state (so changes that coalesce
+    before the writer takes the key cost one record); `snapshot()` fixes that state.  The
+    writer snapshots every key of a transaction when it takes the batch, so what it writes
+    is the state at that moment even if the session changes while the batch is encoded.
+    """
+
+    __slots__ = ('store', 'call_id', 'session', 'state')
+
+    def __init__(self, store: 'SharedSessionStore', call_id: str, session: SharedSession,
+                 state: str = ACTIVE_STATE) -> None:
+        self.store = store
+        self.call_id = call_id
+        self.session = session
+        self.state = state
+
+    def snapshot(self) -> Record:
+        s = self.session
+        return Record(self.call_id, self.store.cluster, s.member, s.address, s.from_tag or '',
+                      s.to_tag or '', s.created, s.updated, s.owner, s.epoch, s.seq, self.state)
+
+    def __call__(self) -> dict[str, str]:
+        return self.snapshot().to_mapping()
 
 
-class Tombstone:
+class Tombstone(LiveRecord):
     """The write of a deleted, taken-over call: its record (state `deleted`) must outrank
     the older keys other instances may still hold for the call, and only while they live."""
 
-    __slots__ = ('build',)
+    __slots__ = ()
 
-    def __init__(self, build: Callable[[], dict]) -> None:
-        self.build = build
+    def __init__(self, store: 'SharedSessionStore', call_id: str,
+                 session: SharedSession) -> None:
+        super().__init__(store, call_id, session, DELETED_STATE)
 
-    def __call__(self) -> dict:
-        return self.build()
+
+# (key, op): op is a LiveRecord (Tombstone included) to write, or None to delete the key
+WriteOp = Callable[[str, 'LiveRecord | None'], None]
 
 
 class SharingCounters:
@@ -163,68 +175,87 @@ class SharingCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-class SharedSessionStore(MemorySessionStore):
-    """A cluster's session table with OWN/FOREIGN ownership, written behind to Redis."""
+def _never_resolves(call_id: str, then: Callable[[], None]) -> bool:
+    return False
 
-    def __init__(self, cluster: str, instance_id: str, namespace: str, write: WriteOp,
-                 member_address: Callable[[str], str | None], *,
+
+class SharedSessionStore:
+    """A cluster's session table with OWN/FOREIGN ownership, written behind to Redis.
+
+    Implements `SessionStore` around a `MemorySessionStore` (the routing table and its
+    aging order); every change of an OWN session goes to `write` and is never waited for.
+    """
+
+    def __init__(self, cluster: str, instance_id: str, namespace: str, write: WriteOp, *,
                  ttl: float = DEFAULT_SESSION_TTL, final_timeout: float = 0.0,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 counters: SharingCounters | None = None) -> None:
-        super().__init__(ttl=ttl, clock=clock)
+                 counters: SharingCounters | None = None,
+                 resolve: Callable[[str, Callable[[], None]], bool] = _never_resolves) -> None:
+        self.table = MemorySessionStore(ttl=ttl, clock=clock)
         self.cluster = cluster
         self.instance_id = instance_id
         self.namespace = namespace
         self.write = write
-        self.member_address = member_address
         self.final_timeout = final_timeout
         self.wall_clock = wall_clock
         self.counters = counters or SharingCounters()
-        # set by the Redis layer: resolve_unknown(call_id, then) -> bool (see lookup_unknown)
-        self.resolve_unknown: Callable[[str, Callable[[], None]], bool] | None = None
-        self._own_prefix = session_key(namespace, instance_id, cluster, '')
+        self.on_unbind: Callable[[str, str], None] | None = None
+        self.member_known: Callable[[str], bool] = lambda name: True
+        self._resolve = resolve
+        self._own_prefix = cluster_prefix(namespace, instance_id, cluster)
+
+    # --- the SessionStore interface ------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __contains__(self, call_id: str) -> bool:
+        return call_id in self.table
+
+    def get(self, call_id: str) -> SharedSession | None:
+        return self.table.get(call_id)   # type: ignore[return-value]
+
+    def items(self):
+        return self.table.items()
 
     @property
     def aging_interval(self) -> float:
         """How often `expire` must run: fine enough for `final_timeout` to be kept."""
         if self.final_timeout > 0:
-            return min(60.0, max(1.0, self.final_timeout / 10.0))
-        return 60.0
-
-    # --- the routing interface ----------------------------------------------------------------
+            return min(SESSION_AGING_INTERVAL, max(1.0, self.final_timeout / 10.0))
+        return SESSION_AGING_INTERVAL
 
     def lookup(self, call_id: str) -> str | None:
-        session = self._sessions.get(call_id)
+        session = self.get(call_id)
         if session is None:
             return None
         if session.owner != self.instance_id:
             self._take_over(call_id, session)
-        session.last_used = self._clock()
-        self._sessions.move_to_end(call_id)
+        self.table.touch(call_id, session)
         return session.member
 
-    def _new_session(self, call_id, member, from_tag, to_tag, previous) -> SharedSession:
-        now = self.wall_clock()
-        epoch = previous.epoch + 1 if previous is not None else 1
-        session = SharedSession(member, self._clock(), from_tag, to_tag, self.instance_id,
-                                epoch, 1, now, now)
-        self._queue(call_id, session)
-        return session
-
     def bind(self, call_id: str, member: str, from_tag: str | None = None,
-             to_tag: str | None = None) -> None:
-        old = self._sessions.get(call_id)
-        if old is not None and old.member == member and old.owner == self.instance_id:
-            super().bind(call_id, member, from_tag, to_tag)
-            return
+             to_tag: str | None = None, *, address: str = '') -> None:
+        old = self.get(call_id)
         if old is not None and old.member == member:
-            self._take_over(call_id, old)
+            if old.owner != self.instance_id:
+                old.address = address or old.address
+                self._take_over(call_id, old)
+                return
+            self.table.touch(call_id, old)
+            if to_tag is not None:
+                old.to_tag = to_tag
             return
-        super().bind(call_id, member, from_tag, to_tag)
+        now = self.wall_clock()
+        epoch = old.epoch + 1 if old is not None else 1
+        session = SharedSession(member, self.table.now(), from_tag, to_tag, self.instance_id,
+                                epoch, 1, now, now, address)
+        self.table.put(call_id, session)
+        self._queue(call_id, session)
 
     def learn_to_tag(self, call_id: str, to_tag: str) -> None:
-        session = self._sessions.get(call_id)
+        session = self.get(call_id)
         if session is not None and session.to_tag is None:
             session.to_tag = to_tag
             if session.owner == self.instance_id:
@@ -233,21 +264,75 @@ class SharedSessionStore(MemorySessionStore):
                 self._queue(call_id, session)
 
     def unbind(self, call_id: str) -> str | None:
-        session = self._sessions.get(call_id)
-        if session is not None and session.owner == self.instance_id:
+        session = self.get(call_id)
+        if session is None:
+            return None
+        if session.owner == self.instance_id:
             self._queue_delete(call_id, session)
-        return super().unbind(call_id)
+        self._drop(call_id)
+        return session.member
+
+    def count(self, member: str) -> int:
+        return self.table.count(member)
+
+    def member_counts(self) -> dict[str, int]:
+        return self.table.member_counts()
+
+    def ownership_counts(self) -> tuple[int, int]:
+        own = sum(1 for _, s in self.table.items() if s.owner == self.instance_id)
+        return own, len(self.table) - own
+
+    def drop_member(self, member: str) -> int:
+        doomed = self.table.call_ids_of(member)
+        for call_id in doomed:
+            self.unbind(call_id)
+        return len(doomed)
 
     def expire(self, now: float | None = None) -> int:
-        expired = super().expire(now)
+        doomed = self.table.unused_since(now)
+        for call_id in doomed:
+            self.unbind(call_id)
+        expired = len(doomed)
         if self.final_timeout > 0:
             limit = self.wall_clock() - self.final_timeout
-            for call_id in [c for c, s in self._sessions.items() if s.created < limit]:
+            for call_id in [c for c, s in self.table.items() if s.created < limit]:
                 self.unbind(call_id)
                 expired += 1
         return expired
 
-    # --- ownership -----------------------------------------------------------------------------
+    def describe(self, call_id: str) -> SessionInfo | None:
+        session = self.get(call_id)
+        return None if session is None else self._info(call_id, session)
+
+    def listing(self, which: Which = 'all', limit: int | None = None,
+                offset: int = 0) -> list[SessionInfo]:
+        found: list[SessionInfo] = []
+        skipped = 0
+        for call_id, session in self.table.items():
+            own = session.owner == self.instance_id
+            if (which == 'own' and not own) or (which == 'foreign' and own):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            if limit is not None and len(found) >= limit:
+                break
+            found.append(self._info(call_id, session))
+        return found
+
+    def resolve_unknown(self, call_id: str, then: Callable[[], None]) -> bool:
+        return self._resolve(call_id, then)
+
+    def _info(self, call_id: str, s: SharedSession) -> SessionInfo:
+        return SessionInfo(call_id, s.member, s.from_tag, s.to_tag, s.last_used,
+                           s.owner == self.instance_id, s.owner, s.epoch, s.seq, s.created,
+                           s.updated, self.key_of(call_id, s.owner))
+
+    # --- ownership -----------------------------------------------------------------------
+
+    def is_own(self, call_id: str) -> bool:
+        session = self.get(call_id)
+        return session is not None and session.owner == self.instance_id
 
     def _take_over(self, call_id: str, session: SharedSession) -> None:
         session.owner = self.instance_id
@@ -259,7 +344,7 @@ class SharedSessionStore(MemorySessionStore):
 
     def take_over_all(self, peer: str | None = None) -> int:
         taken = 0
-        for call_id, session in list(self._sessions.items()):
+        for call_id, session in self.table.items():
             if session.owner != self.instance_id and (peer is None or session.owner == peer):
                 self._take_over(call_id, session)
                 taken += 1
@@ -267,14 +352,8 @@ class SharedSessionStore(MemorySessionStore):
 
     def mapping_of(self, call_id: str, session: SharedSession,
                    state: str = ACTIVE_STATE) -> dict[str, str]:
-        """The hash written for a session: the fields of `Record.to_mapping`, built directly
-        from the session (no Record on the write path)."""
-        return {'v': _VERSION_TEXT, 'cid': call_id, 'cluster': self.cluster,
-                'member': session.member, 'maddr': self.member_address(session.member) or '',
-                'ftag': session.from_tag or '', 'ttag': session.to_tag or '',
-                'created': '%.3f' % session.created, 'updated': '%.3f' % session.updated,
-                'owner': session.owner, 'epoch': str(session.epoch), 'seq': str(session.seq),
-                'state': state}
+        """The hash written for a session now: the fields of `Record.to_mapping`."""
+        return LiveRecord(self, call_id, session, state)()
 
     def key_of(self, call_id: str, owner: str | None = None) -> str:
         """The Redis key of `call_id` in `owner`'s prefix (ours by default)."""
@@ -284,9 +363,7 @@ class SharedSessionStore(MemorySessionStore):
 
     def _queue(self, call_id: str, session: SharedSession) -> None:
         self.counters.writes_queued += 1
-        # built when written: by then it is the session's latest state, or a newer write
-        # of the key (or a delete) has replaced this one
-        self.write(self._own_prefix + call_id, lambda: self.mapping_of(call_id, session))
+        self.write(self._own_prefix + call_id, LiveRecord(self, call_id, session))
 
     def _queue_delete(self, call_id: str, session: SharedSession) -> None:
         self.counters.writes_queued += 1
@@ -295,31 +372,31 @@ class SharedSessionStore(MemorySessionStore):
         else:
             # a previous owner's key may still exist: outrank it as long as it does
             session.seq += 1
-            self.write(self._own_prefix + call_id,
-                       Tombstone(lambda: self.mapping_of(call_id, session, DELETED_STATE)))
+            self.write(self._own_prefix + call_id, Tombstone(self, call_id, session))
 
     def rewrite_all_own(self) -> int:
         """After a Redis restart: write every OWN session again."""
         n = 0
-        for call_id, session in self._sessions.items():
+        for call_id, session in self.table.items():
             if session.owner == self.instance_id:
                 self._queue(call_id, session)
                 n += 1
         return n
 
     def own_keys(self) -> list[str]:
-        return [self.key_of(c) for c, s in self._sessions.items() if s.owner == self.instance_id]
+        return [self.key_of(c) for c, s in self.table.items() if s.owner == self.instance_id]
 
-    # --- learning from Redis ---------------------------------------------------------------------
+    # --- learning from Redis -------------------------------------------------------------
 
     def apply_record(self, record: Record) -> bool:
         """A peer's record (or our own, at start-up); True if it changed the table."""
-        current = self._sessions.get(record.cid)
+        current = self.get(record.cid)
         if current is not None and current.order >= record.order:
             return False
-        if record.owner != self.instance_id and self.member_address(record.member) is None:
+        if record.owner != self.instance_id and not self.member_known(record.member):
             self.counters.unknown_members += 1
-        if current is not None and current.owner == self.instance_id and record.owner != self.instance_id:
+        if (current is not None and current.owner == self.instance_id
+                and record.owner != self.instance_id):
             # split brain: a peer took the call over after us; it wins, we demote
             self.counters.demotions += 1
             self.write(self.key_of(record.cid), None)
@@ -327,16 +404,16 @@ class SharedSessionStore(MemorySessionStore):
             if current is not None:
                 self._drop(record.cid)
             return current is not None
-        session = SharedSession(record.member, self._clock(), record.ftag or None,
+        session = SharedSession(record.member, self.table.now(), record.ftag or None,
                                 record.ttag or None, record.owner, record.epoch, record.seq,
-                                record.created, record.updated)
-        self._insert(record.cid, session)
+                                record.created, record.updated, record.maddr)
+        self.table.put(record.cid, session)
         self.counters.applied += 1
         return True
 
     def apply_removal(self, call_id: str, peer: str) -> bool:
         """A peer's key disappeared: drop our copy only if that peer still owns it."""
-        session = self._sessions.get(call_id)
+        session = self.get(call_id)
         if session is None or session.owner != peer or peer == self.instance_id:
             return False
         self._drop(call_id)
@@ -344,15 +421,15 @@ class SharedSessionStore(MemorySessionStore):
         return True
 
     def _drop(self, call_id: str) -> None:
-        session = self._remove(call_id)
+        session = self.table.pop(call_id)
         if session is not None and self.on_unbind is not None:
             self.on_unbind(call_id, session.member)
 
     def foreign_of(self, peer: str) -> list[str]:
-        return [c for c, s in self._sessions.items() if s.owner == peer]
+        return [c for c, s in self.table.items() if s.owner == peer]
 
     def drop_foreign(self, peer: str | None = None) -> int:
-        doomed = [c for c, s in self._sessions.items()
+        doomed = [c for c, s in self.table.items()
                   if s.owner != self.instance_id and (peer is None or s.owner == peer)]
         for call_id in doomed:
             self._drop(call_id)
@@ -360,13 +437,9 @@ class SharedSessionStore(MemorySessionStore):
 
     def drop_unseen(self, peer: str, seen: set[str], since: float) -> int:
         """After a full resync of `peer`: forget its sessions Redis no longer has."""
-        doomed = [c for c, s in self._sessions.items()
+        doomed = [c for c, s in self.table.items()
                   if s.owner == peer and c not in seen and s.last_used < since]
         for call_id in doomed:
             self._drop(call_id)
         self.counters.removed_by_resync += len(doomed)
         return len(doomed)
-
-    def ownership_counts(self) -> tuple[int, int]:
-        own = sum(1 for s in self._sessions.values() if s.owner == self.instance_id)
-        return own, len(self._sessions) - own

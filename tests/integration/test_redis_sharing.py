@@ -777,3 +777,62 @@ def test_bad_data_in_peer_prefix_is_ignored_counted_and_never_written_back(env):
     assert all(after[k] == snapshot[k] for k in after)
     assert client.get(b'rtpc:n:junk') == b'garbage'
     assert a.daemon.proc.poll() is None and b.daemon.proc.poll() is None
+
+
+# --- (issue 14) cluster names containing ':' -----------------------------------------------------
+
+def colon_instance(env: Env, name: str) -> tuple[Instance, dict[str, str]]:
+    """An instance serving clusters `a` and `a:b` (same members); their control specs."""
+    directory = env.tmp_path / name
+    directory.mkdir()
+    members = [member_xml('m%d' % (i + 1), m) for i, m in enumerate(env.members)]
+    xml, spec_a = cluster_xml(members, name='a')
+    other, spec_ab = cluster_xml(members, name='a:b')
+    body = other[other.index('<rtp_cluster>'):other.index('</rtp_cluster_config>')]
+    xml = xml.replace('</rtp_cluster_config>', body + '</rtp_cluster_config>')
+    xml = xml.replace('<rtp_cluster_config>', '<rtp_cluster_config><redis><url>%s</url>'
+                      '<instance_id>%s</instance_id><resync_interval>1</resync_interval>'
+                      '</redis>' % (env.redis.url, name), 1)
+    instance = Instance(name, Daemon.start(env.procs, directory, (xml, spec_a),
+                                           wait_online=['m1', 'm2']))
+    wait_for(lambda: env._ready(instance), 10, '%s connected to redis' % name)
+    return instance, {'a': spec_a, 'a:b': spec_ab}
+
+
+def per_cluster(instance: Instance, which: str = 'all') -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for call_id, fields in instance.sessions(which).items():
+        found.setdefault(fields['cluster'], set()).add(call_id)
+    return found
+
+
+def test_clusters_a_and_a_colon_b_share_creates_deletes_and_resyncs(env):
+    """Issue 14: keys of `a:b` were read as cluster `a`, deletes of `a:b` calls never reached
+    the peer, every other resync dropped them, and call Q of `a:b` and call b:Q of `a` were
+    one Redis key."""
+    x, specs = colon_instance(env, 'x')
+    y, _ = colon_instance(env, 'y')
+    in_ab = ['Q%d' % i for i in range(20)]
+    in_a = ['b:Q%d' % i for i in range(20)]             # the same keys as in_ab, before
+    offers_ab = batch(specs['a:b'], ['U %s 127.0.0.1 %d ft-%s' % (c, 4000 + i, c)
+                                     for i, c in enumerate(in_ab)])
+    offers_a = batch(specs['a'], ['U %s 127.0.0.1 %d ft-%s' % (c, 5000 + i, c)
+                                  for i, c in enumerate(in_a)])
+    assert all(is_port_reply(r) for r in offers_ab + offers_a)
+    expected = {'a': set(in_a), 'a:b': set(in_ab)}
+    assert per_cluster(x, 'own') == expected
+    wait_for(lambda: per_cluster(y, 'foreign') == expected, 5, 'y knows both clusters')
+    client = env.redis.client()
+    assert len(list(client.scan_iter(match='%s:s:x:*' % NS))) == 40
+    for _ in range(3):                                   # resyncs keep everything
+        y.resync_done()
+        assert per_cluster(y, 'foreign') == expected
+    # deletes of a:b calls through x reach y; the a calls stay
+    assert batch(specs['a:b'], ['D %s ft-%s' % (c, c) for c in in_ab]) == ['0'] * 20
+    wait_for(lambda: per_cluster(y, 'foreign') == {'a': set(in_a)}, 5,
+             'y forgets the deleted a:b calls')
+    y.resync_done()
+    assert per_cluster(y, 'foreign') == {'a': set(in_a)}
+    assert per_cluster(x, 'own') == {'a': set(in_a)}
+    keys = sorted(k.decode('latin-1') for k in client.scan_iter(match='%s:s:x:*' % NS))
+    assert keys == sorted('%s:s:x:a:%s' % (NS, c) for c in in_a)

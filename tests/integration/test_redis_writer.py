@@ -23,6 +23,7 @@ from rtp_cluster.adapters.redis_writer import (COMMAND_TIMEOUT, ENCODE_SLICE, FL
                                       WRITE_BATCH, RedisWriter, database_number,
                                       describe_failure, handshake_commands)
 from rtp_cluster.core.resp import ReplyParser, encode
+from rtp_cluster.core.sharing import Record, SharedSessionStore, Tombstone, decode_record
 from tests.support.redis_server import RedisServer
 
 
@@ -131,6 +132,8 @@ class FakeRedis:
         if name == b'DEL':
             existed = self.data.pop(cmd[1], None) is not None
             return b':%d\r\n' % existed
+        if name == b'EVAL':                    # the tombstone script: recorded, not run
+            return b':1\r\n'
         return b'-ERR unknown command\r\n'
 
     def commands(self, name: bytes) -> list[list[bytes]]:
@@ -194,6 +197,55 @@ def test_changes_coalesce_and_the_record_is_built_once_when_written():
     assert [c[1] for c in h.redis.commands(b'DEL')] == [b'k2']
     assert len(h.redis.commands(b'EXEC')) == 1 and h.writer.depth == 0
     assert ('ok',) in h.events and h.failures() == []
+
+
+def _published(h: Harness, key: bytes) -> list[Record]:
+    """Every record written to `key`, in order: HSETs and tombstone scripts alike."""
+    out = []
+    for cmd in h.redis.requests:
+        name = cmd[0].upper()
+        if name == b'HSET' and cmd[1] == key:
+            fields = cmd[2:]
+        elif name == b'EVAL' and cmd[3] == key:
+            fields = cmd[3 + int(cmd[2]) + 1:]      # after the keys and the TTL
+        else:
+            continue
+        raw = dict(zip(fields[0::2], fields[1::2]))
+        out.append(decode_record(key.decode('latin-1'), 'rtpc', raw))
+    return out
+
+
+def test_a_delete_while_the_batch_is_encoded_cannot_leave_a_ghost_after_a_takeover():
+    """Issue 14: after a takeover, the record and the tombstone that follows it are two
+    writes; the record must carry the state it had when its batch was taken, or a D landing
+    between two encode slices gives both the same (epoch, seq) and the tombstone does not
+    outrank the active record on the peers that read them."""
+    h = Harness()
+
+    def write(key: str, op) -> None:
+        if isinstance(op, Tombstone):
+            op = TombstoneWrite(op, ['rtpc:s:old:test:' + key.rsplit(':', 1)[1]])
+        h.writer.queue(key, op)
+    store = SharedSessionStore('test', 'a', 'rtpc', write)
+    for i in range(ENCODE_SLICE * 2):              # the call sits in the third slice
+        store.bind('other%d' % i, 'm1', 'ft', address='udp:127.0.0.1:7001')
+    store.apply_record(Record('ghost', 'test', 'm1', 'udp:127.0.0.1:7001', 'ft', '', 1.0, 1.0,
+                              'old', 1, 3))
+    assert store.lookup('ghost') == 'm1'           # taken over: epoch 2, seq 1
+    sent_at_d = []
+
+    def delete() -> None:                          # the D, between two encode slices
+        sent_at_d.append(h.redis.transport.value())
+        store.unbind('ghost')
+    # due with the flush, after it: runs once the first slice is encoded, before the next
+    h.clock.callLater(FLUSH_INTERVAL, delete)
+    for _ in range(5):
+        h.step()
+    assert sent_at_d == [b'']                      # the transaction was not complete yet
+    active, tombstone = _published(h, b'rtpc:s:a:test:ghost')
+    assert (active.state, tombstone.state) == ('active', 'deleted')
+    assert (active.epoch, active.seq) == (2, 1)
+    assert tombstone.order > active.order          # every peer drops the call
 
 
 def test_one_transaction_in_flight_and_a_backlog_goes_out_in_batches_at_once():

@@ -63,9 +63,14 @@ class Harness:
         self.thunks: list = []          # what the store handed over, unevaluated
         self.store = SharedSessionStore(
             'test', me, NS, self._write,
-            lambda m: 'udp:127.0.0.1:%d' % (7000 + int(m[1:])) if m in members else None,
             ttl=ttl, final_timeout=final_timeout, clock=self.mono, wall_clock=self.wall)
         self.store.on_unbind = lambda cid, member: self.unbound.append((cid, member))
+        self.store.member_known = lambda m: m in members
+
+    @staticmethod
+    def address(member: str) -> str:
+        """The control address the cluster passes when it binds `member`."""
+        return 'udp:127.0.0.1:%d' % (7000 + int(member[1:]))
 
     def _write(self, key, thunk) -> None:
         self.thunks.append((key, thunk))
@@ -224,7 +229,7 @@ def test_store_converges_to_the_highest_record_in_any_arrival_order(orders):
 
 def test_new_session_is_own_epoch_1_and_queued():
     h = Harness()
-    h.store.bind('c1', 'm1', 'ft', None)
+    h.store.bind('c1', 'm1', 'ft', None, address=h.address('m1'))
     key, mapping = h.last_write()
     assert key == 'rtpc:s:a:test:c1'
     rec = h.decode_last()
@@ -251,7 +256,7 @@ def test_records_are_built_when_written_so_coalesced_changes_cost_one_record():
     """The writer evaluates a key's thunk when it writes the key: it sees the latest state,
     and equals the Record the store would describe (the format peers decode)."""
     h = Harness()
-    h.store.bind('c1', 'm1', 'ft', None)
+    h.store.bind('c1', 'm1', 'ft', None, address=h.address('m1'))
     key, first = h.thunks[-1]
     h.wall.now += 3
     h.store.learn_to_tag('c1', 'tt')
@@ -558,8 +563,7 @@ def sharing_cluster(me='a', peers=(), clock=None):
     configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
                MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
     cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
-                      store=sharing.store_for('test', lambda m: 'udp:x' if m in ('m1', 'm2')
-                                              else None, 3600.0))
+                      store=sharing.store_for('test', 3600.0))
     clients = {}
     for config in configs:
         clients[config.name] = RecordingClient()
@@ -787,7 +791,7 @@ CHANNEL = '__keyspace@0__:'
 def sharing_setup(me='a', peers=()):
     sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
                            reactor=None, client_factory=lambda: None)
-    store = sharing.store_for('test', lambda m: 'udp:x', 3600.0)
+    store = sharing.store_for('test', 3600.0)
     return sharing, store
 
 
