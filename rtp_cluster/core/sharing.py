@@ -21,7 +21,7 @@ from .sessions import (DEFAULT_SESSION_TTL, SESSION_AGING_INTERVAL, MemorySessio
                        SessionInfo, Which)
 
 __all__ = ['key_owner', 'presence_key', 'session_key', 'session_prefix', 'Record', 'BadRecord',
-           'decode_record', 'SharedSessionStore', 'SharingCounters']
+           'decode_record', 'newest_records', 'SharedSessionStore', 'SharingCounters']
 
 RECORD_VERSION = 1
 _VERSION_TEXT = str(RECORD_VERSION)
@@ -99,6 +99,29 @@ def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
         raise BadRecord('call-id/cluster do not match the key')
     return Record(cid, cluster, fields['member'], fields['maddr'], fields['ftag'],
                   fields['ttag'], created, updated, owner, epoch, seq, fields['state'])
+
+
+def newest_records(namespace: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Of the keys of one call in different prefixes, keep only the newest record.
+
+    A dead owner's key outlives a takeover and the taker's tombstone until both expire; a
+    resync reads them in scan order, and applying the stale record after the tombstone
+    would bring a deleted call back.  Unreadable records are kept (counted where applied).
+    """
+    best: dict[tuple[str, str], tuple] = {}
+    decoded = []
+    for key, raw in records:
+        try:
+            record = decode_record(key, namespace, raw)
+        except BadRecord:
+            record = None
+        decoded.append(record)
+        if record is not None:
+            ident = (record.cluster, record.cid)
+            if ident not in best or record.order > best[ident]:
+                best[ident] = record.order
+    return [item for item, record in zip(records, decoded)
+            if record is None or record.order == best[(record.cluster, record.cid)]]
 
 
 class SharedSession(Session):

@@ -17,6 +17,8 @@ import time
 import pytest
 import redis
 
+from rtp_cluster.core.keys import session_key
+from rtp_cluster.core.sharing import Record
 from tests.support.daemon import Daemon, cluster_xml, member_xml
 from tests.support.procs import free_tcp_port, media_port_range
 from tests.support.redis_server import REDIS_SERVER, RedisServer
@@ -836,3 +838,43 @@ def test_clusters_a_and_a_colon_b_share_creates_deletes_and_resyncs(env):
     assert per_cluster(x, 'own') == {'a': set(in_a)}
     keys = sorted(k.decode('latin-1') for k in client.scan_iter(match='%s:s:x:*' % NS))
     assert keys == sorted('%s:s:x:a:%s' % (NS, c) for c in in_a)
+
+
+# --- (issue 14) commands answered while the own keys load ----------------------------------------
+
+def test_deletes_answered_while_the_own_keys_load_are_not_undone_by_the_load(env):
+    """Issue 14: an instance restarted with many keys in Redis answers commands before it has
+    loaded them; a D sent meanwhile goes out by broadcast, and the load must not bring the
+    call back (it did: the instance and Redis then held calls the members no longer had)."""
+    client = env.redis.client()
+    total = 60000
+    calls = ['ld-%d' % i for i in range(total)]
+    pipe = client.pipeline(transaction=False)
+    for i, call in enumerate(calls):          # a's keys, as a previous run of a left them
+        pipe.hset(session_key(NS, 'a', 'test', call), mapping=Record(
+            call, 'test', 'm1', 'udp:127.0.0.1:1', 'ft-' + call, '', 1.0, 1.0, 'a', 1,
+            1).to_mapping())
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    directory = env.tmp_path / 'a'
+    directory.mkdir()
+    members = [member_xml('m%d' % (i + 1), m) for i, m in enumerate(env.members)]
+    xml, spec = cluster_xml(members)
+    xml = xml.replace('<rtp_cluster_config>', '<rtp_cluster_config><redis><url>%s</url>'
+                      '<instance_id>a</instance_id></redis>' % env.redis.url, 1)
+    a = Instance('a', Daemon.start(env.procs, directory, (xml, spec)))   # answers V: go
+    deleted = calls[:300]
+    replies = batch(spec, ['D %s ft-%s' % (c, c) for c in deleted])
+    assert len(replies) == len(deleted)
+
+    def own() -> int:                          # the reactor is busy loading: be patient
+        return int(a.admin('ls numsessions', timeout=30)[0].split(':')[1])
+    assert own() < total, 'the load finished before the deletes: nothing was tested'
+    wait_for(lambda: own() == total - len(deleted), 30, 'a loaded its own keys', interval=0.5)
+    wait_for(lambda: not any(client.exists(session_key(NS, 'a', 'test', c)) for c in deleted),
+             5, 'the keys of the deleted calls are gone')
+    assert client.exists(session_key(NS, 'a', 'test', calls[-1]))
+    for call in deleted[:3]:
+        assert a.admin('ls session %s' % call, check=False) == [
+            'ERROR: session "%s" not found' % call]

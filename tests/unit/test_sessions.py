@@ -167,3 +167,26 @@ def test_store_matches_a_simple_model(ops):
             assert store.count(name) == sum(1 for v in model.values() if v[0] == name)
     assert {k: v[0] for k, v in model.items()} == {k: store.lookup(k) for k in model}
     assert sorted(unbound) == sorted(expected_unbound)
+
+
+# --- the SessionStore interface ------------------------------------------------------------
+
+def test_memory_store_implements_the_whole_interface():
+    from rtp_cluster.core.sessions import SESSION_AGING_INTERVAL, SessionInfo, SessionStore
+    store, clock, _ = make_store()
+    typed: SessionStore = store                      # what the cluster holds
+    typed.bind('c1', 'm1', 'f1', None, address='udp:127.0.0.1:7001')
+    clock.now += 1
+    typed.bind('c2', 'm2', 'f2', 't2')
+    typed.bind('c3', 'm1', 'f3', None)
+    assert typed.member_counts() == {'m1': 2, 'm2': 1}
+    assert typed.ownership_counts() == (3, 0)        # without sharing every session is own
+    assert typed.aging_interval == SESSION_AGING_INTERVAL
+    assert typed.describe('c2') == SessionInfo('c2', 'm2', 'f2', 't2', 1001.0, True, '')
+    assert typed.describe('nope') is None
+    assert [i.call_id for i in typed.listing()] == ['c1', 'c2', 'c3']
+    assert [i.call_id for i in typed.listing('own', limit=1, offset=1)] == ['c2']
+    assert typed.listing('foreign') == []
+    resumed = []
+    assert typed.resolve_unknown('x', lambda: resumed.append(1)) is False and resumed == []
+    assert 'c1' in typed and len(typed) == 3

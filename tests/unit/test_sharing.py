@@ -819,11 +819,11 @@ def test_newest_records_keeps_one_record_per_call_and_the_bad_ones():
 def test_resync_does_not_bring_back_a_call_deleted_after_a_takeover():
     """b died owning c1; a took it over and deleted it (tombstone); c's resync reads both."""
     sharing, store = sharing_setup(me='c')
-    sharing._own_loaded = True
+    sharing.state.own_loaded = True
     stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
     tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
     for order in ([stale, tomb], [tomb, stale]):
-        sharing._apply_reads(newest_records(NS, order), False)
+        sharing.state.on_records(newest_records(NS, order), 'resync')
         assert 'c1' not in store
 
 
@@ -834,24 +834,24 @@ def test_event_read_answered_before_the_delete_event_does_not_resurrect():
     assert queued_reads(sharing) == [('read', [key])]
     # the reader's HGETALL ran before b's DEL; the del event reaches the reactor first
     sharing._on_events([(CHANNEL + key, 'del')])
-    sharing._apply_reads([(key, raw)], True)
+    sharing.state.on_records([(key, raw)], 'event')
     assert 'c1' not in store
     # the call is created again: its new hset is read and applied
     sharing._on_events([(CHANNEL + key, 'hset')])
     assert queued_reads(sharing) == [('read', [key])]
-    sharing._apply_reads([raw_of(record(cid='c1', owner='b', seq=2))], True)
+    sharing.state.on_records([raw_of(record(cid='c1', owner='b', seq=2))], 'event')
     assert store.get('c1').seq == 2
-    assert sharing._removed_at == {}                          # nothing in flight: forgotten
+    assert sharing.state.reads.pending_removals == {}                          # nothing in flight: forgotten
 
 
 def test_resync_read_before_a_delete_event_does_not_resurrect():
     sharing, store = sharing_setup(me='a')
-    sharing._own_loaded = True
+    sharing.state.own_loaded = True
     key, raw = raw_of(record(cid='c1', owner='b'))
     sharing.request_resync()
     assert queued_reads(sharing)[0][0] == 'resync'
     sharing._on_events([(CHANNEL + key, 'del')])              # while the scan runs
-    sharing._apply_reads([(key, raw), raw_of(record(cid='c2', owner='b'))], False)
+    sharing.state.on_records([(key, raw), raw_of(record(cid='c2', owner='b'))], 'resync')
     assert 'c1' not in store and 'c2' in store
 
 
@@ -859,28 +859,28 @@ def test_resync_skips_our_own_keys_once_loaded():
     """A resync may read an own key whose DEL is still queued: the table is the truth."""
     sharing, store = sharing_setup(me='a')
     own = raw_of(record(cid='mine', owner='a'))
-    sharing._apply_reads([own], False, True)                  # the start-up load
-    sharing._on_own_loaded()
+    sharing.state.on_records([own], 'own')                  # the start-up load
+    sharing.state.on_own_loaded()
     assert store.get('mine').owner == 'a'
     store.unbind('mine')                                      # DEL queued, not flushed yet
-    sharing._apply_reads([own], False)                        # a resync read the old key
+    sharing.state.on_records([own], 'resync')                        # a resync read the old key
     assert 'mine' not in store
 
 
 def test_resync_applies_own_keys_until_the_own_load_succeeded():
     sharing, store = sharing_setup(me='a')
-    sharing._apply_reads([raw_of(record(cid='mine', owner='a'))], False)
+    sharing.state.on_records([raw_of(record(cid='mine', owner='a'))], 'resync')
     assert store.get('mine').owner == 'a'
 
 
 def test_resync_ignores_peers_removed_with_ksrm():
     sharing, store = sharing_setup(me='a', peers=('b', 'c'))
-    sharing._own_loaded = True
-    sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
-                          raw_of(record(cid='c1', owner='c'))], False)
+    sharing.state.own_loaded = True
+    sharing.state.on_records([raw_of(record(cid='b1', owner='b')),
+                              raw_of(record(cid='c1', owner='c'))], 'resync')
     assert sharing.unsubscribe('b') == 1
-    sharing._apply_reads([raw_of(record(cid='b1', owner='b')),
-                          raw_of(record(cid='c1', owner='c'))], False)   # the next resync
+    sharing.state.on_records([raw_of(record(cid='b1', owner='b')),
+                              raw_of(record(cid='c1', owner='c'))], 'resync')   # the next resync
     assert 'b1' not in store and 'c1' in store
 
 
@@ -906,7 +906,7 @@ def test_cluster_ages_sessions_often_enough_for_final_timeout(final_timeout, int
 def lookup_setup():
     clock = task.Clock()
     sharing, cluster, clients = sharing_cluster(clock=clock)
-    sharing.discovered.add('b')
+    sharing.state.peers_view.discovered.add('b')
     return clock, sharing, cluster, clients
 
 
@@ -918,13 +918,13 @@ def queued_lookup(sharing):
 
 def test_stale_view_looks_the_call_up_in_redis_before_broadcasting():
     clock, sharing, cluster, clients = lookup_setup()
-    sharing.subscriber_connected = False                 # events may have been lost
+    sharing.state.subscriber_connected = False                 # events may have been lost
     replies = []
     cluster.handle(parse_command('D lost@h ft tt'), replies.append)
     assert replies == [] and all(c.sent == [] for c in clients.values())
     token, keys = queued_lookup(sharing)
     assert keys == ['%s:s:b:test:lost@h' % NS]
-    sharing._apply_lookup(token, [encoded(record(cid='lost@h', owner='b', member='m2'))])
+    sharing.state.on_lookup_result(token, [encoded(record(cid='lost@h', owner='b', member='m2'))])
     assert replies == ['0']
     assert clients['m2'].sent == ['D lost@h ft tt'] and clients['m1'].sent == []   # no broadcast
     assert sharing.counters.lookups_on_miss == 1
@@ -932,11 +932,11 @@ def test_stale_view_looks_the_call_up_in_redis_before_broadcasting():
 
 def test_lookup_on_miss_gives_up_at_its_deadline_and_only_when_stale():
     clock, sharing, cluster, clients = lookup_setup()
-    sharing.subscriber_connected = True                  # fresh view: no lookup
+    sharing.state.subscriber_connected = True                  # fresh view: no lookup
     replies = []
     cluster.handle(parse_command('D x@h ft tt'), replies.append)
     assert sharing._reads.empty() and len(clients['m1'].sent) == 1   # broadcast at once
-    sharing.subscriber_connected = False
+    sharing.state.subscriber_connected = False
     cluster.handle(parse_command('D y@h ft tt'), replies.append)
     queued_lookup(sharing)                               # Redis never answers
     clock.advance(0.19)
@@ -948,8 +948,8 @@ def test_lookup_on_miss_gives_up_at_its_deadline_and_only_when_stale():
 
 def test_no_lookup_on_miss_while_redis_is_unreachable():
     clock, sharing, cluster, clients = lookup_setup()
-    sharing.subscriber_connected = False
-    sharing._on_read_failed('read', [], 'Connection refused')
+    sharing.state.subscriber_connected = False
+    sharing.state.on_read_failed('read', [], 'Connection refused')
     replies = []
     cluster.handle(parse_command('U new@h 127.0.0.1 5000 ft'), replies.append)
     assert sharing._reads.empty()                        # no lookup: it could only time out
@@ -969,26 +969,26 @@ def test_duplicate_instance_id_needs_a_foreign_token_after_our_own_first_write()
     the presence TTL): not a duplicate.  A foreign token after that means another process
     rewrote our record since our last write."""
     sharing, store = sharing_setup()
-    sharing._on_server('run-1', 'token-of-our-previous-run')
-    assert sharing.duplicate == {} and not sharing.duplicate_active
-    sharing._on_server('run-1', sharing.run_token)            # our own record: fine
-    sharing._on_server('run-1', None)                         # expired meanwhile: fine
-    assert sharing.duplicate == {}
-    sharing._on_server('run-1', 'someone-else')
-    assert sharing.duplicate['token'] == 'someone-else' and sharing.duplicate_active
+    sharing.state.on_server('run-1', 'token-of-our-previous-run')
+    assert sharing.state.duplicate == {} and not sharing.state.duplicate_active
+    sharing.state.on_server('run-1', sharing.state.run_token)            # our own record: fine
+    sharing.state.on_server('run-1', None)                         # expired meanwhile: fine
+    assert sharing.state.duplicate == {}
+    sharing.state.on_server('run-1', 'someone-else')
+    assert sharing.state.duplicate['token'] == 'someone-else' and sharing.state.duplicate_active
     assert sharing.status()['duplicate']['token'] == 'someone-else'
     # while it lasts, own keys missing from our table are not deleted
     store.bind('mine', 'm1', 'ft')
     sharing.writer._ops.clear()
-    sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
+    sharing.state.on_own_keys(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
     assert queued(sharing) == {}
-    sharing._queue_presence()
+    sharing.state.write_presence()
     assert b'duplicate-id' in sharing.writer._presence
-    sharing.duplicate['last_seen'] -= 60                      # the twin went away
-    assert not sharing.duplicate_active and sharing.status()['duplicate'] == {}
-    sharing._queue_presence()
+    sharing.state.duplicate['last_seen'] -= 60                      # the twin went away
+    assert not sharing.state.duplicate_active and sharing.status()['duplicate'] == {}
+    sharing.state.write_presence()
     assert b'duplicate-id' not in sharing.writer._presence
-    sharing._delete_stale_own(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
+    sharing.state.on_own_keys(['rtpc:s:a:test:mine', 'rtpc:s:a:test:theirs'])
     assert queued(sharing) == {'rtpc:s:a:test:theirs': None}
 
 
@@ -998,7 +998,7 @@ def test_tombstone_shadows_every_other_prefix_the_call_may_still_have_a_key_in()
     sharing, store = sharing_setup(peers=('b',))
     sharing.peers['c'] = {'alive': False}
     key, raw = encoded(record(cid='c1', owner='d', epoch=1))
-    sharing._apply_raw(key, raw)                              # d: only seen in a record
+    sharing.state.apply_raw(key, raw)                              # d: only seen in a record
     store.lookup('c1')                                        # taken over: epoch 2
     store.unbind('c1')
     write = sharing.writer.queued('rtpc:s:a:test:c1')

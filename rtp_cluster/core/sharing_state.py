@@ -1,0 +1,449 @@
+"""Session sharing without I/O: every decision, as events in and actions out.
+
+`SharingState` owns the sharing side of the session tables (one `SharedSessionStore` per
+cluster) and decides everything the Redis adapters only carry out: which keys to read after
+keyspace events, which read results may still be applied (a removal seen after a read was
+issued outranks its result), what a resync proves deleted, when a lookup-on-miss is worth
+it, which own keys to delete at start-up, the duplicate-instance window, which peers to
+follow.  It is fed events (keyspace notifications, read results, write acknowledgements,
+ticks of an injected clock) and hands actions (`Write`, `Delete`, `Read`, `Subscribe`, ...)
+to `emit`, in order.  It never blocks and imports no I/O.
+
+The orderings it keeps:
+- (epoch, seq, owner) decides between records (`SharedSessionStore.apply_record`);
+- a key's removal event numbered after a read was issued wins over that read's result;
+- once our own prefix is loaded, our table is the truth about our own keys;
+- a call-id asked for while our own prefix is still loading is remembered: if it is still
+  unknown when its own record arrives (its `D` went out by broadcast meanwhile), the
+  record is dropped and its key deleted instead of bringing the call back;
+- a peer's key missing from a resync proves a deletion only once that peer rewrote its
+  sessions into this Redis (its presence names the Redis run id).
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterable, Mapping
+
+from .keys import (SessionKey, parse_presence_key, parse_session_key, presence_key,
+                   presence_pattern, session_key, session_prefix)
+from .sessions import DEFAULT_SESSION_TTL
+from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, SharingCounters,
+                      Tombstone, decode_record)
+from .sharing_actions import (Action, Identity, ListOwn, LoadOwn, Log, Lookup, Read, Refresh,
+                              Resume, Resync, Subscribe, WhenFlushed, Write, WritePresence)
+from .sharing_views import PeerView, ReadOrder
+
+__all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL']
+
+PRESENCE_INTERVAL = 1.0       # s between presence writes (the tick)
+PRESENCE_TTL_MS = 3000
+DUPLICATE_WINDOW = 10.0       # s a foreign run token in our presence counts as a live twin
+DUPLICATE_LOG_EVERY = 60.0
+MAX_OWNERS_SEEN = 1024
+MAX_ASKED_WHILE_LOADING = 100_000
+REMOVAL_EVENTS = frozenset({'del', 'expired', 'evicted', 'rename_from'})
+
+
+# --- the state machine -----------------------------------------------------------------------
+
+class SharingState:
+    def __init__(self, identity: Identity, emit: Callable[[Action], None], *,
+                 wall_clock: Callable[[], float], mono_clock: Callable[[], float],
+                 run_token: str | None = None) -> None:
+        self.identity = identity
+        self.instance_id = identity.instance_id
+        self.namespace = identity.namespace
+        self.emit = emit
+        self.wall = wall_clock
+        self.mono = mono_clock
+        self.run_token = run_token or '%x' % random.getrandbits(64)
+        self.started = wall_clock()
+        self.stores: dict[str, SharedSessionStore] = {}
+        self.counters = SharingCounters()
+        self.peers_view = PeerView(identity, self.instance_id)
+        self.reads = ReadOrder()
+        self.duplicate: dict[str, Any] = {}    # another live process with our instance id
+        self.owners_seen: set[str] = set()     # instances whose records we read (bounded)
+        self.degraded = False
+        self.subscriber_connected = False
+        self.reader_ok = True
+        self.last_error = ''
+        self.redis_run_id: str | None = None
+        self.synced_run_id = ''
+        self.last_resync: dict[str, Any] = {}
+        self.events_received = 0
+        self.bad_events = 0
+        self.own_loaded = False                # own prefix read once (load or a resync)
+        self._asked_while_loading: set[tuple[str, str]] = set()
+        self._presence_written = False
+        self._lookups: dict[int, Callable[[], None]] = {}
+        self._lookup_counter = 0
+        self._ticks = 0
+
+    # --- stores and start ----------------------------------------------------------------
+
+    def store_for(self, cluster: str, ttl: float = DEFAULT_SESSION_TTL) -> SharedSessionStore:
+        store = SharedSessionStore(
+            cluster, self.instance_id, self.namespace, self.queue_write, ttl=ttl,
+            final_timeout=self.identity.final_timeout, counters=self.counters,
+            clock=self.mono, wall_clock=self.wall,
+            resolve=lambda call_id, then: self.lookup_unknown(cluster, call_id, then))
+        self.stores[cluster] = store
+        return store
+
+    def start(self) -> None:
+        self.emit(Subscribe(tuple(self.patterns())))
+        self.emit(LoadOwn())
+
+    def _every(self, seconds: float) -> int:
+        """The number of ticks in `seconds` (at least one)."""
+        return max(1, round(seconds / PRESENCE_INTERVAL))
+
+    def tick(self) -> None:
+        """Every PRESENCE_INTERVAL: presence, and the TTL refresh and resync when due.
+
+        Counted in ticks, not compared with a clock: a period equal to the tick's must not
+        slip to every other tick by a microsecond of jitter (keys would expire).
+        """
+        self._ticks += 1
+        self.write_presence()
+        if self._ticks % self._every(max(1.0, self.identity.session_ttl / 4.0)) == 0:
+            keys = [k for store in self.stores.values() for k in store.own_keys()]
+            if keys:
+                self.emit(Refresh(tuple(keys)))
+        if self._ticks % self._every(self.identity.resync_interval) == 0:
+            self.request_resync()
+
+    def write_presence(self) -> None:
+        self.emit(WritePresence(presence_key(self.namespace, self.instance_id),
+                                self.presence_record(), PRESENCE_TTL_MS))
+
+    def presence_record(self) -> dict[str, str]:
+        own = sum(s.ownership_counts()[0] for s in self.stores.values())
+        state = ('degraded' if self.degraded else
+                 'duplicate-id' if self.duplicate_active else 'ok')
+        return {'run_token': self.run_token, 'started': '%.3f' % self.started,
+                'version': self.identity.version, 'state': state,
+                'own_sessions': str(own), 'last_seen': '%.3f' % self.wall(),
+                'synced_run_id': self.synced_run_id}
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def queue_write(self, key: str, op: LiveRecord | None) -> None:
+        shadows = tuple(self.shadow_keys(key)) if isinstance(op, Tombstone) else ()
+        self.emit(Write(key, op, shadows))
+
+    def shadow_keys(self, key: str) -> list[str]:
+        """The same call's key in every other instance's prefix we know of."""
+        rest = key[len(session_prefix(self.namespace, self.instance_id)):]
+        # owners seen in records too: a dead instance's keys outlive its presence record
+        peers = self.peers_view.known() | self.owners_seen
+        peers.discard(self.instance_id)
+        return [session_prefix(self.namespace, peer) + rest for peer in sorted(peers)]
+
+    def on_write_ok(self) -> None:
+        if self.degraded:
+            self.emit(Log('info', 'redis: writes succeed again'))
+        self.degraded = False
+
+    def on_write_failed(self, error: str) -> None:
+        if not self.degraded:
+            self.emit(Log('warn', 'redis: write failed, serving from memory (degraded): '
+                          '{error}', {'error': error}))
+        self.degraded = True
+        self.last_error = error
+
+    def on_server(self, run_id: str, previous_token: str | None) -> None:
+        """After each presence write: the server's run_id and the run token it replaced."""
+        if (self._presence_written and previous_token is not None
+                and previous_token != self.run_token):
+            self._duplicate_seen(previous_token)
+        self._presence_written = True
+        if run_id != self.redis_run_id:
+            self._new_server(run_id)
+
+    def _duplicate_seen(self, token: str) -> None:
+        now = self.wall()
+        first = (not self.duplicate
+                 or now - self.duplicate.get('logged', 0.0) > DUPLICATE_LOG_EVERY)
+        self.duplicate.update(token=token, last_seen=now)
+        if first:
+            self.duplicate['logged'] = now
+            self.emit(Log('error', 'redis: another live process uses instance id {id!r} (run '
+                          'token {token}); both write the same keys: give every instance its '
+                          'own <instance_id>.  Own keys missing from the table are not deleted '
+                          'until this stops', {'id': self.instance_id, 'token': token[:16]}))
+
+    @property
+    def duplicate_active(self) -> bool:
+        return bool(self.duplicate) and self.wall() - self.duplicate['last_seen'] < DUPLICATE_WINDOW
+
+    def _new_server(self, run_id: str) -> None:
+        if self.redis_run_id is not None:
+            self.emit(Log('warn', 'redis: server restarted (run_id changed); rewriting own '
+                          'sessions'))
+        self.redis_run_id = run_id
+        rewritten = sum(store.rewrite_all_own() for store in self.stores.values())
+        self.emit(WhenFlushed(run_id))
+        self.emit(ListOwn())
+        self.emit(Log('info', 'redis: {n} own sessions written for run {run}',
+                      {'n': rewritten, 'run': run_id[:8]}))
+
+    def on_synced(self, run_id: str) -> None:
+        self.synced_run_id = run_id
+
+    def on_own_keys(self, keys: Iterable[str]) -> None:
+        """Own keys in Redis that our table does not have (restored from an old dump)."""
+        if self.duplicate_active:
+            return                  # they may be the other process's: leave them alone
+        live = {k for store in self.stores.values() for k in store.own_keys()}
+        for key in keys:
+            if key not in live:
+                self.emit(Write(key, None))
+
+    # --- keyspace events ---------------------------------------------------------------------
+
+    def patterns(self) -> list[str]:
+        # One pattern per peer, never one for the whole namespace: our own writes would
+        # come back as events that cost the reactor as much as writing them.
+        return [session_prefix(self.namespace, p) + '*'
+                for p in sorted(self.peers_view.followed())] + [presence_pattern(self.namespace)]
+
+    def on_subscribed(self) -> None:
+        """A subscribe confirmation (first, or after a silent reconnect): events were lost."""
+        self.subscriber_connected = True
+        self.request_resync()
+
+    def on_subscriber_down(self, error: str) -> None:
+        if self.subscriber_connected:
+            self.emit(Log('warn', 'redis: subscriber lost ({error}); peers keep their last '
+                          'known sessions', {'error': error}))
+        self.subscriber_connected = False
+        self.last_error = error
+
+    def on_events(self, events: Iterable[tuple[str, str]]) -> None:
+        """Keyspace notifications, as (key, event); then reads what changed."""
+        for key, event in events:
+            self.events_received += 1
+            self._on_event(key, event)
+        self._schedule_read()
+
+    def _on_event(self, key: str, event: str) -> None:
+        parsed = parse_session_key(self.namespace, key)
+        if parsed is not None:
+            if parsed.owner == self.instance_id or not self.follows(parsed.owner):
+                return
+            if event == 'hset':
+                self.reads.dirty.add(key)
+            elif event in REMOVAL_EVENTS:
+                self.reads.removed(key)
+                self._remove(parsed)
+            elif event != 'expire':
+                self.bad_events += 1
+            return
+        peer = parse_presence_key(self.namespace, key)
+        if peer and peer != self.instance_id:
+            alive = event not in ('del', 'expired', 'evicted')
+            self.peers_view.seen(peer, alive, self.wall() if alive else None)
+            if alive:
+                self._discover(peer)
+
+    def follows(self, peer: str) -> bool:
+        return self.peers_view.follows(peer)
+
+    def _discover(self, peer: str) -> None:
+        if self.peers_view.discover(peer):
+            self.emit(Log('info', 'redis: following sessions of peer {peer}', {'peer': peer}))
+            self.emit(Subscribe(tuple(self.patterns())))
+
+    def _remove(self, parsed: SessionKey) -> None:
+        store = self.stores.get(parsed.cluster)
+        if store is not None:
+            store.apply_removal(parsed.call_id, parsed.owner)
+
+    def _schedule_read(self) -> None:
+        keys = self.reads.next_read()
+        if keys:
+            self.emit(Read(tuple(keys)))
+
+    # --- what was read ----------------------------------------------------------------------
+
+    def on_records(self, results: Iterable[tuple[str, Mapping]], source: str) -> None:
+        """Hashes read from Redis; `source` is 'event', 'resync' or 'own' (the load)."""
+        self.reader_ok = True
+        issued = self.reads.issued(source)
+        for key, raw in results:
+            parsed = parse_session_key(self.namespace, key)
+            if parsed is None:
+                continue
+            if parsed.owner == self.instance_id:
+                if source != 'own' and self.own_loaded:
+                    # once our own prefix is loaded, the table is the truth: a resync may
+                    # read an own key whose DEL is still queued, and must not bring it back
+                    continue
+                if self._ended_while_loading(parsed, key):
+                    continue
+            elif not self.follows(parsed.owner):
+                continue              # a resync reads every prefix; `ksrm` peers stay out
+            if self.reads.removed_since(key, issued):
+                continue              # removed after this read was issued: stale
+            if not raw and source == 'event':
+                self._remove(parsed)
+                continue
+            self.apply_raw(key, raw)
+        if source == 'event':
+            self.reads.read_done()
+            self._schedule_read()
+
+    def _ended_while_loading(self, parsed: SessionKey, key: str) -> bool:
+        """Our own record of a call a command asked for while our prefix was loading and
+        that is still unknown: its `D` went out by broadcast; delete the key instead."""
+        ident = (parsed.cluster, parsed.call_id)
+        if ident not in self._asked_while_loading:
+            return False
+        store = self.stores.get(parsed.cluster)
+        if store is None or parsed.call_id in store:
+            return False
+        self._asked_while_loading.discard(ident)
+        self.emit(Write(key, None))
+        return True
+
+    def on_own_loaded(self) -> None:
+        self._own_view_complete()
+
+    def _own_view_complete(self) -> None:
+        self.own_loaded = True
+        self._asked_while_loading.clear()
+
+    def apply_raw(self, key: str, raw: Mapping) -> None:
+        """Validate one hash read from Redis and give it to its cluster's store."""
+        try:
+            record = decode_record(key, self.namespace, raw)
+        except BadRecord as exc:
+            self.bad_record(key, str(exc))
+            return
+        self.apply(record, key)
+
+    def apply(self, record: Record, key: str = '') -> None:
+        store = self.stores.get(record.cluster)
+        if store is None:
+            self.bad_record(key, 'unknown cluster %r' % record.cluster[:64])
+            return
+        if record.owner not in self.owners_seen and len(self.owners_seen) < MAX_OWNERS_SEEN:
+            self.owners_seen.add(record.owner)
+        store.apply_record(record)
+
+    def bad_record(self, key: str, why: str) -> None:
+        self.counters.bad_records += 1
+        n = self.counters.bad_records
+        if n <= 20 or n % 1000 == 0:
+            self.emit(Log('warn', 'redis: ignoring record {key!r}: {why} ({n} bad records so '
+                          'far)', {'key': key[:120], 'why': why, 'n': n}))
+
+    def on_read_failed(self, kind: str, payload: Any, error: str) -> None:
+        self.last_error = error
+        self.reader_ok = False
+        if kind == 'lookup':
+            self._finish_lookup(payload)
+        elif kind == 'read':
+            self.reads.read_failed(payload)
+        elif kind == 'resync':
+            self.reads.resync_failed()
+
+    # --- resync ----------------------------------------------------------------------------------
+
+    def request_resync(self) -> None:
+        if self.reads.start_resync():
+            self.emit(Resync(self.mono()))
+
+    def on_resync_done(self, since: float, keys: Iterable[str],
+                       presences: Mapping[str, Mapping[str, str]], run_id: str,
+                       duration: float) -> None:
+        """The scan behind the last `on_records(..., 'resync')`: every session key it saw,
+        the presence hashes by peer, the server's run id."""
+        seen: dict[tuple[str, str], set[str]] = {}     # (owner, cluster): call-ids
+        count = 0
+        for key in keys:
+            count += 1
+            parsed = parse_session_key(self.namespace, key)
+            if parsed is not None:
+                seen.setdefault((parsed.owner, parsed.cluster), set()).add(parsed.call_id)
+        removed = 0
+        for peer, presence in presences.items():
+            if peer == self.instance_id:
+                continue
+            self.peers_view.presence(peer, dict(presence))
+            self._discover(peer)
+            # absence in Redis proves deletion only once the peer rewrote into this Redis
+            if presence.get('synced_run_id') == run_id and run_id:
+                for name, store in self.stores.items():
+                    removed += store.drop_unseen(peer, seen.get((peer, name), set()), since)
+        self.peers_view.gone(set(self.peers_view.info) - set(presences))
+        self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
+                            'removed': removed}
+        self._own_view_complete()
+        if self.reads.resync_done():
+            self.request_resync()
+
+    # --- lookup on miss ------------------------------------------------------------------------
+
+    @property
+    def stale(self) -> bool:
+        """Our view of the peers may miss sessions (subscriber down, resync not finished)."""
+        return not self.subscriber_connected or self.reads.resync_running or self.reads.resync_pending
+
+    def lookup_unknown(self, cluster: str, call_id: str, then: Callable[[], None]) -> bool:
+        """While the view is stale, read the call-id under every peer's prefix, then `then()`.
+
+        False (and `then` is not called) when no lookup is needed.  `then` runs once, when the
+        records are applied or at the lookup's deadline, whichever comes first.
+        """
+        if not self.own_loaded and len(self._asked_while_loading) < MAX_ASKED_WHILE_LOADING:
+            self._asked_while_loading.add((cluster, call_id))
+        peers = sorted(self.peers_view.known() - {self.instance_id})
+        # with Redis unreachable a lookup would only add its deadline to every new call
+        if not self.stale or not peers or self.degraded or not self.reader_ok:
+            return False
+        self._lookup_counter += 1
+        token = self._lookup_counter
+        self._lookups[token] = then
+        self.counters.lookups_on_miss += 1
+        self.emit(Lookup(token, tuple(session_key(self.namespace, peer, cluster, call_id)
+                                      for peer in peers)))
+        return True
+
+    def on_lookup_result(self, token: int, results: Iterable[tuple[str, Mapping]]) -> None:
+        self.reader_ok = True
+        for key, raw in results:
+            if raw and parse_session_key(self.namespace, key) is not None:
+                self.apply_raw(key, raw)
+        self._finish_lookup(token)
+
+    def on_lookup_deadline(self, token: int) -> None:
+        self._finish_lookup(token)
+
+    def _finish_lookup(self, token: int) -> None:
+        then = self._lookups.pop(token, None)
+        if then is not None:
+            self.emit(Resume(then))
+
+    # --- operator commands ---------------------------------------------------------------------
+
+    def subscribe(self, peer: str) -> None:
+        self.peers_view.subscribe(peer)
+        self.emit(Subscribe(tuple(self.patterns())))
+
+    def unsubscribe(self, peer: str) -> int:
+        self.peers_view.unsubscribe(peer)
+        self.emit(Subscribe(tuple(self.patterns())))
+        return sum(store.drop_foreign(peer) for store in self.stores.values())
+
+    def take_over(self, peer: str | None) -> int:
+        return sum(store.take_over_all(peer) for store in self.stores.values())
+
+    def ownership_counts(self) -> tuple[int, int]:
+        own = foreign = 0
+        for store in self.stores.values():
+            o, f = store.ownership_counts()
+            own, foreign = own + o, foreign + f
+        return own, foreign

@@ -1,0 +1,143 @@
+"""Bookkeeping of `SharingState`: the peers it knows and follows, and the order of reads."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .sharing_actions import Identity
+
+
+class PeerView:
+    """The peers: configured or discovered, followed or not, and what we know of them."""
+
+    def __init__(self, identity: Identity, instance_id: str) -> None:
+        self.instance_id = instance_id
+        self.subscribed: set[str] = set(identity.peers)
+        self.auto = not identity.peers
+        self.discovered: set[str] = set()      # found through presence records (auto)
+        self.info: dict[str, dict] = {}        # peer: alive, last_event, presence
+
+    def followed(self) -> set[str]:
+        peers = self.discovered if self.auto else self.subscribed
+        return peers - {self.instance_id}
+
+    def follows(self, peer: str) -> bool:
+        return self.auto or peer in self.subscribed
+
+    def known(self) -> set[str]:
+        return set(self.info) | self.subscribed | self.discovered
+
+    def discover(self, peer: str) -> bool:
+        """True if `peer` is newly followed (automatic peers only)."""
+        if self.auto and peer != self.instance_id and peer not in self.discovered:
+            self.discovered.add(peer)
+            return True
+        return False
+
+    def seen(self, peer: str, alive: bool, at: float | None) -> None:
+        info = self.info.setdefault(peer, {})
+        info['alive'] = alive
+        if at is not None:
+            info['last_event'] = at
+
+    def presence(self, peer: str, presence: dict[str, str]) -> None:
+        self.info.setdefault(peer, {}).update(alive=True, presence=presence)
+
+    def gone(self, peers: Iterable[str]) -> None:
+        for peer in peers:
+            self.info[peer]['alive'] = False
+
+    def subscribe(self, peer: str) -> None:
+        if self.subscribed:
+            self.auto = False
+        self.subscribed.add(peer)
+
+    def unsubscribe(self, peer: str) -> None:
+        self.subscribed.discard(peer)
+        if self.auto:
+            self.auto = False
+            self.subscribed = {p for p in self.info if p != peer}
+
+
+class ReadOrder:
+    """Which read results may still be applied.
+
+    Removal events are numbered; a read remembers the number current when it was issued,
+    and its result for a key removed later is stale.  One event read in flight at a time
+    (the keys that change meanwhile wait in `dirty`), one resync at a time (another request
+    while it runs makes one more follow).
+    """
+
+    def __init__(self) -> None:
+        self.dirty: set[str] = set()
+        self.read_in_flight = False
+        self.resync_running = False
+        self.resync_pending = False
+        self._removals = 0
+        self._removed_at: dict[str, int] = {}
+        self._read_issued = 0
+        self._resync_issued = 0
+
+    def removed(self, key: str) -> None:
+        self._removals += 1
+        if self.read_in_flight or self.resync_running:    # else no result can be stale
+            self._removed_at[key] = self._removals
+
+    def removed_since(self, key: str, issued: int) -> bool:
+        return self._removed_at.get(key, 0) > issued
+
+    def issued(self, source: str) -> int:
+        if source == 'event':
+            return self._read_issued
+        if source == 'resync':
+            return self._resync_issued
+        return 0                          # the own load: no event touches our prefix
+
+    def next_read(self) -> list[str]:
+        if not self.dirty or self.read_in_flight:
+            return []
+        self.read_in_flight = True
+        self._read_issued = self._removals
+        keys, self.dirty = sorted(self.dirty), set()
+        return keys
+
+    def read_done(self) -> None:
+        self.read_in_flight = False
+        self.prune()
+
+    def read_failed(self, keys: Iterable[str]) -> None:
+        self.read_in_flight = False
+        self.dirty.update(keys)
+
+    def start_resync(self) -> bool:
+        """True if a resync should start now (else one more follows the running one)."""
+        if self.resync_running:
+            self.resync_pending = True
+            return False
+        self.resync_running = True
+        self._resync_issued = self._removals
+        return True
+
+    def resync_done(self) -> bool:
+        """True if another resync was asked for meanwhile."""
+        self.resync_running = False
+        self.prune()
+        pending, self.resync_pending = self.resync_pending, False
+        return pending
+
+    def resync_failed(self) -> None:
+        self.resync_running = False
+        self.resync_pending = True
+
+    def prune(self) -> None:
+        """Forget removals older than every read still in flight."""
+        floor = self._removals
+        if self.read_in_flight:
+            floor = min(floor, self._read_issued)
+        if self.resync_running:
+            floor = min(floor, self._resync_issued)
+        if self._removed_at:
+            self._removed_at = {k: n for k, n in self._removed_at.items() if n > floor}
+
+    @property
+    def pending_removals(self) -> dict[str, int]:
+        return dict(self._removed_at)

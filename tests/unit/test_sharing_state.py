@@ -1,0 +1,327 @@
+"""The sans-IO sharing core (rtp_cluster/core/sharing_state.py): events in, actions out.
+
+No Redis, no reactor, no threads: the actions are collected in a list and a model of Redis
+answers the reads, in every order the adapters may produce.
+"""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtp_cluster.core import sharing_state
+from rtp_cluster.core.keys import session_key
+from rtp_cluster.core.sharing import Record
+from rtp_cluster.core.sharing_actions import (Identity, ListOwn, LoadOwn, Lookup, Read, Refresh,
+                                              Resume, Resync, Subscribe, WhenFlushed, Write,
+                                              WritePresence)
+from rtp_cluster.core.sharing_state import DUPLICATE_WINDOW, SharingState
+
+NS = 'rtpc'
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Core:
+    """A SharingState for instance `me` with fake clocks; `actions` is what it asked for."""
+
+    def __init__(self, me: str = 'a', peers: tuple[str, ...] = (), ttl: float = 100.0,
+                 resync_interval: float = 30.0) -> None:
+        self.wall = Clock(1_700_000_000.0)
+        self.mono = Clock(100.0)
+        self.actions: list = []
+        self.state = SharingState(Identity(me, NS, peers=peers, session_ttl=ttl,
+                                           resync_interval=resync_interval),
+                                  self.actions.append, wall_clock=self.wall,
+                                  mono_clock=self.mono, run_token='ours')
+        self.store = self.state.store_for('test', ttl)
+
+    def taken(self, kind=None) -> list:
+        """The actions so far (of one type), forgetting them."""
+        found = [a for a in self.actions if kind is None or isinstance(a, kind)]
+        self.actions[:] = [a for a in self.actions if a not in found]
+        return found
+
+
+def record(cid='c1', owner='b', epoch=1, seq=1, state='active', member='m1') -> Record:
+    return Record(cid, 'test', member, 'udp:127.0.0.1:7001', 'ft', '', 1.0, 1.0, owner, epoch,
+                  seq, state)
+
+
+def raw(rec: Record) -> tuple[str, dict]:
+    return session_key(NS, rec.owner, rec.cluster, rec.cid), rec.to_mapping()
+
+
+# --- start, ticks, writes ------------------------------------------------------------------
+
+def test_start_subscribes_to_the_followed_peers_and_loads_the_own_prefix():
+    core = Core(peers=('b', 'c'))
+    core.state.start()
+    subscribe, load = core.taken()
+    assert subscribe == Subscribe(('rtpc:s:b:*', 'rtpc:s:c:*', 'rtpc:n:*'))
+    assert load == LoadOwn()
+
+
+def test_tick_writes_presence_and_refreshes_and_resyncs_when_due():
+    core = Core(ttl=8.0, resync_interval=5.0)
+    core.state.start()
+    core.store.bind('own', 'm1', 'ft', address='udp:127.0.0.1:7001')
+    core.taken()
+    core.state.tick()
+    assert [type(a) for a in core.taken()] == [WritePresence]
+    core.state.tick()                                   # refresh every ttl / 4 = 2 ticks
+    presence, refresh = core.taken()
+    assert presence.mapping['own_sessions'] == '1' and presence.mapping['run_token'] == 'ours'
+    assert refresh == Refresh(('rtpc:s:a:test:own',))
+    for _ in range(3):
+        core.state.tick()
+    kinds = [type(a) for a in core.taken()]
+    assert kinds.count(WritePresence) == 3 and kinds.count(Refresh) == 1
+    assert kinds[-1] is Resync                          # resync every 5 ticks
+
+
+def test_a_refresh_every_second_is_every_tick_whatever_the_clock_says():
+    """session_ttl 2 s: the refresh period equals the tick; it must never skip one."""
+    core = Core(ttl=2.0)
+    core.store.bind('own', 'm1', 'ft')
+    for _ in range(5):
+        core.mono.now += 0.999                          # a tick that came a little early
+        core.state.tick()
+    assert len(core.taken(Refresh)) == 5
+
+
+def test_own_changes_become_write_actions_and_tombstones_name_their_shadows():
+    core = Core(peers=('b',))
+    core.state.apply(record(cid='t', owner='d'))        # d: only ever seen in a record
+    core.store.lookup('t')                              # taken over: epoch 2
+    write = core.taken(Write)[-1]
+    assert write.key == 'rtpc:s:a:test:t' and write.op().get('epoch') == '2'
+    core.store.unbind('t')
+    tombstone = core.taken(Write)[-1]
+    assert tombstone.op()['state'] == 'deleted'
+    assert tombstone.shadows == ('rtpc:s:b:test:t', 'rtpc:s:d:test:t')
+    core.store.bind('fresh', 'm1', 'ft')
+    core.store.unbind('fresh')                          # epoch 1: a plain delete
+    assert core.taken(Write)[-1] == Write('rtpc:s:a:test:fresh', None)
+
+
+def test_a_new_redis_server_rewrites_own_sessions_and_lists_own_keys():
+    core = Core()
+    core.store.bind('own', 'm1', 'ft')
+    core.taken()
+    core.state.on_server('run-1', None)
+    actions = core.taken()
+    assert [type(a) for a in actions[:3]] == [Write, WhenFlushed, ListOwn]
+    assert actions[1] == WhenFlushed('run-1')
+    core.state.on_server('run-1', 'ours')               # same server: nothing to do
+    assert core.taken(Write) == []
+    core.state.on_synced('run-1')
+    assert core.state.presence_record()['synced_run_id'] == 'run-1'
+
+
+def test_duplicate_instance_window_follows_the_injected_clock():
+    core = Core()
+    core.state.on_server('run-1', 'previous-run')       # our first write: not a twin
+    core.state.on_server('run-1', 'twin')
+    assert core.state.duplicate_active
+    assert core.state.presence_record()['state'] == 'duplicate-id'
+    core.state.on_own_keys(['rtpc:s:a:test:unknown'])
+    assert core.taken(Write) == []                      # maybe the twin's: kept
+    core.wall.now += DUPLICATE_WINDOW - 0.1
+    assert core.state.duplicate_active
+    core.wall.now += 0.2
+    assert not core.state.duplicate_active
+    core.state.on_own_keys(['rtpc:s:a:test:unknown'])
+    assert core.taken(Write) == [Write('rtpc:s:a:test:unknown', None)]
+
+
+# --- reads and their order -----------------------------------------------------------------
+
+def test_one_event_read_in_flight_and_changes_meanwhile_wait():
+    core = Core()
+    k1, r1 = raw(record('c1'))
+    k2, r2 = raw(record('c2'))
+    core.state.on_events([(k1, 'hset')])
+    assert core.taken(Read) == [Read((k1,))]
+    core.state.on_events([(k2, 'hset'), (k1, 'hset')])
+    assert core.taken(Read) == []                       # the first is still in flight
+    core.state.on_records([(k1, r1)], 'event')
+    assert core.taken(Read) == [Read((k1, k2))]
+    core.state.on_records([(k1, r1), (k2, r2)], 'event')
+    assert 'c1' in core.store and 'c2' in core.store
+
+
+def test_events_of_unfollowed_peers_and_our_own_keys_are_ignored():
+    core = Core(me='a', peers=('b',))
+    core.state.on_events([(raw(record(owner='c'))[0], 'hset'),
+                          (raw(record(owner='a'))[0], 'hset')])
+    assert core.taken(Read) == []
+    core.state.on_events([('rtpc:n:c', 'hset')])        # presence: known, not followed
+    assert core.state.peers_view.info['c']['alive'] and not core.state.follows('c')
+
+
+def test_presence_of_a_new_peer_makes_automatic_peers_follow_it():
+    core = Core()
+    core.state.on_events([('rtpc:n:b', 'hset')])
+    assert core.taken(Subscribe) == [Subscribe(('rtpc:s:b:*', 'rtpc:n:*'))]
+    core.state.on_events([('rtpc:n:b', 'hset')])
+    assert core.taken(Subscribe) == []
+
+
+class RedisModel:
+    """One key of peer b: writes and deletes, each with its keyspace event."""
+
+    def __init__(self) -> None:
+        self.value: Record | None = None
+        self.seq = 0
+        self.events: list[tuple[str, str]] = []
+
+    def write(self) -> None:
+        self.seq += 1
+        self.value = record('c1', seq=self.seq)
+        self.events.append((KEY, 'hset'))
+
+    def delete(self) -> None:
+        if self.value is not None:
+            self.value = None
+            self.seq = 0                      # the call-id may be used again: seq 1 anew
+            self.events.append((KEY, 'del'))
+
+    def read(self) -> list[tuple[str, dict]]:
+        return [(KEY, self.value.to_mapping() if self.value is not None else {})]
+
+
+KEY = session_key(NS, 'b', 'test', 'c1')
+STEPS = st.lists(st.sampled_from(['write', 'delete', 'event', 'execute', 'deliver']),
+                 max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(STEPS)
+def test_any_interleaving_of_events_and_reads_converges_on_what_redis_holds(steps):
+    """Events reach the core in order, reads run in order at any time after they were
+    issued, and their results arrive in order at any time after they ran; once everything
+    is delivered, the core's view is what Redis holds (a deleted call never comes back)."""
+    core = Core()
+    redis = RedisModel()
+    issued: list[Read] = []
+    executed: list[list] = []
+
+    def step(kind: str) -> None:
+        if kind == 'write':
+            redis.write()
+        elif kind == 'delete':
+            redis.delete()
+        elif kind == 'event' and redis.events:
+            core.state.on_events([redis.events.pop(0)])
+        elif kind == 'execute' and issued:
+            issued.pop(0)
+            executed.append(redis.read())
+        elif kind == 'deliver' and executed:
+            core.state.on_records(executed.pop(0), 'event')
+        issued.extend(core.taken(Read))
+    for kind in steps:
+        step(kind)
+    while redis.events or issued or executed:
+        for kind in ('event', 'execute', 'deliver'):
+            step(kind)
+    session = core.store.get('c1')
+    if redis.value is None:
+        assert session is None
+    else:
+        assert session is not None and session.seq == redis.value.seq
+    assert core.state.reads.pending_removals == {}
+
+
+def test_a_resync_proves_deletions_only_for_peers_synced_with_this_redis():
+    core = Core()
+    core.state.apply(record('gone'))
+    core.state.apply(record('kept'))
+    core.mono.now += 10
+    core.state.request_resync()
+    since = core.taken(Resync)[0].since
+    core.state.on_resync_done(since, [raw(record('kept'))[0]],
+                              {'b': {'synced_run_id': 'old-run'}}, 'run-2', 0.1)
+    assert 'gone' in core.store                         # b has not rewritten into run-2
+    core.state.request_resync()
+    core.state.on_resync_done(core.taken(Resync)[0].since, [raw(record('kept'))[0]],
+                              {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
+    assert 'gone' not in core.store and 'kept' in core.store
+    assert core.state.last_resync['removed'] == 1
+
+
+def test_a_resync_requested_while_one_runs_follows_it():
+    core = Core()
+    core.state.request_resync()
+    core.state.request_resync()
+    assert len(core.taken(Resync)) == 1
+    core.state.on_resync_done(0.0, [], {}, '', 0.0)
+    assert len(core.taken(Resync)) == 1
+
+
+# --- lookup on miss and the own load ---------------------------------------------------------
+
+def test_lookup_on_miss_only_while_stale_and_resumed_once():
+    core = Core(peers=('b',))
+    resumed = []
+    core.state.subscriber_connected = True
+    assert not core.store.resolve_unknown('x', lambda: resumed.append('x'))
+    core.state.subscriber_connected = False
+    assert core.store.resolve_unknown('x', lambda: resumed.append('x'))
+    lookup = core.taken(Lookup)[0]
+    assert lookup.keys == ('rtpc:s:b:test:x',)
+    core.state.on_lookup_result(lookup.token, [raw(record('x'))])
+    [resume] = core.taken(Resume)
+    resume.then()
+    core.state.on_lookup_deadline(lookup.token)         # too late: nothing more
+    assert core.taken(Resume) == [] and resumed == ['x'] and 'x' in core.store
+
+
+def test_a_call_deleted_while_the_own_prefix_loads_is_not_brought_back():
+    """Issue 14: an instance answers commands before its own keys are loaded; a `D` for
+    one of those calls goes out by broadcast, and the load must not revive the call."""
+    core = Core()
+    core.state.start()
+    core.taken()
+    assert not core.store.resolve_unknown('ended', lambda: None)  # the D: broadcast
+    assert not core.store.resolve_unknown('reoffered', lambda: None)
+    core.store.bind('reoffered', 'm2', 'ft')            # found by the broadcast, bound
+    core.taken()
+    core.state.on_records([raw(record('ended', owner='a')), raw(record('reoffered', owner='a')),
+                           raw(record('untouched', owner='a'))], 'own')
+    assert 'ended' not in core.store
+    assert core.taken(Write) == [Write('rtpc:s:a:test:ended', None)]
+    assert core.store.get('reoffered').member == 'm2'   # the table's own binding stands
+    assert core.store.get('untouched').owner == 'a'
+    core.state.on_own_loaded()
+    assert not core.store.resolve_unknown('later', lambda: None)
+    core.state.on_records([raw(record('later', owner='a'))], 'own')
+    assert 'later' in core.store                        # only calls asked for while loading
+
+
+# --- the import rule ---------------------------------------------------------------------------
+
+FORBIDDEN = {'twisted', 'redis', 'threading', 'socket'}
+
+
+def test_the_sharing_core_imports_no_io():
+    core = pathlib.Path(sharing_state.__file__).parent
+    for name in ('keys', 'sessions', 'sharing', 'sharing_state', 'sharing_actions',
+                 'sharing_views'):
+        tree = ast.parse((core / (name + '.py')).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split('.')[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {(node.module or '').split('.')[0]}
+            else:
+                continue
+            assert not roots & FORBIDDEN, '%s imports %s' % (name, roots & FORBIDDEN)
