@@ -194,7 +194,8 @@ class Cluster:
     def _resolve_elsewhere(self, cmd: Command, respond: Respond) -> bool:
         """A shared store whose view is stale may find the call in Redis first (then retry)."""
         return self.store.resolve_unknown(
-            cmd.call_id, lambda: self._session_command(cmd, respond, looked_up=True))
+            cmd.call_id, lambda: self._session_command(cmd, respond, looked_up=True),
+            ends_call=cmd.letter == 'D' and _ends_the_call(cmd))
 
     def _forward(self, cmd: Command, member: Member, respond: Respond,
                  timeout: float | None = None) -> None:

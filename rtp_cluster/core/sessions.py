@@ -98,9 +98,11 @@ class SessionStore(Protocol):
                 offset: int = 0) -> list[SessionInfo]:
         """A page of sessions (own, foreign or all), oldest use first."""
 
-    def resolve_unknown(self, call_id: str, then: Callable[[], None]) -> bool:
-        """Look for an unknown call-id elsewhere and `then()` when done; False (and `then`
-        is never called) when there is nowhere else to look."""
+    def resolve_unknown(self, call_id: str, then: Callable[[], None], *,
+                        ends_call: bool = False) -> bool:
+        """A command for an unknown call-id (`ends_call`: a `D` that ends it): look for it
+        elsewhere and `then()` when done; False (and `then` is never called) when there is
+        nowhere else to look."""
 
     def __len__(self) -> int: ...
 
@@ -240,7 +242,8 @@ class MemorySessionStore:
         end = None if limit is None else offset + limit
         return [self._info(c, s) for c, s in items[offset:end]]
 
-    def resolve_unknown(self, call_id: str, then: Callable[[], None]) -> bool:
+    def resolve_unknown(self, call_id: str, then: Callable[[], None], *,
+                        ends_call: bool = False) -> bool:
         return False               # the table is all there is
 
     @staticmethod

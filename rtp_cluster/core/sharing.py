@@ -198,7 +198,10 @@ class SharingCounters:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def _never_resolves(call_id: str, then: Callable[[], None]) -> bool:
+Resolver = Callable[[str, Callable[[], None], bool], bool]   # (call_id, then, ends_call)
+
+
+def _never_resolves(call_id: str, then: Callable[[], None], ends_call: bool) -> bool:
     return False
 
 
@@ -214,7 +217,7 @@ class SharedSessionStore:
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  counters: SharingCounters | None = None,
-                 resolve: Callable[[str, Callable[[], None]], bool] = _never_resolves) -> None:
+                 resolve: Resolver = _never_resolves) -> None:
         self.table = MemorySessionStore(ttl=ttl, clock=clock)
         self.cluster = cluster
         self.instance_id = instance_id
@@ -343,8 +346,9 @@ class SharedSessionStore:
             found.append(self._info(call_id, session))
         return found
 
-    def resolve_unknown(self, call_id: str, then: Callable[[], None]) -> bool:
-        return self._resolve(call_id, then)
+    def resolve_unknown(self, call_id: str, then: Callable[[], None], *,
+                        ends_call: bool = False) -> bool:
+        return self._resolve(call_id, then, ends_call)
 
     def _info(self, call_id: str, s: SharedSession) -> SessionInfo:
         return SessionInfo(call_id, s.member, s.from_tag, s.to_tag, s.last_used,

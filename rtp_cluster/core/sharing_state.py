@@ -13,8 +13,8 @@ The orderings it keeps:
 - (epoch, seq, owner) decides between records (`SharedSessionStore.apply_record`);
 - a key's removal event numbered after a read was issued wins over that read's result;
 - once our own prefix is loaded, our table is the truth about our own keys;
-- a call-id asked for while our own prefix is still loading is remembered: if it is still
-  unknown when its own record arrives (its `D` went out by broadcast meanwhile), the
+- a `D` for an unknown call-id while our own prefix is still loading is remembered: if the
+  call is still unknown when its own record arrives (the `D` went out by broadcast), the
   record is dropped and its key deleted instead of bringing the call back;
 - a peer's key missing from a resync proves a deletion only once that peer rewrote its
   sessions into this Redis (its presence names the Redis run id).
@@ -40,13 +40,15 @@ PRESENCE_TTL_MS = 3000
 DUPLICATE_WINDOW = 10.0       # s a foreign run token in our presence counts as a live twin
 DUPLICATE_LOG_EVERY = 60.0
 MAX_OWNERS_SEEN = 1024
-MAX_ASKED_WHILE_LOADING = 100_000
+MAX_ENDED_WHILE_LOADING = 100_000
 REMOVAL_EVENTS = frozenset({'del', 'expired', 'evicted', 'rename_from'})
 
 
 # --- the state machine -----------------------------------------------------------------------
 
 class SharingState:
+    """Every sharing decision of one instance; see the module documentation."""
+
     def __init__(self, identity: Identity, emit: Callable[[Action], None], *,
                  wall_clock: Callable[[], float], mono_clock: Callable[[], float],
                  run_token: str | None = None) -> None:
@@ -74,7 +76,7 @@ class SharingState:
         self.events_received = 0
         self.bad_events = 0
         self.own_loaded = False                # own prefix read once (load or a resync)
-        self._asked_while_loading: set[tuple[str, str]] = set()
+        self._ended_while_loading: set[tuple[str, str]] = set()
         self._presence_written = False
         self._lookups: dict[int, Callable[[], None]] = {}
         self._lookup_counter = 0
@@ -87,7 +89,8 @@ class SharingState:
             cluster, self.instance_id, self.namespace, self.queue_write, ttl=ttl,
             final_timeout=self.identity.final_timeout, counters=self.counters,
             clock=self.mono, wall_clock=self.wall,
-            resolve=lambda call_id, then: self.lookup_unknown(cluster, call_id, then))
+            resolve=lambda call_id, then, ends: self.lookup_unknown(cluster, call_id, then,
+                                                                    ends))
         self.stores[cluster] = store
         return store
 
@@ -281,7 +284,7 @@ class SharingState:
                     # once our own prefix is loaded, the table is the truth: a resync may
                     # read an own key whose DEL is still queued, and must not bring it back
                     continue
-                if self._ended_while_loading(parsed, key):
+                if self._deleted_while_loading(parsed, key):
                     continue
             elif not self.follows(parsed.owner):
                 continue              # a resync reads every prefix; `ksrm` peers stay out
@@ -295,16 +298,16 @@ class SharingState:
             self.reads.read_done()
             self._schedule_read()
 
-    def _ended_while_loading(self, parsed: SessionKey, key: str) -> bool:
-        """Our own record of a call a command asked for while our prefix was loading and
-        that is still unknown: its `D` went out by broadcast; delete the key instead."""
+    def _deleted_while_loading(self, parsed: SessionKey, key: str) -> bool:
+        """Our own record of a call whose `D` came while our prefix was loading and that is
+        still unknown (the `D` went out by broadcast): delete the key instead."""
         ident = (parsed.cluster, parsed.call_id)
-        if ident not in self._asked_while_loading:
+        if ident not in self._ended_while_loading:
             return False
         store = self.stores.get(parsed.cluster)
         if store is None or parsed.call_id in store:
             return False
-        self._asked_while_loading.discard(ident)
+        self._ended_while_loading.discard(ident)
         self.emit(Write(key, None))
         return True
 
@@ -313,7 +316,7 @@ class SharingState:
 
     def _own_view_complete(self) -> None:
         self.own_loaded = True
-        self._asked_while_loading.clear()
+        self._ended_while_loading.clear()
 
     def apply_raw(self, key: str, raw: Mapping) -> None:
         """Validate one hash read from Redis and give it to its cluster's store."""
@@ -390,16 +393,19 @@ class SharingState:
     @property
     def stale(self) -> bool:
         """Our view of the peers may miss sessions (subscriber down, resync not finished)."""
-        return not self.subscriber_connected or self.reads.resync_running or self.reads.resync_pending
+        reads = self.reads
+        return not self.subscriber_connected or reads.resync_running or reads.resync_pending
 
-    def lookup_unknown(self, cluster: str, call_id: str, then: Callable[[], None]) -> bool:
+    def lookup_unknown(self, cluster: str, call_id: str, then: Callable[[], None],
+                       ends_call: bool = False) -> bool:
         """While the view is stale, read the call-id under every peer's prefix, then `then()`.
 
         False (and `then` is not called) when no lookup is needed.  `then` runs once, when the
         records are applied or at the lookup's deadline, whichever comes first.
         """
-        if not self.own_loaded and len(self._asked_while_loading) < MAX_ASKED_WHILE_LOADING:
-            self._asked_while_loading.add((cluster, call_id))
+        if (ends_call and not self.own_loaded
+                and len(self._ended_while_loading) < MAX_ENDED_WHILE_LOADING):
+            self._ended_while_loading.add((cluster, call_id))
         peers = sorted(self.peers_view.known() - {self.instance_id})
         # with Redis unreachable a lookup would only add its deadline to every new call
         if not self.stale or not peers or self.degraded or not self.reader_ok:

@@ -291,20 +291,41 @@ def test_a_call_deleted_while_the_own_prefix_loads_is_not_brought_back():
     core = Core()
     core.state.start()
     core.taken()
-    assert not core.store.resolve_unknown('ended', lambda: None)  # the D: broadcast
-    assert not core.store.resolve_unknown('reoffered', lambda: None)
-    core.store.bind('reoffered', 'm2', 'ft')            # found by the broadcast, bound
+    assert not core.store.resolve_unknown('ended', lambda: None, ends_call=True)   # broadcast
+    assert not core.store.resolve_unknown('reoffered', lambda: None, ends_call=True)
+    core.store.bind('reoffered', 'm2', 'ft')            # offered again meanwhile: bound
+    assert not core.store.resolve_unknown('asked', lambda: None)   # a U or L: not an end
     core.taken()
     core.state.on_records([raw(record('ended', owner='a')), raw(record('reoffered', owner='a')),
+                           raw(record('asked', owner='a')),
                            raw(record('untouched', owner='a'))], 'own')
     assert 'ended' not in core.store
     assert core.taken(Write) == [Write('rtpc:s:a:test:ended', None)]
     assert core.store.get('reoffered').member == 'm2'   # the table's own binding stands
+    assert core.store.get('asked').owner == 'a'         # its member may still have it
     assert core.store.get('untouched').owner == 'a'
     core.state.on_own_loaded()
-    assert not core.store.resolve_unknown('later', lambda: None)
+    assert not core.store.resolve_unknown('later', lambda: None, ends_call=True)
     core.state.on_records([raw(record('later', owner='a'))], 'own')
-    assert 'later' in core.store                        # only calls asked for while loading
+    assert 'later' in core.store                        # only deletes seen while loading
+
+
+def test_the_cluster_says_which_unknown_call_ids_a_delete_ends():
+    """Cluster → store: `D` ends the call, `Dw` and a `;N` tag (one stream) do not."""
+    from twisted.internet.task import Clock
+
+    from rtp_cluster.core.cluster import Cluster
+    from rtp_cluster.core.config import ClusterConfig, Endpoint
+    from rtp_cluster.core.protocol import parse_command
+    core = Core()
+    seen = []
+    core.state.lookup_unknown = lambda cluster, cid, then, ends: seen.append((cid, ends))
+    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 1), ()), Clock(),
+                      store=core.state.store_for('test'))
+    for text in ('D c1 ft tt', 'Dw c2 ft', 'D c3 ft;1', 'U c4 127.0.0.1 5000 ft',
+                 'L c5 1.2.3.4 5 ft tt'):
+        cluster.handle(parse_command(text), lambda reply: None)
+    assert seen == [('c1', True), ('c2', False), ('c3', False), ('c4', False), ('c5', False)]
 
 
 # --- the import rule ---------------------------------------------------------------------------
