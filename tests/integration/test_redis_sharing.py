@@ -878,3 +878,34 @@ def test_deletes_answered_while_the_own_keys_load_are_not_undone_by_the_load(env
     for call in deleted[:3]:
         assert a.admin('ls session %s' % call, check=False) == [
             'ERROR: session "%s" not found' % call]
+
+
+# --- (issue 14) ghost calls after a takeover -----------------------------------------------------
+
+def test_a_third_instance_keeps_no_ghost_of_calls_taken_over_and_deleted(env):
+    """Issue 14: after a died, b took its calls over and deleted them; c kept some of them as
+    b's live calls (a takeover's record and the delete right behind it were written with the
+    same (epoch, seq) when the D came while the writer was encoding the record's batch).
+    This is the symptom end to end; it shows only when c reads between the two writes, which
+    this test does not force: test_redis_writer forces the race itself."""
+    a, b, c = env.instance('a'), env.instance('b'), env.instance('c')
+    calls = ['gh-%d' % i for i in range(1000)]
+    create_calls(a, calls)
+    wait_for(lambda: b.counts() == (0, 1000) and c.counts() == (0, 1000), 10,
+             'b and c know the calls')
+    a.kill()
+    # re-offers take every call over while Redis stalls, so that b's writer has a backlog of
+    # takeover records when it comes back; the deletes arrive while it writes them
+    env.redis.pause()
+    try:
+        offers = batch(b.control, ['U %s 127.0.0.1 %d ft-%s' % (call, 4000 + i, call)
+                                   for i, call in enumerate(calls)], window=64)
+    finally:
+        env.redis.pause(False)
+    deletes = batch(b.control, ['D %s ft-%s tt-%s' % (call, call, call) for call in calls],
+                    window=64)
+    assert all(is_port_reply(r) for r in offers) and deletes == ['0'] * 1000
+    assert b.counts() == (0, 0) and int(b.status()['takeovers']) == 1000
+    wait_for(lambda: c.counts() == (0, 0), 5, 'c forgets every call')
+    c.resync_done()
+    assert c.counts() == (0, 0), 'a resync brought calls back'
