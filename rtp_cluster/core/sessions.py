@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Protocol
+from typing import Callable, ItemsView, Iterator, Literal, Protocol
 
 DEFAULT_SESSION_TTL = 3600.0 * 4   # sessions unused this long are forgotten (lost `D`s)
 SESSION_AGING_INTERVAL = 60.0      # how often a store without other needs is aged
@@ -204,6 +204,11 @@ class MemorySessionStore:
     def items(self) -> Iterator[tuple[str, Session]]:
         """A snapshot of (call-id, session), oldest use first."""
         return iter(list(self._sessions.items()))
+
+    def view(self) -> ItemsView[str, Session]:
+        """A live view of (call-id, session), oldest use first, for reading without a copy:
+        nothing may be added or removed while it is iterated."""
+        return self._sessions.items()
 
     def call_ids_of(self, member: str) -> list[str]:
         return [cid for cid, s in self._sessions.items() if s.member == member]

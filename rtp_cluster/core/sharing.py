@@ -305,7 +305,7 @@ class SharedSessionStore:
         return self.table.member_counts()
 
     def ownership_counts(self) -> tuple[int, int]:
-        own = sum(1 for _, s in self.table.items() if s.owner == self.instance_id)
+        own = sum(1 for _, s in self.table.view() if s.owner == self.instance_id)
         return own, len(self.table) - own
 
     def drop_member(self, member: str) -> int:
@@ -321,7 +321,7 @@ class SharedSessionStore:
         expired = len(doomed)
         if self.final_timeout > 0:
             limit = self.wall_clock() - self.final_timeout
-            for call_id in [c for c, s in self.table.items() if s.created < limit]:
+            for call_id in [c for c, s in self.table.view() if s.created < limit]:
                 self.unbind(call_id)
                 expired += 1
         return expired
@@ -334,7 +334,7 @@ class SharedSessionStore:
                 offset: int = 0) -> list[SessionInfo]:
         found: list[SessionInfo] = []
         skipped = 0
-        for call_id, session in self.table.items():
+        for call_id, session in self.table.view():
             own = session.owner == self.instance_id
             if (which == 'own' and not own) or (which == 'foreign' and own):
                 continue
@@ -371,7 +371,7 @@ class SharedSessionStore:
 
     def take_over_all(self, peer: str | None = None) -> int:
         taken = 0
-        for call_id, session in self.table.items():
+        for call_id, session in self.table.view():
             if session.owner != self.instance_id and (peer is None or session.owner == peer):
                 self._take_over(call_id, session)
                 taken += 1
@@ -404,14 +404,14 @@ class SharedSessionStore:
     def rewrite_all_own(self) -> int:
         """After a Redis restart: write every OWN session again."""
         n = 0
-        for call_id, session in self.table.items():
+        for call_id, session in self.table.view():
             if session.owner == self.instance_id:
                 self._queue(call_id, session)
                 n += 1
         return n
 
     def own_keys(self) -> list[str]:
-        return [self.key_of(c) for c, s in self.table.items() if s.owner == self.instance_id]
+        return [self.key_of(c) for c, s in self.table.view() if s.owner == self.instance_id]
 
     # --- learning from Redis -------------------------------------------------------------
 
@@ -453,10 +453,10 @@ class SharedSessionStore:
             self.on_unbind(call_id, session.member)
 
     def foreign_of(self, peer: str) -> list[str]:
-        return [c for c, s in self.table.items() if s.owner == peer]
+        return [c for c, s in self.table.view() if s.owner == peer]
 
     def drop_foreign(self, peer: str | None = None) -> int:
-        doomed = [c for c, s in self.table.items()
+        doomed = [c for c, s in self.table.view()
                   if s.owner != self.instance_id and (peer is None or s.owner == peer)]
         for call_id in doomed:
             self._drop(call_id)
@@ -464,7 +464,7 @@ class SharedSessionStore:
 
     def drop_unseen(self, peer: str, seen: set[str], since: float) -> int:
         """After a full resync of `peer`: forget its sessions Redis no longer has."""
-        doomed = [c for c, s in self.table.items()
+        doomed = [c for c, s in self.table.view()
                   if s.owner == peer and c not in seen and s.last_used < since]
         for call_id in doomed:
             self._drop(call_id)
