@@ -111,7 +111,8 @@ class RedisSharing:
             actions.Resync: self._resync_action, actions.LoadOwn: self._load_own,
             actions.ListOwn: self._list_own, actions.Subscribe: self._subscribe,
             actions.WritePresence: self._presence, actions.Refresh: self._refresh,
-            actions.WhenFlushed: self._when_flushed, actions.Resume: self._resume,
+            actions.WhenFlushed: self._when_flushed, actions.Barrier: self._barrier,
+            actions.Resume: self._resume,
             actions.Log: self._log}
 
     # --- what the admin socket and the runtime see --------------------------------------------
@@ -264,6 +265,9 @@ class RedisSharing:
 
     def _when_flushed(self, action: actions.WhenFlushed) -> None:
         self.writer.when_flushed(lambda: self.state.on_synced(action.run_id))
+
+    def _barrier(self, action: actions.Barrier) -> None:
+        self.writer.when_flushed(lambda: self.state.on_barrier(action.number))
 
     def _resume(self, action: actions.Resume) -> None:
         action.then()

@@ -76,6 +76,12 @@ class WhenFlushed:
 
 
 @dataclass(frozen=True)
+class Barrier:
+    """Call `on_barrier(number)` once everything queued so far is written."""
+    number: int
+
+
+@dataclass(frozen=True)
 class Resume:
     """Run `then` (a command waiting for a lookup-on-miss)."""
     then: Callable[[], None]
@@ -89,7 +95,7 @@ class Log:
 
 
 Action = Union[Write, Read, Lookup, Resync, LoadOwn, ListOwn, Subscribe, WritePresence,
-               Refresh, WhenFlushed, Resume, Log]
+               Refresh, WhenFlushed, Barrier, Resume, Log]
 
 
 @dataclass

@@ -29,9 +29,10 @@ from .keys import (SessionKey, parse_presence_key, parse_session_key, presence_k
 from .sessions import DEFAULT_SESSION_TTL
 from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, SharingCounters,
                       Tombstone, decode_record)
-from .sharing_actions import (Action, Identity, ListOwn, LoadOwn, Log, Lookup, Read, Refresh,
-                              Resume, Resync, Subscribe, WhenFlushed, Write, WritePresence)
-from .sharing_views import PeerView, ReadOrder
+from .sharing_actions import (Action, Barrier, Identity, ListOwn, LoadOwn, Log, Lookup, Read,
+                              Refresh, Resume, Resync, Subscribe, WhenFlushed, Write,
+                              WritePresence)
+from .sharing_views import PeerView, PendingTombstones, ReadOrder
 
 __all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL']
 
@@ -64,6 +65,7 @@ class SharingState:
         self.counters = SharingCounters()
         self.peers_view = PeerView(identity, self.instance_id)
         self.reads = ReadOrder()
+        self.tombstones = PendingTombstones()
         self.duplicate: dict[str, Any] = {}    # another live process with our instance id
         self.owners_seen: set[str] = set()     # instances whose records we read (bounded)
         self.degraded = False
@@ -110,6 +112,9 @@ class SharingState:
         """
         self._ticks += 1
         self.write_presence()
+        barrier = self.tombstones.barrier_due()
+        if barrier is not None:
+            self.emit(Barrier(barrier))
         if self._ticks % self._every(max(1.0, self.identity.session_ttl / 4.0)) == 0:
             keys = [k for store in self.stores.values() for k in store.own_keys()]
             if keys:
@@ -133,8 +138,15 @@ class SharingState:
     # --- writes ----------------------------------------------------------------------------
 
     def queue_write(self, key: str, op: LiveRecord | None) -> None:
-        shadows = tuple(self.shadow_keys(key)) if isinstance(op, Tombstone) else ()
+        shadows: tuple[str, ...] = ()
+        if isinstance(op, Tombstone):
+            shadows = tuple(self.shadow_keys(key))
+            record = op.snapshot()
+            self.tombstones.add(record.cluster, record.cid, record.order)
         self.emit(Write(key, op, shadows))
+
+    def on_barrier(self, number: int) -> None:
+        self.tombstones.written(number)
 
     def shadow_keys(self, key: str) -> list[str]:
         """The same call's key in every other instance's prefix we know of."""
@@ -332,6 +344,8 @@ class SharingState:
         if store is None:
             self.bad_record(key, 'unknown cluster %r' % record.cluster[:64])
             return
+        if self.tombstones.hides(record.cluster, record.cid, record.order):
+            return                    # our tombstone, maybe not in Redis yet, outranks it
         if record.owner not in self.owners_seen and len(self.owners_seen) < MAX_OWNERS_SEEN:
             self.owners_seen.add(record.owner)
         store.apply_record(record)
@@ -357,6 +371,7 @@ class SharingState:
 
     def request_resync(self) -> None:
         if self.reads.start_resync():
+            self.tombstones.resync_started()
             self.emit(Resync(self.mono()))
 
     def on_resync_done(self, since: float, keys: Iterable[str],
@@ -385,6 +400,7 @@ class SharingState:
         self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
                             'removed': removed}
         self._own_view_complete()
+        self.tombstones.resync_done()
         if self.reads.resync_done():
             self.request_resync()
 

@@ -141,3 +141,52 @@ class ReadOrder:
     @property
     def pending_removals(self) -> dict[str, int]:
         return dict(self._removed_at)
+
+
+class PendingTombstones:
+    """Our tombstones not yet known to have been seen by a resync, by (cluster, call-id).
+
+    A taken-over call we deleted has a tombstone queued in the writer; the dead previous
+    owner's key is still in Redis.  Until a resync has scanned Redis after the tombstone was
+    written, a read of that older key must not bring the call back: the scan could not see
+    the tombstone that outranks it.  Writes are confirmed by writer barriers, numbered:
+    `barrier_due` names the next one to ask for, `written` reports one done.
+    """
+
+    def __init__(self) -> None:
+        self._orders: dict[tuple[str, str], tuple[tuple[int, int, str], int]] = {}
+        self._asked = 0                # the last barrier asked for
+        self._unasked = False          # tombstones added since then
+        self._written = 0              # the last barrier the writer reported done
+        self._before_resync = 0        # barriers done when the running resync started
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def add(self, cluster: str, call_id: str, order: tuple[int, int, str]) -> None:
+        self._orders[(cluster, call_id)] = (order, self._asked + 1)
+        self._unasked = True
+
+    def hides(self, cluster: str, call_id: str, order: tuple[int, int, str]) -> bool:
+        """A record of this order is one of our pending tombstones or older."""
+        entry = self._orders.get((cluster, call_id))
+        return entry is not None and order <= entry[0]
+
+    def barrier_due(self) -> int | None:
+        if not self._unasked:
+            return None
+        self._unasked = False
+        self._asked += 1
+        return self._asked
+
+    def written(self, barrier: int) -> None:
+        self._written = max(self._written, barrier)
+
+    def resync_started(self) -> None:
+        self._before_resync = self._written
+
+    def resync_done(self) -> None:
+        """The scan read every tombstone written before it started: forget those."""
+        done = self._before_resync
+        if self._orders:
+            self._orders = {k: v for k, v in self._orders.items() if v[1] > done}

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from rtp_cluster.core import sharing_state
 from rtp_cluster.core.keys import session_key
 from rtp_cluster.core.sharing import Record
-from rtp_cluster.core.sharing_actions import (Identity, ListOwn, LoadOwn, Lookup, Read, Refresh,
-                                              Resume, Resync, Subscribe, WhenFlushed, Write,
-                                              WritePresence)
+from rtp_cluster.core.sharing_actions import (Barrier, Identity, ListOwn, LoadOwn, Lookup, Read,
+                                              Refresh, Resume, Resync, Subscribe, WhenFlushed,
+                                              Write, WritePresence)
 from rtp_cluster.core.sharing_state import DUPLICATE_WINDOW, SharingState
 
 NS = 'rtpc'
@@ -256,6 +256,33 @@ def test_a_resync_proves_deletions_only_for_peers_synced_with_this_redis():
                               {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
     assert 'gone' not in core.store and 'kept' in core.store
     assert core.state.last_resync['removed'] == 1
+
+
+def test_a_resync_before_our_tombstone_is_written_does_not_revive_the_call():
+    """b died owning c1; we took it over and deleted it: the tombstone waits in the writer
+    (Redis busy or slow) while a resync reads only b's stale key."""
+    core = Core(peers=('b',))
+    stale = raw(record('c1', owner='b', epoch=1, seq=4))
+    core.state.on_records([stale], 'resync')
+    core.store.lookup('c1')                             # taken over: epoch 2
+    core.store.unbind('c1')                             # tombstone (2, 2, a) queued
+    for _ in range(2):
+        core.state.request_resync()
+        core.taken(Resync)
+        core.state.on_records([stale], 'resync')
+        assert 'c1' not in core.store, 'the stale key brought the deleted call back'
+        core.state.on_resync_done(0.0, [stale[0]], {}, '', 0.0)
+    core.state.tick()
+    [barrier] = core.taken(Barrier)
+    core.state.on_barrier(barrier.number)               # the tombstone is in Redis now
+    core.state.tick()
+    assert core.taken(Barrier) == []                    # nothing new to confirm
+    core.state.request_resync()                         # this scan sees the tombstone
+    core.state.on_resync_done(0.0, [], {}, '', 0.0)
+    assert len(core.state.tombstones) == 0              # forgotten: bounded
+    newer = raw(record('c1', owner='b', epoch=3, seq=1))    # b took it back later
+    core.state.on_records([newer], 'resync')
+    assert core.store.get('c1').epoch == 3
 
 
 def test_a_resync_requested_while_one_runs_follows_it():
