@@ -887,7 +887,9 @@ def test_a_third_instance_keeps_no_ghost_of_calls_taken_over_and_deleted(env):
     b's live calls (a takeover's record and the delete right behind it were written with the
     same (epoch, seq) when the D came while the writer was encoding the record's batch).
     This is the symptom end to end; it shows only when c reads between the two writes, which
-    this test does not force: test_redis_writer forces the race itself."""
+    this test does not force: test_redis_writer forces the race itself.  b itself must not
+    revive a call from a's stale key in a resync that runs before its tombstone is written
+    (seen here: 64 calls came back before that was fixed)."""
     a, b, c = env.instance('a'), env.instance('b'), env.instance('c')
     calls = ['gh-%d' % i for i in range(1000)]
     create_calls(a, calls)
