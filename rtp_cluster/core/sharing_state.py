@@ -32,16 +32,14 @@ from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, Sharing
 from .sharing_actions import (Action, Barrier, Identity, ListOwn, LoadOwn, Log, Lookup, Read,
                               Refresh, Resume, Resync, Subscribe, WhenFlushed, Write,
                               WritePresence)
-from .sharing_views import PeerView, PendingTombstones, ReadOrder
+from .sharing_views import (DUPLICATE_WINDOW, DuplicateWatch, OwnLoad, PeerView,
+                            PendingTombstones, ReadOrder)
 
-__all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL']
+__all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL', 'DUPLICATE_WINDOW']
 
 PRESENCE_INTERVAL = 1.0       # s between presence writes (the tick)
 PRESENCE_TTL_MS = 3000
-DUPLICATE_WINDOW = 10.0       # s a foreign run token in our presence counts as a live twin
-DUPLICATE_LOG_EVERY = 60.0
 MAX_OWNERS_SEEN = 1024
-MAX_ENDED_WHILE_LOADING = 100_000
 REMOVAL_EVENTS = frozenset({'del', 'expired', 'evicted', 'rename_from'})
 
 
@@ -66,7 +64,7 @@ class SharingState:
         self.peers_view = PeerView(identity, self.instance_id)
         self.reads = ReadOrder()
         self.tombstones = PendingTombstones()
-        self.duplicate: dict[str, Any] = {}    # another live process with our instance id
+        self.twin = DuplicateWatch(self.run_token)
         self.owners_seen: set[str] = set()     # instances whose records we read (bounded)
         self.degraded = False
         self.subscriber_connected = False
@@ -77,9 +75,7 @@ class SharingState:
         self.last_resync: dict[str, Any] = {}
         self.events_received = 0
         self.bad_events = 0
-        self.own_loaded = False                # own prefix read once (load or a resync)
-        self._ended_while_loading: set[tuple[str, str]] = set()
-        self._presence_written = False
+        self.own_load = OwnLoad()
         self._lookups: dict[int, Callable[[], None]] = {}
         self._lookup_counter = 0
         self._ticks = 0
@@ -170,28 +166,23 @@ class SharingState:
 
     def on_server(self, run_id: str, previous_token: str | None) -> None:
         """After each presence write: the server's run_id and the run token it replaced."""
-        if (self._presence_written and previous_token is not None
-                and previous_token != self.run_token):
-            self._duplicate_seen(previous_token)
-        self._presence_written = True
-        if run_id != self.redis_run_id:
-            self._new_server(run_id)
-
-    def _duplicate_seen(self, token: str) -> None:
-        now = self.wall()
-        first = (not self.duplicate
-                 or now - self.duplicate.get('logged', 0.0) > DUPLICATE_LOG_EVERY)
-        self.duplicate.update(token=token, last_seen=now)
-        if first:
-            self.duplicate['logged'] = now
+        if self.twin.after_presence_write(previous_token, self.wall()):
             self.emit(Log('error', 'redis: another live process uses instance id {id!r} (run '
                           'token {token}); both write the same keys: give every instance its '
                           'own <instance_id>.  Own keys missing from the table are not deleted '
-                          'until this stops', {'id': self.instance_id, 'token': token[:16]}))
+                          'until this stops',
+                          {'id': self.instance_id, 'token': self.duplicate['token'][:16]}))
+        if run_id != self.redis_run_id:
+            self._new_server(run_id)
+
+    @property
+    def duplicate(self) -> dict[str, Any]:
+        """token, last_seen, logged of another live process with our instance id, or {}."""
+        return self.twin.info
 
     @property
     def duplicate_active(self) -> bool:
-        return bool(self.duplicate) and self.wall() - self.duplicate['last_seen'] < DUPLICATE_WINDOW
+        return self.twin.active(self.wall())
 
     def _new_server(self, run_id: str) -> None:
         if self.redis_run_id is not None:
@@ -292,7 +283,7 @@ class SharingState:
             if parsed is None:
                 continue
             if parsed.owner == self.instance_id:
-                if source != 'own' and self.own_loaded:
+                if source != 'own' and self.own_load.done:
                     # once our own prefix is loaded, the table is the truth: a resync may
                     # read an own key whose DEL is still queued, and must not bring it back
                     continue
@@ -313,22 +304,16 @@ class SharingState:
     def _deleted_while_loading(self, parsed: SessionKey, key: str) -> bool:
         """Our own record of a call whose `D` came while our prefix was loading and that is
         still unknown (the `D` went out by broadcast): delete the key instead."""
-        ident = (parsed.cluster, parsed.call_id)
-        if ident not in self._ended_while_loading:
-            return False
         store = self.stores.get(parsed.cluster)
         if store is None or parsed.call_id in store:
             return False
-        self._ended_while_loading.discard(ident)
+        if not self.own_load.take_ended(parsed.cluster, parsed.call_id):
+            return False
         self.emit(Write(key, None))
         return True
 
     def on_own_loaded(self) -> None:
-        self._own_view_complete()
-
-    def _own_view_complete(self) -> None:
-        self.own_loaded = True
-        self._ended_while_loading.clear()
+        self.own_load.complete()
 
     def apply_raw(self, key: str, raw: Mapping) -> None:
         """Validate one hash read from Redis and give it to its cluster's store."""
@@ -399,7 +384,7 @@ class SharingState:
         self.peers_view.gone(set(self.peers_view.info) - set(presences))
         self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
                             'removed': removed}
-        self._own_view_complete()
+        self.own_load.complete()
         self.tombstones.resync_done()
         if self.reads.resync_done():
             self.request_resync()
@@ -419,9 +404,8 @@ class SharingState:
         False (and `then` is not called) when no lookup is needed.  `then` runs once, when the
         records are applied or at the lookup's deadline, whichever comes first.
         """
-        if (ends_call and not self.own_loaded
-                and len(self._ended_while_loading) < MAX_ENDED_WHILE_LOADING):
-            self._ended_while_loading.add((cluster, call_id))
+        if ends_call:
+            self.own_load.ended(cluster, call_id)
         peers = sorted(self.peers_view.known() - {self.instance_id})
         # with Redis unreachable a lookup would only add its deadline to every new call
         if not self.stale or not peers or self.degraded or not self.reader_ok:

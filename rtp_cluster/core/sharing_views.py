@@ -1,9 +1,13 @@
 """Bookkeeping of `SharingState`: the peers it knows and follows, and the order of reads."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from .sharing_actions import Identity
+
+DUPLICATE_WINDOW = 10.0       # s a foreign run token in our presence counts as a live twin
+DUPLICATE_LOG_EVERY = 60.0    # s between two errors about the same twin
+MAX_ENDED_WHILE_LOADING = 100_000
 
 
 class PeerView:
@@ -190,3 +194,56 @@ class PendingTombstones:
         done = self._before_resync
         if self._orders:
             self._orders = {k: v for k, v in self._orders.items() if v[1] > done}
+
+
+class DuplicateWatch:
+    """Another live process writing as our instance id, told by the run token it leaves in
+    our presence record between two of our writes."""
+
+    def __init__(self, run_token: str) -> None:
+        self.run_token = run_token
+        self.info: dict[str, Any] = {}     # token, last_seen, logged
+        self._written = False
+
+    def after_presence_write(self, previous_token: str | None, now: float) -> bool:
+        """Our presence record was written; it held `previous_token`.  True: log the twin.
+
+        The first write may replace the record of our previous run (restarted within the
+        presence TTL): not a twin.  No token: the record had expired.
+        """
+        first, self._written = not self._written, True
+        if first or previous_token is None or previous_token == self.run_token:
+            return False
+        log = not self.info or now - self.info.get('logged', 0.0) > DUPLICATE_LOG_EVERY
+        self.info.update(token=previous_token, last_seen=now)
+        if log:
+            self.info['logged'] = now
+        return log
+
+    def active(self, now: float) -> bool:
+        return bool(self.info) and now - self.info['last_seen'] < DUPLICATE_WINDOW
+
+
+class OwnLoad:
+    """Whether our own prefix has been read once (the start-up load or a resync), and the
+    calls whose `D` came before that: a `D` for an unknown call-id goes out by broadcast, and
+    the load must not bring such a call back."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._ended: set[tuple[str, str]] = set()
+
+    def ended(self, cluster: str, call_id: str) -> None:
+        if not self.done and len(self._ended) < MAX_ENDED_WHILE_LOADING:
+            self._ended.add((cluster, call_id))
+
+    def take_ended(self, cluster: str, call_id: str) -> bool:
+        """True (once) if a `D` for this call came while loading."""
+        if (cluster, call_id) not in self._ended:
+            return False
+        self._ended.discard((cluster, call_id))
+        return True
+
+    def complete(self) -> None:
+        self.done = True
+        self._ended.clear()

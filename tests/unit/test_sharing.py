@@ -819,7 +819,7 @@ def test_newest_records_keeps_one_record_per_call_and_the_bad_ones():
 def test_resync_does_not_bring_back_a_call_deleted_after_a_takeover():
     """b died owning c1; a took it over and deleted it (tombstone); c's resync reads both."""
     sharing, store = sharing_setup(me='c')
-    sharing.state.own_loaded = True
+    sharing.state.own_load.done = True
     stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
     tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
     for order in ([stale, tomb], [tomb, stale]):
@@ -846,7 +846,7 @@ def test_event_read_answered_before_the_delete_event_does_not_resurrect():
 
 def test_resync_read_before_a_delete_event_does_not_resurrect():
     sharing, store = sharing_setup(me='a')
-    sharing.state.own_loaded = True
+    sharing.state.own_load.done = True
     key, raw = raw_of(record(cid='c1', owner='b'))
     sharing.request_resync()
     assert queued_reads(sharing)[0][0] == 'resync'
@@ -875,7 +875,7 @@ def test_resync_applies_own_keys_until_the_own_load_succeeded():
 
 def test_resync_ignores_peers_removed_with_ksrm():
     sharing, store = sharing_setup(me='a', peers=('b', 'c'))
-    sharing.state.own_loaded = True
+    sharing.state.own_load.done = True
     sharing.state.on_records([raw_of(record(cid='b1', owner='b')),
                               raw_of(record(cid='c1', owner='c'))], 'resync')
     assert sharing.unsubscribe('b') == 1

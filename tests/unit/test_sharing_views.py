@@ -86,3 +86,27 @@ def test_removals_are_kept_only_while_a_read_they_outrank_is_in_flight(steps):
     while order.resync_running:
         order.resync_done()
     assert order.pending_removals == {}
+
+
+def test_own_load_remembers_deletes_only_until_it_is_done_and_boundedly():
+    from rtp_cluster.core.sharing_views import MAX_ENDED_WHILE_LOADING, OwnLoad
+    load = OwnLoad()
+    load.ended('test', 'c1')
+    assert load.take_ended('test', 'c1') and not load.take_ended('test', 'c1')   # once
+    for i in range(MAX_ENDED_WHILE_LOADING + 10):
+        load.ended('test', 'x%d' % i)
+    assert load.take_ended('test', 'x0') and not load.take_ended('test', 'x%d' % (
+        MAX_ENDED_WHILE_LOADING + 5))                 # beyond the bound: not remembered
+    load.complete()
+    load.ended('test', 'late')
+    assert load.done and not load.take_ended('test', 'late') and not load.take_ended('test', 'x1')
+
+
+def test_duplicate_watch_ignores_our_previous_run_and_expired_records():
+    from rtp_cluster.core.sharing_views import DUPLICATE_WINDOW, DuplicateWatch
+    watch = DuplicateWatch('ours')
+    assert not watch.after_presence_write('previous-run', 0.0)
+    assert not watch.after_presence_write(None, 1.0) and not watch.after_presence_write('ours', 2.0)
+    assert watch.after_presence_write('twin', 3.0)             # logged
+    assert not watch.after_presence_write('twin', 4.0)         # not again within a minute
+    assert watch.active(3.0 + DUPLICATE_WINDOW - 1) and not watch.active(4.0 + DUPLICATE_WINDOW)
