@@ -5,13 +5,9 @@ answers the reads, in every order the adapters may produce.
 """
 from __future__ import annotations
 
-import ast
-import pathlib
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtp_cluster.core import sharing_state
 from rtp_cluster.core.keys import session_key
 from rtp_cluster.core.sharing import Record
 from rtp_cluster.core.sharing_actions import (Barrier, Identity, ListOwn, LoadOwn, Lookup, Read,
@@ -353,23 +349,3 @@ def test_the_cluster_says_which_unknown_call_ids_a_delete_ends():
                  'L c5 1.2.3.4 5 ft tt'):
         cluster.handle(parse_command(text), lambda reply: None)
     assert seen == [('c1', True), ('c2', False), ('c3', False), ('c4', False), ('c5', False)]
-
-
-# --- the import rule ---------------------------------------------------------------------------
-
-FORBIDDEN = {'twisted', 'redis', 'threading', 'socket'}
-
-
-def test_the_sharing_core_imports_no_io():
-    core = pathlib.Path(sharing_state.__file__).parent
-    for name in ('keys', 'sessions', 'sharing', 'sharing_state', 'sharing_actions',
-                 'sharing_views'):
-        tree = ast.parse((core / (name + '.py')).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                roots = {a.name.split('.')[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                roots = {(node.module or '').split('.')[0]}
-            else:
-                continue
-            assert not roots & FORBIDDEN, '%s imports %s' % (name, roots & FORBIDDEN)
