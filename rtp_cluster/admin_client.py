@@ -25,6 +25,7 @@ import sys
 import time
 from typing import NoReturn
 
+from .core.admin_text import is_final_line
 from .core.endpoints import DEFAULT_ADMIN_TCP_PORT, parse_admin_socket
 
 PROG = 'rtp_cluster_client'
@@ -85,7 +86,7 @@ def parse_address(spec: str) -> tuple[int, str | tuple[str, int]]:
 
 def is_final(line: str) -> bool:
     """The last line of a reply: exactly OK, or an ERROR line."""
-    return line == 'OK' or line.startswith('ERROR')
+    return is_final_line(line)
 
 
 def read_reply(sock: socket.socket, deadline: float) -> list[str]:

@@ -14,7 +14,6 @@ scripts parse them): `ls`, `ls CLUSTER`, `modify CLUSTER add|delete|remove|pause
 """
 from __future__ import annotations
 
-import json
 import os
 import stat
 from typing import Any, Callable, Iterable
@@ -25,6 +24,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from ..core import config_schema
+from ..core.admin_text import escape, json_line
 from ..core.cluster import MemberDraining
 from ..core.config import ConfigError, FieldError, MemberConfig, member_from_fields
 from ..core.endpoints import Endpoint, parse_admin_socket
@@ -258,7 +258,7 @@ def format_clusters(clusters: Iterable[Any]) -> list[str]:
             lines.append('')
         counts = _counts(cluster)
         lines += ['Cluster: #%d' % index,
-                  '    name = %s' % cluster.name,
+                  '    name = %s' % escape(cluster.name),
                   '    address = %s' % cluster.config.endpoint.address,
                   '    online members = %(online)d (%(active)d active, %(suspended)d suspended, '
                   '%(draining)d draining)' % counts,
@@ -299,12 +299,12 @@ def _member_blocks(members: list, describe: Callable[[Any], list[str]]) -> list[
 
 def _member_head(member) -> list[str]:
     config = member.config
-    lines = ['        name = %s' % member.name,
+    lines = ['        name = %s' % escape(member.name),
              '        address = %s' % config.endpoint.address]
     for key in ('wan_address', 'lan_address', 'cmd_out_address'):
         value = getattr(config, key)
         if value is not None:
-            lines.append('        %s = %s' % (key, value))
+            lines.append('        %s = %s' % (key, escape(str(value))))
     lines += ['        weight = %d' % config.weight, '        capacity = %d' % config.capacity]
     return lines
 
@@ -326,7 +326,7 @@ def _offline_member_lines(member) -> list[str]:
 # --- ls --json ---------------------------------------------------------------------------------
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(',', ':'), sort_keys=False)
+    return json_line(value)
 
 
 def cluster_summary_dict(index: int, cluster) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable
 
 from twisted.logger import Logger
 
+from ..core.admin_text import guard_line
+
 __all__ = ['AdminReply', 'AdminError', 'UsageError', 'AdminCommand', 'AdminRegistry',
            'MAX_ECHO', 'show_input', 'one_line', 'UNKNOWN_COMMAND']
 
@@ -38,7 +40,8 @@ class AdminReply:
 
     @classmethod
     def ok(cls, lines: Iterable[str] = ()) -> 'AdminReply':
-        return cls(tuple(lines) + ('OK',))
+        """`lines` then OK; a line that would end the reply early is escaped."""
+        return cls(tuple(guard_line(line) for line in lines) + ('OK',))
 
     @classmethod
     def error(cls, message: str) -> 'AdminReply':

@@ -29,6 +29,7 @@ from typing import Iterable
 
 from twisted.logger import Logger
 
+from ..core.admin_text import escape
 from ..core.sessions import SessionInfo, Which
 from .admin_registry import AdminCommand, AdminError, AdminRegistry, UsageError
 
@@ -132,10 +133,8 @@ def execute_sharing_command(runtime, words: list[str]) -> list[str] | None:
 # --- helpers -------------------------------------------------------------------------------------
 
 def show(text: str) -> str:
-    """Call-ids and other outside text on one printable line (non-printables as \\xNN)."""
-    out = ''.join(c if c.isprintable() and c != '\\' else
-                  ('\\\\' if c == '\\' else '\\x%02x' % ord(c) if ord(c) < 256 else
-                   '\\u%04x' % ord(c)) for c in text)
+    """Call-ids and other outside text on one printable line that cannot end a reply."""
+    out = escape(text)
     return out if len(out) <= _MAX_ECHO else out[:_MAX_ECHO] + '...'
 
 
