@@ -147,14 +147,25 @@ def parse_options(argv: list[str]) -> Options:
 # --- configuration ---------------------------------------------------------------------------
 
 def load(path: str) -> Config:
-    """Load and validate the configuration file; AppError with the ConfigError text."""
+    """Load and validate the configuration file (forwarding loops included); AppError with
+    the ConfigError text."""
     from .core.config import ConfigError, load_config
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         raise AppError(str(exc)) from None
     except OSError as exc:
         raise AppError('%s: %s' % (path, exc.strerror or exc)) from None
+    refuse_forwarding_loops(path, config)
+    return config
+
+
+def refuse_forwarding_loops(path: str, config: Config) -> None:
+    """AppError if a member's address is one of the configuration's own control sockets."""
+    from .adapters.local_sockets import forwarding_loops
+    problems = forwarding_loops(config)
+    if problems:
+        raise AppError('%s: %s' % (path, '; '.join(problems)))
 
 
 def count(config: Config) -> tuple[int, int]:

@@ -12,8 +12,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..core.cluster import Cluster
-from ..core.config import ClusterConfig, Config, MemberConfig, load_config
+from ..core.config import ClusterConfig, Config, ConfigError, MemberConfig, load_config
+from ..core.loops import member_loop, own_sockets
 from ..core.member import Member
+from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
 from .notify import NotifyRelay
 from ..core.sessions import DEFAULT_SESSION_TTL, SessionStore
 from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
@@ -37,6 +39,7 @@ class Runtime:
         self._servers: dict[str, Any] = {}
         self.admin = None
         self.relays: dict[str, NotifyRelay] = {}
+        self._member_ports: set[int] = set()    # UDP ports our member clients send from
         self.sharing = None
         if config.redis is not None:
             from .redis_sharing import RedisSharing
@@ -75,7 +78,7 @@ class Runtime:
 
     def _start_cluster(self, config: ClusterConfig) -> Cluster:
         cluster = Cluster(config, self.reactor, store=self._session_store(config.name))
-        cluster.on_member_removed = lambda member: self._sync_relay(cluster)
+        cluster.on_member_removed = lambda member: self._member_removed(cluster)
         self._servers[config.name] = self._listen(config, cluster)
         self.clusters[config.name] = cluster
         for member_config in config.members:
@@ -97,13 +100,14 @@ class Runtime:
         if endpoint.protocol == 'unix':
             return listen_unix(self.reactor, endpoint.path, StreamControlFactory(cluster.handle),
                                self.sock_owner)
-        server = UDPControlServer(cluster.handle, self.reactor)
+        server = UDPControlServer(cluster.handle, self.reactor, is_own_source=self._is_own_source)
         server.listen(self.reactor, endpoint.host, endpoint.port)
         return server
 
     def _stop_cluster(self, name: str) -> defer.Deferred:
         cluster = self.clusters.pop(name)
         cluster.stop()
+        self._sync_member_ports()
         relay = self.relays.pop(name, None)
         if relay is not None:
             relay.stop()
@@ -130,21 +134,49 @@ class Runtime:
                               if not member.is_local)
 
     def add_member(self, cluster: Cluster, config: MemberConfig) -> Member:
+        """Start member `config` in `cluster`; ValueError if it exists or would loop back."""
         if config.name in cluster.members:
             raise ValueError('%s: RTPproxy already exists' % config.name)
+        self._refuse_loop(config)
         client = make_member_client(self.reactor, config.endpoint, config.cmd_out_address)
         client.start()
         member = Member(config, client, self.reactor, probe_interval=self.probe_interval)
         cluster.add_member(member)
         member.start()
         self._sync_relay(cluster)
+        self._sync_member_ports()
         return member
+
+    def _member_removed(self, cluster: Cluster) -> None:
+        self._sync_relay(cluster)
+        self._sync_member_ports()
+
+    def _sync_member_ports(self) -> None:
+        ports = {getattr(member.client, 'local_port', None)
+                 for cluster in self.clusters.values() for member in cluster.members.values()}
+        ports.discard(None)
+        self._member_ports.clear()
+        self._member_ports.update(ports)
+
+    def _is_own_source(self, addr) -> bool:
+        """Did one of our own member clients send this datagram?  O(1) for other clients."""
+        return addr[1] in self._member_ports and is_local_ip(addr[0])
+
+    def _refuse_loop(self, config: MemberConfig) -> None:
+        own = own_sockets(((name, cluster.config.endpoint)
+                           for name, cluster in self.clusters.items()), resolve_socket)
+        problem = member_loop(config.name, config.endpoint, own, resolve_socket)
+        if problem is not None:
+            raise ValueError(problem)
 
     # --- reload ------------------------------------------------------------------------------------
 
     def reload(self) -> tuple[int, int]:
         """Re-read the config file and apply it; on a config error nothing changes."""
         new = load_config(self.config_path)
+        problems = forwarding_loops(new)
+        if problems:
+            raise ConfigError('%s: %s' % (self.config_path, '; '.join(problems)))
         if new.redis != self.config.redis:
             self.log.warn('reload: changed <redis> settings take effect at the next restart')
         self.apply(new)

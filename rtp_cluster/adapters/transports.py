@@ -30,6 +30,7 @@ SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member comm
 # A member command is given up after this long (then E997).  Kamailio and OpenSIPS wait
 # 1 s per try and disable the whole cluster when their tries run out (2-5 s).
 MEMBER_TIMEOUT = 1.5
+OWN_DATAGRAM_LOG_INTERVAL = 10.0     # s between log lines about dropped looped-back commands
 
 
 class StartupError(Exception):
@@ -60,14 +61,20 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
 
     A retransmitted cookie (same client address) gets the cached reply; one whose first
     copy is still in flight is dropped, its reply goes out when the member answers.
+    A datagram for which `is_own_source(addr)` is true was sent by this process itself (one
+    of its member clients pointed at it): it is dropped and counted, never forwarded again.
     """
 
     log = Logger()
     noisy = False
 
     def __init__(self, handler: Handler, clock, *, cache_generation: float = REPLY_CACHE_GENERATION,
-                 cache_max: int = REPLY_CACHE_MAX) -> None:
+                 cache_max: int = REPLY_CACHE_MAX,
+                 is_own_source: Callable[[tuple], bool] | None = None) -> None:
         self.handler = handler
+        self.is_own_source = is_own_source
+        self.own_datagrams = 0
+        self._own_logged_at: float | None = None
         self.clock = clock
         self.cache_generation = cache_generation
         self.cache_max = cache_max
@@ -100,6 +107,9 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         self._rotation = self.clock.callLater(self.cache_generation, self._rotate)
 
     def datagramReceived(self, data: bytes, addr) -> None:
+        if self.is_own_source is not None and self.is_own_source(addr):
+            self._drop_own(addr)
+            return
         text = data[:protocol.MAX_COMMAND_BYTES].decode('latin-1')
         cookie, command_text = protocol.split_cookie(text)
         if cookie is None:
@@ -123,6 +133,15 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
             return
         self._inflight.add(key)
         self.handler(command, lambda body: self._answer(key, body))
+
+    def _drop_own(self, addr) -> None:
+        self.own_datagrams += 1
+        now = self.clock.seconds()
+        if self._own_logged_at is None or now - self._own_logged_at >= OWN_DATAGRAM_LOG_INTERVAL:
+            self._own_logged_at = now
+            self.log.warn('dropped {n} commands sent by this rtp_cluster itself (from {addr}): '
+                          'a member points at a control socket of this process',
+                          n=self.own_datagrams, addr=addr)
 
     def _answer(self, key, body: str) -> None:
         self._inflight.discard(key)
@@ -338,6 +357,11 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
         # epoll report EPOLLERR, and Twisted then closes the port for good, so a member
         # that was down for a moment could never be probed again.  Replies are matched on
         # their source address instead (datagramReceived).
+
+    @property
+    def local_port(self) -> int | None:
+        """The port commands to the member are sent from (None before start or after close)."""
+        return self._listening.getHost().port if self._listening is not None else None
 
     def close(self) -> None:
         """Take no new commands; the socket closes once those in flight are answered or expired.
