@@ -1,12 +1,14 @@
 """`rtp_cluster_client`: one command to the rtp_cluster admin socket or to a control socket.
 
-    rtp_cluster_client [-s unix:/path|/path|tcp:host[:port]] [-t seconds] COMMAND [ARG...]
+    rtp_cluster_client [-s unix:/path|/path|tcp:host[:port]] [--secret-file FILE] [-t seconds] COMMAND [ARG...]
     rtp_cluster_client --control udp:HOST:PORT|udp6:HOST:PORT|unix:/path [-t seconds] COMMAND [ARG...]
     rtp_cluster_client --control SOCKET [-t seconds] --stats
 
 The admin protocol is line based: each command is one line; its reply is any number of
 lines ending with a line that is exactly `OK` or one line starting with `ERROR`.  The
-connection stays open until the client sends `quit`.
+connection stays open until the client sends `quit`.  With `--secret-file` the client
+first sends `auth SECRET` (the file's first line), which a daemon started with
+`--admin-secret-file` requires on its TCP admin socket.
 
 With `--control` the command is an RTPproxy control command (`V`, `U`, `L`, `D`, `Ib`, ...)
 sent as a SIP proxy sends it (control_client.py); the reply body is printed alone on a
@@ -25,6 +27,7 @@ import sys
 import time
 from typing import NoReturn
 
+from .core.admin_auth import auth_line, parse_secret
 from .core.admin_text import is_final_line
 from .core.endpoints import DEFAULT_ADMIN_TCP_PORT, parse_admin_socket
 
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument('--control', metavar='socket',
                         help='send an RTPproxy control command instead, to udp:HOST[:PORT], '
                         'udp6:HOST[:PORT] or unix:/path (a cookie is added; UDP is retransmitted)')
+    parser.add_argument('--secret-file', metavar='file', default=None,
+                        help='authenticate first with the secret on the first line of this file '
+                        '(a daemon started with --admin-secret-file requires it)')
     parser.add_argument('--stats', action='store_true',
                         help='with --control: send Ib and print the counters as a table')
     parser.add_argument('-t', dest='timeout', metavar='seconds', type=float, default=None,
@@ -114,8 +120,10 @@ def read_reply(sock: socket.socket, deadline: float) -> list[str]:
                 return lines
 
 
-def run_command(spec: str, command: str, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
-    """Send `command` to the admin socket `spec`; the reply lines.  ClientError on failure."""
+def run_command(spec: str, command: str, timeout: float = DEFAULT_TIMEOUT,
+                secret: str | None = None) -> list[str]:
+    """Send `command` to the admin socket `spec` (after `auth` with `secret`); the reply
+    lines.  ClientError on failure; a refused `auth` is its ERROR line."""
     family, address = parse_address(spec)
     deadline = time.monotonic() + timeout
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -125,6 +133,11 @@ def run_command(spec: str, command: str, timeout: float = DEFAULT_TIMEOUT) -> li
         except OSError as exc:
             raise ClientError('cannot connect to %s: %s' % (spec, _reason(exc))) from None
         try:
+            if secret is not None:
+                sock.sendall(auth_line(secret).encode('utf-8') + b'\n')
+                refused = read_reply(sock, deadline)
+                if refused[-1] != 'OK':
+                    return refused
             sock.sendall(command.encode('utf-8') + b'\n')
             lines = read_reply(sock, deadline)
             _say_quit(sock)
@@ -164,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 def _usage_problem(args: argparse.Namespace) -> str | None:
     if args.timeout is not None and not args.timeout > 0:
         return '-t must be a positive number of seconds'
+    if args.secret_file and args.control is not None:
+        return '--secret-file is for the admin socket, not --control'
     if args.stats and args.control is None:
         return '--stats needs --control SOCKET'
     if args.stats and args.command:
@@ -179,13 +194,25 @@ def admin_main(args: argparse.Namespace) -> int:
     command = ' '.join(args.command).strip()
     timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
-        lines = run_command(args.socket or DEFAULT_SOCKET, command, timeout)
+        secret = read_secret(args.secret_file) if args.secret_file else None
+        lines = run_command(args.socket or DEFAULT_SOCKET, command, timeout, secret)
     except ClientError as exc:
         print('%s: %s' % (PROG, exc), file=sys.stderr)
         return EXIT_FAILURE
     sys.stdout.write(''.join(line + '\n' for line in lines))
     sys.stdout.flush()
     return EXIT_ERROR if lines[-1].startswith('ERROR') else EXIT_OK
+
+
+def read_secret(path: str) -> str:
+    """The secret on the first line of `path`; ClientError if it cannot be read."""
+    try:
+        with open(path, 'rb') as f:
+            return parse_secret(f.read(4096))
+    except OSError as exc:
+        raise ClientError('--secret-file %s: %s' % (path, _reason(exc))) from None
+    except ValueError as exc:
+        raise ClientError('--secret-file %s: %s' % (path, exc)) from None
 
 
 def control_main(args: argparse.Namespace) -> int:

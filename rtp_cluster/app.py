@@ -3,6 +3,7 @@
 Command line (compatible with sippy's original rtp_cluster):
 
     rtp_cluster [-fd] [-c conffile] [-s admin_socket] [-P pidfile] [-L logfile] [-o user:group]
+                [--admin-allow-remote] [--admin-secret-file file]
 
 Startup problems (bad configuration, a socket that cannot be bound, an unwritable
 pidfile or log file) are reported as one line on stderr with exit status 1.  In daemon
@@ -57,6 +58,7 @@ class Options:
     logfile: str
     owner: tuple[int, int] | None
     probe_interval: float = 2.0
+    admin_secret: str | None = None
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-s', dest='admin', metavar='admin_socket', default=DEFAULT_ADMIN,
                         help='admin socket: /path, unix:/path or tcp:host[:port] (port 12345 if omitted) '
                         '(default: %(default)s)')
+    parser.add_argument('--admin-allow-remote', dest='admin_allow_remote', action='store_true',
+                        help='let a tcp: admin socket listen on an address other than loopback '
+                        '(needs --admin-secret-file)')
+    parser.add_argument('--admin-secret-file', dest='admin_secret_file', metavar='file',
+                        help='tcp: admin socket: every connection must first send "auth SECRET", '
+                        'SECRET being the first line of this file')
     parser.add_argument('-P', dest='pidfile', metavar='pidfile', default=DEFAULT_PIDFILE,
                         help='pid file (default: %(default)s)')
     parser.add_argument('-L', dest='logfile', metavar='logfile', default=DEFAULT_LOGFILE,
@@ -130,17 +138,71 @@ def normalize_admin_spec(spec: str) -> str:
         raise AppError('-s: %s' % exc) from None
 
 
+def admin_secret(admin: str, allow_remote: bool, secret_file: str | None) -> str | None:
+    """Check how far the admin socket `admin` is exposed; the secret it requires, if any.
+
+    A tcp: socket listens on loopback only, unless the operator passes --admin-allow-remote,
+    which needs --admin-secret-file: the admin socket controls the daemon and `modify add`
+    makes it send to any address.
+    """
+    from .core.endpoints import parse_admin_socket
+    endpoint = parse_admin_socket(admin)
+    if endpoint.protocol != 'tcp':
+        if allow_remote or secret_file:
+            raise AppError('--admin-allow-remote and --admin-secret-file are for a tcp: admin '
+                           'socket; a unix socket is guarded by its file mode (see -o)')
+        return None
+    if allow_remote and not secret_file:
+        raise AppError('--admin-allow-remote needs --admin-secret-file FILE: clients on other '
+                       'hosts must authenticate')
+    if not allow_remote and not _is_loopback(endpoint.host):
+        raise AppError('-s %s: %s is not a loopback address; the admin socket controls the '
+                       'daemon, so it listens on 127.0.0.1 or ::1 unless you pass '
+                       '--admin-allow-remote with --admin-secret-file FILE'
+                       % (admin, endpoint.host))
+    return read_secret_file(secret_file) if secret_file else None
+
+
+def _is_loopback(host: str) -> bool:
+    """Does every address of `host` belong to the loopback interface?"""
+    import ipaddress
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise AppError('-s: cannot resolve %s: %s' % (host, getattr(exc, 'strerror', exc))) from None
+    return all(ipaddress.ip_address(str(info[4][0]).split('%', 1)[0]).is_loopback
+               for info in infos)
+
+
+def read_secret_file(path: str) -> str:
+    """The admin secret: the first line of `path`, a file that others cannot read."""
+    from .core.admin_auth import parse_secret
+    try:
+        with open(path, 'rb') as f:
+            if os.fstat(f.fileno()).st_mode & 0o007:
+                raise AppError('--admin-secret-file %s: other users can read or write it; '
+                               'chmod o-rwx it' % path)
+            return parse_secret(f.read(4096))
+    except OSError as exc:
+        raise AppError('--admin-secret-file %s: %s' % (path, exc.strerror or exc)) from None
+    except ValueError as exc:
+        raise AppError('--admin-secret-file %s: %s' % (path, exc)) from None
+
+
 def parse_options(argv: list[str]) -> Options:
     args = build_parser().parse_args(argv)
+    admin = normalize_admin_spec(args.admin)
     return Options(
         foreground=args.foreground or args.check_only,
         check_only=args.check_only,
         config=args.config,
-        admin=normalize_admin_spec(args.admin),
+        admin=admin,
         pidfile=os.path.abspath(args.pidfile),
         logfile=os.path.abspath(args.logfile),
         owner=parse_owner(args.owner) if args.owner else None,
         probe_interval=args.probe_interval,
+        admin_secret=admin_secret(admin, args.admin_allow_remote, args.admin_secret_file),
     )
 
 
@@ -259,7 +321,7 @@ def start_runtime(opts: Options, config: Config, reactor) -> Runtime:
     try:
         runtime = Runtime(config, os.path.abspath(opts.config), reactor,
                           sock_owner=opts.owner, admin_spec=opts.admin,
-                          probe_interval=opts.probe_interval)
+                          probe_interval=opts.probe_interval, admin_secret=opts.admin_secret)
         runtime.start()
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ not in _EXPECTED:

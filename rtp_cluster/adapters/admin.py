@@ -24,6 +24,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from ..core import config_schema
+from ..core.admin_auth import AuthGate
 from ..core.admin_text import escape, json_line
 from ..core.cluster import MemberDraining
 from ..core.config import ConfigError, FieldError, MemberConfig, member_from_fields
@@ -372,9 +373,11 @@ class AdminProtocol(tx_protocol.Protocol):
     newline.  Reading pauses while the client does not read its replies.
     """
 
-    def __init__(self, commands: AdminCommands, max_line: int = MAX_LINE) -> None:
+    def __init__(self, commands: AdminCommands, max_line: int = MAX_LINE,
+                 secret: str | None = None) -> None:
         self.commands = commands
         self.max_line = max_line
+        self.gate = AuthGate(secret)
         self._buffer = bytearray()
         self._scanned = 0            # bytes of _buffer known to hold no newline
         self._discarding = False     # inside an over-long line
@@ -454,10 +457,20 @@ class AdminProtocol(tx_protocol.Protocol):
         if len(raw) > self.max_line:
             self._write(AdminReply.error('line too long (more than %d bytes)' % self.max_line))
             return
-        reply = self.commands.execute(raw.decode('utf-8', 'replace'))
+        text = raw.decode('utf-8', 'replace')
+        reply = self.commands.execute(text) if self.gate.passed else self._authenticate(text)
         self._write(reply)
         if reply.close:
             self.close()
+
+    def _authenticate(self, line: str) -> AdminReply:
+        """The first line of a connection that needs the shared secret."""
+        if not line.strip():
+            return AdminReply()
+        problem = self.gate.check(line)
+        if problem is None:
+            return AdminReply.ok()
+        return AdminReply(AdminReply.error(problem).lines, close=True)
 
     def _write(self, reply: AdminReply) -> None:
         if reply.lines and self.transport is not None:
@@ -478,14 +491,15 @@ class AdminFactory(tx_protocol.Factory):
     noisy = False
 
     def __init__(self, commands: AdminCommands, max_connections: int = MAX_CONNECTIONS,
-                 max_line: int = MAX_LINE) -> None:
+                 max_line: int = MAX_LINE, secret: str | None = None) -> None:
         self.commands = commands
+        self.secret = secret
         self.max_connections = max_connections
         self.max_line = max_line
         self.connections: set[AdminProtocol] = set()
 
     def buildProtocol(self, addr) -> AdminProtocol:
-        proto = AdminProtocol(self.commands, self.max_line)
+        proto = AdminProtocol(self.commands, self.max_line, self.secret)
         proto.factory = self
         return proto
 
@@ -512,14 +526,18 @@ def parse_admin_spec(spec: str) -> Endpoint:
 
 
 class AdminServer:
-    """The admin socket of a Runtime: unix (mode 0660, owner `sock_owner`) or TCP."""
+    """The admin socket of a Runtime: unix (mode 0660, owner `sock_owner`) or TCP.
+
+    With a `secret`, every connection must send `auth SECRET` before any command.
+    """
 
     def __init__(self, runtime, spec: str, sock_owner: tuple[int, int] | None = None, *,
-                 max_connections: int = MAX_CONNECTIONS, max_line: int = MAX_LINE) -> None:
+                 max_connections: int = MAX_CONNECTIONS, max_line: int = MAX_LINE,
+                 secret: str | None = None) -> None:
         self.endpoint = parse_admin_spec(spec)
         self.sock_owner = sock_owner
         self.commands = AdminCommands(runtime)
-        self.factory = AdminFactory(self.commands, max_connections, max_line)
+        self.factory = AdminFactory(self.commands, max_connections, max_line, secret)
         self.port = None
 
     def listen(self, reactor) -> None:

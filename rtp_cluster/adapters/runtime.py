@@ -28,12 +28,14 @@ class Runtime:
     log = Logger()
 
     def __init__(self, config: Config, config_path: str, reactor, sock_owner=None,
-                 admin_spec: str | None = None, probe_interval: float = 2.0) -> None:
+                 admin_spec: str | None = None, probe_interval: float = 2.0,
+                 admin_secret: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.reactor = reactor
         self.sock_owner = sock_owner
         self.admin_spec = admin_spec
+        self.admin_secret = admin_secret
         self.probe_interval = probe_interval
         self.clusters: dict[str, Cluster] = {}
         self._servers: dict[str, Any] = {}
@@ -57,7 +59,8 @@ class Runtime:
                 self.sharing.start()
             if self.admin_spec:
                 from .admin import AdminServer   # the admin socket is optional in tests
-                self.admin = AdminServer(self, self.admin_spec, self.sock_owner)
+                self.admin = AdminServer(self, self.admin_spec, self.sock_owner,
+                                         secret=self.admin_secret)
                 self.admin.listen(self.reactor)
         except BaseException:
             self.stop()
