@@ -91,8 +91,9 @@ def test_running_daemon_refuses_the_loop_on_modify_add_and_reload(procs, tmp_pat
 def test_local_addresses_are_recognised():
     assert is_local_ip('127.0.0.1')
     assert not is_local_ip('192.0.2.1')           # TEST-NET-1: never this host's
-    [address] = resolve_socket(Endpoint('udp', 'localhost', 5060))
-    assert (address.host, address.port, address.local) == ('127.0.0.1', 5060, True)
+    addresses = resolve_socket(Endpoint('udp', 'localhost', 5060))
+    assert '127.0.0.1' in {address.host for address in addresses}
+    assert all(address.local and address.port == 5060 for address in addresses)
     assert resolve_socket(Endpoint('udp', 'no-such-host.invalid', 5060)) == []
 
 
