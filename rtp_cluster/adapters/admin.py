@@ -95,6 +95,12 @@ def build_registry() -> AdminRegistry:
                               aliases=(('h',),), description='List the commands.'))
     registry.add(AdminCommand(('quit',), 'quit', _quit, aliases=(('q',), ('exit',)),
                               description='Close the connection.'))
+    registry.add(AdminCommand(
+        ('auth',), 'auth SECRET', _auth,
+        description='The first line on a TCP admin socket of a daemon started with '
+                    '--admin-secret-file (rtp_cluster_client --secret-file sends it).  Anywhere '
+                    'else it is refused: the connection is authenticated already, or the admin '
+                    'socket has no secret.'))
     admin_sharing.register(registry)
     return registry
 
@@ -206,6 +212,12 @@ def _reload(runtime, args: str) -> list[str]:
     log.info('admin: Loaded {nclusters} clusters and {nmembers} RTP proxies',
              nclusters=nclusters, nmembers=nmembers)
     return ['Loaded %d clusters and %d RTP proxies' % (nclusters, nmembers)]
+
+
+def _auth(runtime, args: str) -> list[str]:
+    # reached only once the connection's AuthGate is open (or there is none)
+    raise AdminError('no authentication needed: this connection is authenticated already, or '
+                     'the admin socket has no --admin-secret-file')
 
 
 def _quit(runtime, args: str) -> AdminReply:

@@ -471,6 +471,13 @@ def test_help(world):
         assert reply.lines[-1] == 'OK' and not reply.close
 
 
+def test_auth_without_a_secret_says_none_is_needed(world):
+    reply = world.commands.execute('auth some-secret-of-sixteen')
+    assert reply.lines == ('ERROR: no authentication needed: this connection is authenticated '
+                           'already, or the admin socket has no --admin-secret-file',)
+    assert '\tauth SECRET' in world.commands.execute('help').lines
+
+
 def test_quit_words_close_without_output(world):
     for word in ('quit', 'q', 'exit', '  quit  '):
         reply = world.commands.execute(word)
