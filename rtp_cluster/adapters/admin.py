@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
@@ -41,6 +42,7 @@ __all__ = ['AdminReply', 'AdminError', 'AdminCommands', 'AdminProtocol', 'AdminF
 
 MAX_LINE = 64 * 1024            # bytes in one command line, line end not counted
 MAX_CONNECTIONS = 256           # simultaneous admin clients
+AUTH_LOG_INTERVAL = 10.0        # s between log lines about refused admin secrets
 
 ADD_KEYS = tuple(row.tag for row in config_schema.add_keys())
 ADD_REQUIRED = tuple(row.tag for row in config_schema.required_add_keys())
@@ -482,6 +484,9 @@ class AdminProtocol(tx_protocol.Protocol):
         problem = self.gate.check(line)
         if problem is None:
             return AdminReply.ok()
+        factory = getattr(self, 'factory', None)
+        if factory is not None:
+            factory.auth_refused(self.transport.getPeer() if self.transport else None)
         return AdminReply(AdminReply.error(problem).lines, close=True)
 
     def _write(self, reply: AdminReply) -> None:
@@ -509,6 +514,8 @@ class AdminFactory(tx_protocol.Factory):
         self.max_connections = max_connections
         self.max_line = max_line
         self.connections: set[AdminProtocol] = set()
+        self.auth_refusals = 0
+        self._auth_logged_at: float | None = None
 
     def buildProtocol(self, addr) -> AdminProtocol:
         proto = AdminProtocol(self.commands, self.max_line, self.secret)
@@ -520,6 +527,15 @@ class AdminFactory(tx_protocol.Factory):
             return False
         self.connections.add(proto)
         return True
+
+    def auth_refused(self, peer) -> None:
+        """Count a connection refused for its secret; log it, at most every AUTH_LOG_INTERVAL."""
+        self.auth_refusals += 1
+        now = time.monotonic()
+        if self._auth_logged_at is None or now - self._auth_logged_at >= AUTH_LOG_INTERVAL:
+            self._auth_logged_at = now
+            log.warn('admin: connection from {peer} refused: no or wrong secret '
+                     '({n} refused so far)', peer=str(peer), n=self.auth_refusals)
 
     def release(self, proto: AdminProtocol) -> None:
         self.connections.discard(proto)

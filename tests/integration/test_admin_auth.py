@@ -98,3 +98,6 @@ def test_remote_admin_needs_the_secret_before_any_command(procs, tmp_path):
     assert status.returncode == 0, status
     assert '        status = ACTIVE' in status.stdout.splitlines()     # the pause never ran
     assert daemon.proc.poll() is None
+    # refusals are logged, at most one line per 10 s however many there are
+    assert daemon.log_count('refused: no or wrong secret') == 1
+    assert '(1 refused so far)' in daemon.log()
