@@ -22,7 +22,7 @@ import select
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Callable, NoReturn
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -58,7 +58,7 @@ class Options:
     logfile: str
     owner: tuple[int, int] | None
     probe_interval: float = 2.0
-    admin_secret: str | None = None
+    admin_secret: str | None = field(default=None, repr=False)   # never in a log line
 
 
 # --- command line ----------------------------------------------------------------------------
