@@ -92,7 +92,8 @@ class RedisSharing:
         identity = Identity(config.instance_id, config.namespace, peers=tuple(config.peers),
                             session_ttl=config.session_ttl,
                             resync_interval=config.resync_interval,
-                            final_timeout=config.final_timeout, version=__version__)
+                            final_timeout=config.final_timeout, version=__version__,
+                            degraded_after=config.degraded_after)
         self.state = SharingState(identity, self._carry_out, wall_clock=time.time,
                                   mono_clock=time.monotonic)
         self.writer = RedisWriter(config, reactor, on_ok=self.state.on_write_ok,

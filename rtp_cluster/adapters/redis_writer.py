@@ -5,8 +5,9 @@ once.  Every FLUSH_INTERVAL the map is drained in MULTI/EXEC transactions (HSET 
 DEL), one transaction in flight at a time, over one non-blocking connection of the reactor.
 The record of a key is built when its transaction is encoded, so a call changed five times
 in one interval costs one record.  Nothing here blocks: connecting, TLS and replies are
-events; a reply missing for COMMAND_TIMEOUT drops the connection; a failed transaction goes
-back into the map (a newer change of a key wins) and is retried after reconnecting.
+events; a reply missing for the command timeout (<command_timeout_ms>) drops the connection;
+a failed transaction goes back into the map (a newer change of a key wins) and is retried
+after reconnecting, after a back-off between <reconnect_min_ms> and <reconnect_max_ms>.
 
 Why not a thread: the writer runs on every control command's heels, and a Python thread
 holding the interpreter lock delays the reactor (README, "Design").
@@ -14,6 +15,7 @@ holding the interpreter lock delays the reactor (README, "Design").
 from __future__ import annotations
 
 import collections
+import socket
 import time
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -22,6 +24,7 @@ from twisted.internet import defer, error, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.logger import Logger
 
+from ..core import config_schema as schema
 from ..core.resp import ProtocolError, ReplyError, ReplyParser, encode, encode_hset
 from ..core.sharing import LiveRecord
 
@@ -29,8 +32,11 @@ FLUSH_INTERVAL = 0.02        # s: a burst of changes coalesces into one transact
 WRITE_BATCH = 500            # keys per transaction
 ENCODE_SLICE = 16            # keys encoded per reactor turn (about 0.1 ms)
 REFRESH_BATCH = 1000         # PEXPIREs of the TTL refresh per transaction
-COMMAND_TIMEOUT = 1.0        # s without the awaited reply: the connection is dropped
-MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
+# the defaults of the <redis> tunables, in seconds
+COMMAND_TIMEOUT = schema.child('redis', 'command_timeout_ms').default / 1000.0
+MIN_BACKOFF = schema.child('redis', 'reconnect_min_ms').default / 1000.0
+MAX_BACKOFF = schema.child('redis', 'reconnect_max_ms').default / 1000.0
+KEEPALIVE_PROBES = 3         # unanswered probes before the kernel drops the connection
 
 _MULTI = encode('MULTI')
 _EXEC = encode('EXEC')
@@ -128,13 +134,38 @@ def tls_options(config, hostname: str):
 def client_endpoint(config, reactor):
     """A Twisted client endpoint for the configured URL (TCP, TLS or unix socket)."""
     parts = urlsplit(config.url)
+    timeout = config.connect_timeout_ms / 1000.0
     if parts.scheme == 'unix':
-        return UNIXClientEndpoint(reactor, parts.path, timeout=COMMAND_TIMEOUT)
-    endpoint = HostnameEndpoint(reactor, parts.hostname, parts.port or 6379,
-                                timeout=COMMAND_TIMEOUT)
+        return UNIXClientEndpoint(reactor, parts.path, timeout=timeout)
+    endpoint = HostnameEndpoint(reactor, parts.hostname, parts.port or 6379, timeout=timeout)
     if parts.scheme == 'rediss':
         endpoint = wrapClientTLS(tls_options(config, parts.hostname), endpoint)
     return endpoint
+
+
+def keepalive_options(idle: int) -> dict[int, int]:
+    """TCP keepalive socket options: probes after `idle` s, KEEPALIVE_PROBES of them."""
+    options = {}
+    interval = max(1, idle // KEEPALIVE_PROBES)
+    for name, value in (('TCP_KEEPIDLE', idle), ('TCP_KEEPINTVL', interval),
+                        ('TCP_KEEPCNT', KEEPALIVE_PROBES)):
+        if hasattr(socket, name):      # Linux, FreeBSD; elsewhere the system's timers apply
+            options[getattr(socket, name)] = value
+    return options
+
+
+def enable_keepalive(transport, idle: int) -> bool:
+    """Turn TCP keepalive on for the socket under `transport` (through a TLS wrapper);
+    False if there is none to set (a unix socket, keepalive off)."""
+    while not hasattr(transport, 'socket') and hasattr(transport, 'transport'):
+        transport = transport.transport
+    sock = getattr(transport, 'socket', None)
+    if idle <= 0 or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in keepalive_options(idle).items():
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    return True
 
 
 def handshake_commands(config, password: str | None, name: str) -> list[bytes]:
@@ -358,7 +389,11 @@ class RedisWriter:
         self._flush_call = None
         self._connecting = False
         self._retry_call = None
-        self._backoff = MIN_BACKOFF
+        self.command_timeout = config.command_timeout_ms / 1000.0
+        self.min_backoff = config.reconnect_min_ms / 1000.0
+        self.max_backoff = config.reconnect_max_ms / 1000.0
+        self._backoff = self.min_backoff
+        self.on_connected: Callable[[], None] = lambda: None   # after every (re)connect
         self.conn: RespConnection | None = None
         self.running = False
         self.writes_ok = 0
@@ -385,7 +420,8 @@ class RedisWriter:
         if not self.running or self._connecting or self.conn is not None:
             return
         self._connecting = True
-        factory = protocol.Factory.forProtocol(lambda: RespConnection(self.reactor))
+        factory = protocol.Factory.forProtocol(
+            lambda: RespConnection(self.reactor, self.command_timeout))
         try:
             d = self._endpoint_factory().connect(factory)
         except Exception as exc:        # a TLS file that cannot be read, a bad certificate
@@ -413,9 +449,11 @@ class RedisWriter:
             conn.transport.loseConnection()
             return
         self.conn = conn
-        self._backoff = MIN_BACKOFF
+        self._backoff = self.min_backoff
+        enable_keepalive(conn.transport, self.config.tcp_keepalive)
         conn.lost.addCallback(self._lost)
         self._kick(0)
+        self.on_connected()
 
     def _connect_failed(self, failure) -> None:
         self._connecting = False
@@ -431,7 +469,7 @@ class RedisWriter:
         self.on_failed(reason)
         if self.running and self._retry_call is None:
             self._retry_call = self.reactor.callLater(self._backoff, self._connect)
-            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+            self._backoff = min(self._backoff * 2, self.max_backoff)
 
     # --- what the sharing layer hands over -----------------------------------------------------
 
@@ -462,6 +500,13 @@ class RedisWriter:
     def queued(self, key: str):
         """False if nothing is queued for `key`, else its thunk (None: a delete)."""
         return self._ops.get(key.encode('latin-1'), False)
+
+    def command(self, *args) -> defer.Deferred:
+        """One command outside the write stream (checks); fires with its reply, which may
+        be a ReplyError; fails with ConnectionLostError when not connected."""
+        if self.conn is None:
+            return defer.fail(ConnectionLostError('not connected'))
+        return self.conn.request(encode(*args), 1).addCallback(lambda replies: replies[0])
 
     @property
     def depth(self) -> int:
@@ -521,7 +566,7 @@ class RedisWriter:
     def _written_ok(self, _, batch: list, started: float) -> None:
         self._in_flight = None
         self._written += len(batch)
-        self._backoff = MIN_BACKOFF
+        self._backoff = self.min_backoff
         self.writes_ok += len(batch)
         self.transactions += 1
         self.last_flush_ms = (time.monotonic() - started) * 1000.0

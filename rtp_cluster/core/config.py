@@ -440,6 +440,10 @@ class _Reader:
         if (config.tls_cert is None) != (config.tls_key is None):
             raise self.error(el, owner.subject(), '<tls_cert> without <tls_key> or vice versa; '
                              'expected both or neither')
+        if config.reconnect_min_ms > config.reconnect_max_ms:
+            raise self.error(el, owner.subject(), f'<reconnect_min_ms> {config.reconnect_min_ms} '
+                             f'is above <reconnect_max_ms> {config.reconnect_max_ms}; expected '
+                             'min <= max')
         uses_tls_files = config.tls_ca or config.tls_cert
         if uses_tls_files and not config.url.lower().startswith('rediss:'):
             raise self.error(el, owner.subject(), 'TLS files given but <url> is not rediss://; '

@@ -131,6 +131,16 @@ def non_negative_int(text: str) -> int:
     return int(significant or '0')
 
 
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers from `low` to `high` (a tunable's safe range)."""
+    def parse(text: str) -> int:
+        value = non_negative_int(text)
+        if not low <= value <= high:
+            raise ValueError(f'"{shorten(text)}" is out of range; expected {low} to {high}')
+        return value
+    return parse
+
+
 def check_status(text: str) -> str:
     status = text.upper()
     if status not in MEMBER_STATUSES:
@@ -295,6 +305,12 @@ def _host(tag: str, help_text: str, rank: int) -> Child:
                  add=AddKey(rank, 'HOST', False))
 
 
+def _tunable(tag: str, low: int, high: int, unit: str, help_text: str, default: int) -> Child:
+    return Child(tag, f'an integer from {low} to {high} ({unit})',
+                 f'{help_text} (default: {default})', int_between(low, high), tag, int,
+                 default=default)
+
+
 ELEMENTS: dict[str, tuple[Child, ...]] = {
     ROOT: (
         Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', many=True,
@@ -373,6 +389,22 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
         Child('resync_interval', 'a positive integer (seconds)',
               'full resynchronisation period (default: 60)', positive_int, 'resync_interval',
               int, default=60),
+        _tunable('command_timeout_ms', 10, 600_000, 'milliseconds',
+                 'a reply missing this long drops the connection', 1000),
+        _tunable('connect_timeout_ms', 10, 600_000, 'milliseconds',
+                 'connecting (TCP, TLS) may take this long', 1000),
+        _tunable('tcp_keepalive', 0, 7200, 'seconds, 0 = off',
+                 'idle time before TCP keepalive probes a connection', 30),
+        _tunable('reconnect_min_ms', 10, 600_000, 'milliseconds',
+                 'first wait before reconnecting; doubled after each failure', 100),
+        _tunable('reconnect_max_ms', 10, 600_000, 'milliseconds',
+                 'longest wait between reconnects (at least reconnect_min_ms)', 5000),
+        _tunable('degraded_after', 1, 1_000_000, 'consecutive errors',
+                 'failed writes in a row before the instance reports itself degraded', 1),
+        Child('configure_notifications', 'yes or no',
+              'set notify-keyspace-events with CONFIG SET when it lacks classes sharing needs '
+              '(default: no)', yes_no, 'configure_notifications', bool, default=False,
+              write=_write_yes_no),
     ),
 }
 

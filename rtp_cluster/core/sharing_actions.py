@@ -107,3 +107,4 @@ class Identity:
     resync_interval: float = 30.0
     final_timeout: float = 0.0
     version: str = ''
+    degraded_after: int = 1          # consecutive write errors before reporting degraded

@@ -67,6 +67,7 @@ class SharingState:
         self.twin = DuplicateWatch(self.run_token)
         self.owners_seen: set[str] = set()     # instances whose records we read (bounded)
         self.degraded = False
+        self.write_errors = 0                  # consecutive failed writes
         self.subscriber_connected = False
         self.reader_ok = True
         self.last_error = ''
@@ -156,13 +157,17 @@ class SharingState:
         if self.degraded:
             self.emit(Log('info', 'redis: writes succeed again'))
         self.degraded = False
+        self.write_errors = 0
 
     def on_write_failed(self, error: str) -> None:
-        if not self.degraded:
-            self.emit(Log('warn', 'redis: write failed, serving from memory (degraded): '
-                          '{error}', {'error': error}))
-        self.degraded = True
+        """A failed write or connection; degraded after <degraded_after> of them in a row."""
+        self.write_errors += 1
         self.last_error = error
+        if self.degraded or self.write_errors < self.identity.degraded_after:
+            return
+        self.emit(Log('warn', 'redis: write failed, serving from memory (degraded): '
+                      '{error}', {'error': error}))
+        self.degraded = True
 
     def on_server(self, run_id: str, previous_token: str | None) -> None:
         """After each presence write: the server's run_id and the run token it replaced."""

@@ -305,6 +305,37 @@ INVALID = {
         document(extra=redis('<url>redis://127.0.0.1</url>', '<final_timeout>-1</final_timeout>')),
         '<final_timeout>', 1,
         '<final_timeout> of redis: "-1" is not a positive integer'),
+    'reconnect bounds reversed': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<reconnect_min_ms>2000</reconnect_min_ms>',
+                             '<reconnect_max_ms>500</reconnect_max_ms>')),
+        '<redis>', 1,
+        '<redis>: <reconnect_min_ms> 2000 is above <reconnect_max_ms> 500; expected min <= max'),
+    'command timeout too short': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<command_timeout_ms>5</command_timeout_ms>')),
+        '<command_timeout_ms>', 1,
+        '<command_timeout_ms> of redis: "5" is out of range; expected 10 to 600000'),
+    'connect timeout not a number': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<connect_timeout_ms>1s</connect_timeout_ms>')),
+        '<connect_timeout_ms>', 1,
+        '<connect_timeout_ms> of redis: "1s" is not a positive integer'),
+    'keepalive too long': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<tcp_keepalive>99999</tcp_keepalive>')),
+        '<tcp_keepalive>', 1,
+        '<tcp_keepalive> of redis: "99999" is out of range; expected 0 to 7200'),
+    'degraded_after zero': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<degraded_after>0</degraded_after>')),
+        '<degraded_after>', 1,
+        '<degraded_after> of redis: "0" is out of range; expected 1 to 1000000'),
+    'bad configure_notifications': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<configure_notifications>on</configure_notifications>')),
+        '<configure_notifications>', 1,
+        '<configure_notifications> of redis: "on" is not yes or no'),
     'zero session_ttl': (
         document(extra=redis('<url>redis://127.0.0.1</url>', '<session_ttl>0</session_ttl>')),
         '<session_ttl>', 1,
@@ -560,6 +591,26 @@ def test_redis_all_fields():
     assert parse_config(data, SRC).redis == RedisConfig(
         'rediss://cache.example:6390/1', 'node-a', 'prod.rtpc', '/etc/pw', None, '/etc/ca.pem',
         '/etc/c.pem', '/etc/c.key', False, ('node-b', 'node-c'), 600, 7200, 30)
+
+
+def test_redis_tunables_default_to_the_former_constants():
+    config = parse_config(document(extra=redis('<url>redis://127.0.0.1</url>')), SRC).redis
+    assert (config.command_timeout_ms, config.connect_timeout_ms, config.tcp_keepalive,
+            config.reconnect_min_ms, config.reconnect_max_ms, config.degraded_after,
+            config.configure_notifications) == (1000, 1000, 30, 100, 5000, 1, False)
+
+
+def test_redis_tunables_are_read():
+    data = document(extra=redis(
+        '<url>redis://127.0.0.1</url>', '<command_timeout_ms>250</command_timeout_ms>',
+        '<connect_timeout_ms>0300</connect_timeout_ms>', '<tcp_keepalive>0</tcp_keepalive>',
+        '<reconnect_min_ms>50</reconnect_min_ms>', '<reconnect_max_ms>50</reconnect_max_ms>',
+        '<degraded_after>3</degraded_after>',
+        '<configure_notifications>YES</configure_notifications>'))
+    config = parse_config(data, SRC).redis
+    assert (config.command_timeout_ms, config.connect_timeout_ms, config.tcp_keepalive,
+            config.reconnect_min_ms, config.reconnect_max_ms, config.degraded_after,
+            config.configure_notifications) == (250, 300, 0, 50, 50, 3, True)
 
 
 def test_config_objects_are_frozen_and_hashable():

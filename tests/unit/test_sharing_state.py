@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from rtp_cluster.core.keys import session_key
 from rtp_cluster.core.sharing import Record
-from rtp_cluster.core.sharing_actions import (Barrier, Identity, ListOwn, LoadOwn, Lookup, Read,
-                                              Refresh, Resume, Resync, Subscribe, WhenFlushed,
-                                              Write, WritePresence)
+from rtp_cluster.core.sharing_actions import (Barrier, Identity, ListOwn, LoadOwn, Log, Lookup,
+                                              Read, Refresh, Resume, Resync, Subscribe,
+                                              WhenFlushed, Write, WritePresence)
 from rtp_cluster.core.sharing_state import DUPLICATE_WINDOW, SharingState
 
 NS = 'rtpc'
@@ -349,3 +349,35 @@ def test_the_cluster_says_which_unknown_call_ids_a_delete_ends():
                  'L c5 1.2.3.4 5 ft tt'):
         cluster.handle(parse_command(text), lambda reply: None)
     assert seen == [('c1', True), ('c2', False), ('c3', False), ('c4', False), ('c5', False)]
+
+
+# --- degraded after consecutive write errors ------------------------------------------------
+
+def degrading_state(degraded_after: int) -> tuple[SharingState, list]:
+    actions: list = []
+    state = SharingState(Identity('a', NS, degraded_after=degraded_after), actions.append,
+                         wall_clock=Clock(1_700_000_000.0), mono_clock=Clock(100.0))
+    return state, actions
+
+
+def test_degraded_by_default_at_the_first_failed_write():
+    state, actions = degrading_state(1)
+    state.on_write_failed('no reply within 1 s')
+    assert state.degraded and state.last_error == 'no reply within 1 s'
+    assert [a.level for a in actions if isinstance(a, Log)] == ['warn']
+
+
+def test_degraded_only_after_the_configured_errors_in_a_row():
+    state, actions = degrading_state(3)
+    state.on_write_failed('e1')
+    state.on_write_failed('e2')
+    assert not state.degraded and state.last_error == 'e2'
+    state.on_write_ok()                       # a success starts the count again
+    state.on_write_failed('e3')
+    state.on_write_failed('e4')
+    assert not state.degraded
+    assert not [a for a in actions if isinstance(a, Log)]
+    state.on_write_failed('e5')
+    assert state.degraded and state.presence_record()['state'] == 'degraded'
+    state.on_write_ok()
+    assert not state.degraded
