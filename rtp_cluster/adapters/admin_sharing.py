@@ -311,10 +311,23 @@ def _ls_redis(runtime, sharing, args):
              'foreign: %d' % status['foreign'],
              'broadcasts: %d' % broadcasts,
              'redis run id: %s' % (status['redis_run_id'] or '-'),
-             'synced run id: %s' % (status['synced_run_id'] or '-')]
+             'synced run id: %s' % (status['synced_run_id'] or '-'),
+             'tunables: %s' % status['tunables']]
+    lines += _check_lines(status['checks'])
     lines += ['%s: %d' % (name.replace('_', ' '), value)
               for name, value in status['counters'].items() if name != 'bad_records']
     return lines
+
+
+def _check_lines(checks: list[tuple[str, str]] | None) -> list[str]:
+    """The findings about Redis's configuration (notifications, eviction), or their absence."""
+    if checks is None:
+        return ['server checks: not run yet']
+    if not checks:
+        return ['server checks: ok']
+    # whole, not cut at the echo limit: the fix is at the end of the text
+    return ['server check: %s %s' % (level.upper(), text if text.isprintable() else show(text))
+            for level, text in checks]
 
 
 def _duplicate_text(duplicate: dict) -> str:

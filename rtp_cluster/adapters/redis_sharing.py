@@ -28,12 +28,13 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import redis
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from .. import __version__
-from .redis_writer import COMMAND_TIMEOUT, RedisWriter, TombstoneWrite, database_number
+from .redis_writer import RedisWriter, TombstoneWrite, database_number, keepalive_options
 from ..core import sharing_state as actions
+from ..core.redis_checks import NOTIFY, POLICY, ServerChecks
 from ..core.keys import parse_presence_key, presence_pattern, session_prefix, sessions_pattern
 from ..core.sessions import DEFAULT_SESSION_TTL
 from ..core.sharing import SharedSessionStore, SharingCounters, newest_records
@@ -47,10 +48,13 @@ APPLY_CHUNK = 1000
 
 
 def connection_kwargs(config) -> dict[str, Any]:
-    """redis-py options for the configured URL, password and TLS settings."""
-    kwargs: dict[str, Any] = {'socket_timeout': COMMAND_TIMEOUT,
-                              'socket_connect_timeout': COMMAND_TIMEOUT,
+    """redis-py options for the configured URL, password, TLS settings and tunables."""
+    kwargs: dict[str, Any] = {'socket_timeout': config.command_timeout_ms / 1000.0,
+                              'socket_connect_timeout': config.connect_timeout_ms / 1000.0,
                               'encoding': 'latin-1'}     # as every text in the daemon
+    if config.tcp_keepalive and urlparse(config.url).scheme != 'unix':
+        kwargs.update(socket_keepalive=True,
+                      socket_keepalive_options=keepalive_options(config.tcp_keepalive))
     password = read_password(config)
     if password is not None:
         kwargs['password'] = password
@@ -72,6 +76,29 @@ def read_password(config) -> str | None:
     if config.password_env:
         return os.environ.get(config.password_env)
     return None
+
+
+class Backoff:
+    """The wait before the next reconnect of a thread: doubled after each failure."""
+
+    def __init__(self, config) -> None:
+        self.low = config.reconnect_min_ms / 1000.0
+        self.high = config.reconnect_max_ms / 1000.0
+        self.delay = self.low
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.high)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.low
+
+
+def tunables(config) -> str:
+    """The <redis> tunables as `ls redis` shows them, named as in the configuration."""
+    return ' '.join('%s=%s' % (tag, getattr(config, tag)) for tag in (
+        'command_timeout_ms', 'connect_timeout_ms', 'tcp_keepalive', 'reconnect_min_ms',
+        'reconnect_max_ms', 'degraded_after'))
 
 
 def _text(value) -> str:
@@ -101,6 +128,9 @@ class RedisSharing:
                                   on_server=self.state.on_server,
                                   password=lambda: read_password(config),
                                   name='rtpc-%s' % config.instance_id)
+        self.checks = ServerChecks(config.configure_notifications)
+        self._logged_findings: tuple = ()
+        self.writer.on_connected = self._check_server
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -191,7 +221,9 @@ class RedisSharing:
                 'last_resync': dict(state.last_resync), 'events': state.events_received,
                 'bad_events': state.bad_events, 'own': own, 'foreign': foreign,
                 'counters': state.counters.as_dict(), 'redis_run_id': state.redis_run_id or '',
-                'synced_run_id': state.synced_run_id}
+                'synced_run_id': state.synced_run_id, 'tunables': tunables(self.config),
+                'checks': ([(f.level, f.text) for f in self.checks.findings]
+                           if self.checks.checked else None)}
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -277,6 +309,35 @@ class RedisSharing:
         emit = {'info': self.log.info, 'warn': self.log.warn}.get(action.level, self.log.error)
         emit(action.text, **action.fields)
 
+    # --- checks of the server's configuration, at every (re)connect of the writer ----------
+
+    def _check_server(self) -> None:
+        self.checks.connected()
+        self._ask_config()
+
+    def _ask_config(self) -> None:
+        asked = [self.writer.command('CONFIG', 'GET', name) for name in (NOTIFY, POLICY)]
+        d = defer.gatherResults(asked, consumeErrors=True)
+        # a lost connection is not a finding: the next connect checks again
+        d.addCallbacks(self._on_config, lambda failure: None)
+
+    def _on_config(self, replies: list) -> None:
+        value = self.checks.on_config(*replies)
+        if value is not None:
+            d = self.writer.command('CONFIG', 'SET', NOTIFY, value)
+            d.addCallbacks(self._on_config_set, lambda failure: None)
+            return
+        if self.checks.findings != self._logged_findings:
+            self._logged_findings = self.checks.findings
+            for finding in self.checks.findings:
+                emit = {'info': self.log.info, 'warn': self.log.warn}.get(finding.level,
+                                                                           self.log.error)
+                emit('redis: {finding}', finding=finding.text)
+
+    def _on_config_set(self, reply) -> None:
+        self.checks.on_set(reply)
+        self._ask_config()
+
     # --- subscriber thread ----------------------------------------------------------------------
 
     def patterns(self) -> list[str]:
@@ -284,6 +345,7 @@ class RedisSharing:
 
     def _subscriber_loop(self) -> None:
         pubsub = None
+        backoff = Backoff(self.config)
         while not self._stop.is_set():
             try:
                 if pubsub is None or self._patterns_changed.is_set():
@@ -293,6 +355,7 @@ class RedisSharing:
                     pubsub = self._client_factory().pubsub()
                     pubsub.psubscribe(*self._patterns)
                 self._pump(pubsub)
+                backoff.reset()
             except Exception as exc:
                 self._report_unexpected('subscriber', exc)
                 if pubsub is not None:
@@ -302,7 +365,7 @@ class RedisSharing:
                         pass
                 pubsub = None
                 self.reactor.callFromThread(self.state.on_subscriber_down, str(exc))
-                self._stop.wait(0.5)
+                self._stop.wait(backoff.next())
         if pubsub is not None:
             pubsub.close()
 
@@ -338,6 +401,7 @@ class RedisSharing:
 
     def _reader_loop(self) -> None:
         client = None
+        backoff = Backoff(self.config)
         while not self._stop.is_set():
             kind, payload = self._reads.get()
             if kind == 'stop':
@@ -346,12 +410,13 @@ class RedisSharing:
                 if client is None:
                     client = self._client_factory()
                 self._carry_out_read(client, kind, payload)
+                backoff.reset()
             except Exception as exc:
                 self._report_unexpected('reader', exc)
                 client = None
                 failed = payload[0] if kind == 'lookup' else payload
                 self.reactor.callFromThread(self.state.on_read_failed, kind, failed, str(exc))
-                self._stop.wait(0.5)
+                self._stop.wait(backoff.next())
 
     def _carry_out_read(self, client, kind: str, payload) -> None:
         state = self.state
