@@ -79,8 +79,8 @@ DESCRIPTION = {
     'session': 'One session: its cluster, member and the member\'s address and state, tags, '
                'owner, epoch, and whether its record is queued or written to Redis.',
     'peers': 'The peer instances this one follows, with their presence state.',
-    'redis': 'This instance\'s id, the Redis URL and state, the subscriber, the writer and '
-             'the last resync.',
+    'redis': 'This instance\'s id, the Redis URL and state, the subscriber, the writer, '
+             'the last resync, the tunables and the checks of Redis\'s configuration.',
     'terminate': 'End a session, or every own, foreign or known session: a D goes to the '
                  'member and the shared record is deleted.',
     'ksadd': 'Follow the sessions of instance PEER.',

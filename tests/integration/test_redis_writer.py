@@ -141,11 +141,12 @@ class FakeRedis:
 
 
 class Harness:
-    def __init__(self, url='redis://127.0.0.1:6379/0', password=None, start=True) -> None:
+    def __init__(self, url='redis://127.0.0.1:6379/0', password=None, start=True,
+                 **tunables) -> None:
         self.clock = task.Clock()
         self.redis = FakeRedis()
         self.events: list[tuple] = []
-        self.config = RedisConfig(url, instance_id='a', session_ttl=100)
+        self.config = RedisConfig(url, instance_id='a', session_ttl=100, **tunables)
         self.writer = RedisWriter(
             self.config, self.clock, on_ok=lambda: self.events.append(('ok',)),
             on_failed=lambda why: self.events.append(('failed', why)),
@@ -304,6 +305,35 @@ def test_no_reply_within_the_timeout_drops_the_connection_keeps_the_batch_and_re
     h.redis.pump()                             # handshake
     h.step(0)
     assert b'k1' in h.redis.data and h.writer.depth == 0
+
+
+def test_the_configured_command_timeout_and_back_off_bounds_apply():
+    h = Harness(start=False, command_timeout_ms=250, reconnect_min_ms=40, reconnect_max_ms=150)
+    h.writer.start()
+    h.redis.auto = False                       # the handshake is never answered
+    h.clock.advance(0.249)
+    assert h.failures() == []
+    h.clock.advance(0.001)
+    assert h.failures() == ['no reply within 0.25 s']
+    delays = []
+    for _ in range(4):
+        before = h.clock.seconds()
+        h.clock.advance(h.writer._retry_call.getTime() - before)    # reconnects
+        delays.append(round(h.clock.seconds() - before, 3))
+        h.clock.advance(0.25)                                        # times out again
+    assert delays == [0.04, 0.08, 0.15, 0.15]
+
+
+def test_a_check_command_gets_its_reply_even_an_error():
+    h = Harness()
+    replies = []
+    h.writer.command('CONFIG', 'GET', 'maxmemory-policy').addCallback(replies.append)
+    h.redis.pump()
+    assert [str(r) for r in replies] == ['ERR unknown command']
+    h.writer.stop()
+    failed = []
+    h.writer.command('PING').addErrback(failed.append)
+    assert failed and 'not connected' in str(failed[0].value)
 
 
 def test_garbage_from_the_server_drops_the_connection_and_nothing_is_lost():
