@@ -123,14 +123,14 @@ class RedisSharing:
                             degraded_after=config.degraded_after)
         self.state = SharingState(identity, self._carry_out, wall_clock=time.time,
                                   mono_clock=time.monotonic)
+        self.checks = ServerChecks(config.configure_notifications)
+        self._logged_findings: tuple = ()
         self.writer = RedisWriter(config, reactor, on_ok=self.state.on_write_ok,
                                   on_failed=self.state.on_write_failed,
                                   on_server=self.state.on_server,
+                                  on_connected=self._check_server,
                                   password=lambda: read_password(config),
                                   name='rtpc-%s' % config.instance_id)
-        self.checks = ServerChecks(config.configure_notifications)
-        self._logged_findings: tuple = ()
-        self.writer.on_connected = self._check_server
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -337,6 +337,7 @@ class RedisSharing:
     def _on_config_set(self, reply) -> None:
         self.checks.on_set(reply)
         self._ask_config()
+        self.state.request_resync()      # changes made while no events came are read now
 
     # --- subscriber thread ----------------------------------------------------------------------
 

@@ -359,7 +359,8 @@ class RedisWriter:
     """Write-behind of OWN sessions plus the presence record, on one reactor connection.
 
     Callbacks (all on the reactor): on_ok() after any successful round trip, on_failed(text)
-    when the connection or a write fails, on_server(run_id, presence_token) with every
+    when the connection or a write fails, on_connected() after every (re)connect (checks
+    go out with `command`), on_server(run_id, presence_token) with every
     presence write: the server's run_id and the run token the presence record had before
     this write (None if it had none).
     """
@@ -369,12 +370,14 @@ class RedisWriter:
     def __init__(self, config, reactor, *, on_ok: Callable[[], None],
                  on_failed: Callable[[str], None],
                  on_server: Callable[[str, str | None], None],
+                 on_connected: Callable[[], None] = lambda: None,
                  endpoint_factory: Callable[[], Any] | None = None,
                  password: Callable[[], str | None] = lambda: None,
                  name: str = 'rtpc-writer') -> None:
         self.config = config
         self.reactor = reactor
         self.on_ok, self.on_failed, self.on_server = on_ok, on_failed, on_server
+        self.on_connected = on_connected
         self._endpoint_factory = endpoint_factory or (lambda: client_endpoint(config, reactor))
         self._password = password      # read at every connect: a rotated file is picked up
         self._name = name
@@ -393,7 +396,6 @@ class RedisWriter:
         self.min_backoff = config.reconnect_min_ms / 1000.0
         self.max_backoff = config.reconnect_max_ms / 1000.0
         self._backoff = self.min_backoff
-        self.on_connected: Callable[[], None] = lambda: None   # after every (re)connect
         self.conn: RespConnection | None = None
         self.running = False
         self.writes_ok = 0

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from rtp_cluster.core.keys import presence_key
+from rtp_cluster.core.keys import presence_key, session_key
+from rtp_cluster.core.sharing import Record
 from tests.support.daemon import Daemon, cluster_xml
 from tests.support.redis_server import RedisServer
 
@@ -55,11 +56,11 @@ def start_daemon(procs, tmp_path, server: RedisServer, redis_extra: str = '') ->
     return Daemon.start(procs, tmp_path, (xml, spec))
 
 
-def ls_redis(daemon: Daemon) -> list[str]:
+def admin(daemon: Daemon, command: str) -> list[str]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(daemon.admin)
-        s.sendall(b'ls redis\n')
+        s.sendall(command.encode() + b'\n')
         data = b''
         while not data.endswith(b'OK\n') and b'ERROR' not in data:
             chunk = s.recv(65536)
@@ -71,6 +72,29 @@ def ls_redis(daemon: Daemon) -> list[str]:
     return lines[:-1]
 
 
+def ls_redis(daemon: Daemon) -> list[str]:
+    return admin(daemon, 'ls redis')
+
+
+def foreign_sessions(daemon: Daemon) -> int:
+    lines = dict(line.split(':', 1) for line in admin(daemon, 'ls numsessions'))
+    return int(lines['Current sessions foreign'])
+
+
+def resynced(daemon: Daemon) -> bool:
+    return dict(x.split(': ', 1) for x in ls_redis(daemon))['last resync'] != 'never'
+
+
+def peer_writes_a_session(server: RedisServer, cid: str) -> None:
+    """Peer "b" publishes a session, as its writer would (HSET + PEXPIRE)."""
+    now = time.time()
+    record = Record(cid, 'test', 'm1', 'udp:127.0.0.1:7001', 'ft', '', now, now, 'b', 1, 1,
+                    'active')
+    key = session_key('rtpc', 'b', 'test', cid)
+    server.client().hset(key, mapping=record.to_mapping())
+    server.client().pexpire(key, 60_000)
+
+
 def checks_of(daemon: Daemon) -> list[str]:
     return [line for line in ls_redis(daemon) if line.startswith('server check')]
 
@@ -78,25 +102,35 @@ def checks_of(daemon: Daemon) -> list[str]:
 def test_redis_without_keyspace_notifications_is_a_clear_error_at_start(procs, tmp_path,
                                                                         servers):
     server = servers('--notify-keyspace-events', '')
-    daemon = start_daemon(procs, tmp_path, server)
+    daemon = start_daemon(procs, tmp_path, server, '<peers>b</peers>')
     daemon.wait_log(NOTIFY_ERROR)
     wait_for(lambda: checks_of(daemon) != ['server checks: not run yet'], 5, 'the check')
     assert checks_of(daemon) == ['server check: ERROR ' + NOTIFY_ERROR[len('redis: '):]]
     assert server.client().config_get('notify-keyspace-events') == {
         'notify-keyspace-events': ''}                    # left as it was
     assert daemon.command('V').strip() == '20040107'     # and the daemon goes on
+    wait_for(lambda: resynced(daemon), 5, 'the first resync')
+    peer_writes_a_session(server, 'unseen')
+    time.sleep(1.5)
+    assert foreign_sessions(daemon) == 0                 # what the error is about
+    assert dict(x.split(': ', 1) for x in ls_redis(daemon))['events'] == '0'
 
 
 def test_configure_notifications_sets_them_with_config_set(procs, tmp_path, servers):
     server = servers('--notify-keyspace-events', 'Kh')
     daemon = start_daemon(procs, tmp_path, server,
-                          '<configure_notifications>yes</configure_notifications>')
+                          '<configure_notifications>yes</configure_notifications>'
+                          '<peers>b</peers>')
     daemon.wait_log('redis: notify-keyspace-events set to "')
     flags = server.client().config_get('notify-keyspace-events')['notify-keyspace-events']
     assert set('Kghxe') <= set(flags.replace('A', 'g$lshzxet'))
     assert checks_of(daemon) == ['server check: INFO notify-keyspace-events set to "%s" '
                                  '(<configure_notifications>)' % flags]
     assert 'missing' not in daemon.log()
+    wait_for(lambda: resynced(daemon), 5, 'the first resync')
+    peer_writes_a_session(server, 'seen')               # learnt from its keyspace event
+    wait_for(lambda: foreign_sessions(daemon) == 1, 1.5, 'the peer session')
+    assert int(dict(x.split(': ', 1) for x in ls_redis(daemon))['events']) > 0
 
 
 def test_checks_run_again_after_a_reconnect(procs, tmp_path, servers):
