@@ -11,7 +11,10 @@ import subprocess
 import time
 
 import pytest
+import redis
 
+from rtp_cluster.adapters.redis_sharing import Backoff, connection_kwargs
+from rtp_cluster.core.config import RedisConfig
 from rtp_cluster.core.keys import presence_key, session_key
 from rtp_cluster.core.sharing import Record
 from tests.support.daemon import Daemon, cluster_xml
@@ -201,3 +204,28 @@ def test_tunables_are_shown_and_applied(procs, tmp_path, servers):
     assert took < 2.5, took         # presence tick (1 s) + two errors of 0.2-0.3 s
     wait_for(lambda: dict(x.split(': ', 1) for x in ls_redis(daemon))['state'] == 'connected',
              5, 'connected again')
+
+
+def test_the_redis_py_threads_use_the_tunables(servers):
+    """Subscriber and reader (redis-py): command timeout, keepalive and back-off bounds."""
+    server = servers()
+    config = RedisConfig(server.url, instance_id='x', command_timeout_ms=200,
+                         connect_timeout_ms=300, tcp_keepalive=9, reconnect_min_ms=50,
+                         reconnect_max_ms=300)
+    kwargs = connection_kwargs(config)
+    assert kwargs['socket_keepalive'] is True
+    assert kwargs['socket_keepalive_options'][socket.TCP_KEEPIDLE] == 9
+    assert kwargs['socket_connect_timeout'] == 0.3
+    client = redis.Redis.from_url(config.url, **kwargs)
+    assert client.ping()
+    server.pause()
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError):
+        client.ping()
+    assert 0.15 < time.monotonic() - started < 1.0
+    server.pause(False)
+    client.close()
+    backoff = Backoff(config)
+    assert [backoff.next() for _ in range(5)] == [0.05, 0.1, 0.2, 0.3, 0.3]
+    backoff.reset()
+    assert backoff.next() == 0.05
