@@ -328,6 +328,8 @@ class RedisSharing:
             d.addCallbacks(self._on_config_set, lambda failure: None)
             return
         if self.checks.findings != self._logged_findings:
+            if not self.checks.findings:
+                self.log.info('redis: the configuration checks pass now')
             self._logged_findings = self.checks.findings
             for finding in self.checks.findings:
                 emit = {'info': self.log.info, 'warn': self.log.warn}.get(finding.level,

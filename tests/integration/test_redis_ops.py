@@ -145,6 +145,11 @@ def test_checks_run_again_after_a_reconnect(procs, tmp_path, servers):
     server.client().client_kill_filter(_type='normal', skipme=True)   # drop every connection
     daemon.wait_log(NOTIFY_ERROR)
     assert checks_of(daemon)[0].startswith('server check: ERROR notify-keyspace-events is ""')
+    assert 'redis: the configuration checks pass now' not in daemon.log()
+    server.client().config_set('notify-keyspace-events', 'KA')     # the operator fixes it
+    server.client().client_kill_filter(_type='normal', skipme=True)
+    daemon.wait_log('redis: the configuration checks pass now')
+    assert checks_of(daemon) == ['server checks: ok']
 
 
 def test_config_disabled_says_the_check_could_not_run_and_goes_on(procs, tmp_path, servers):
