@@ -346,10 +346,22 @@ def _one_line(exc: BaseException) -> str:
 
 
 def install_signals(reactor, runtime: Runtime, logfile: LogFile | None) -> None:
-    """SIGHUP reloads, SIGUSR1 reopens the log file; SIGTERM/SIGINT are the reactor's own."""
+    """SIGHUP reloads, SIGUSR1 reopens the log file, SIGTERM and SIGINT stop.
+
+    SIGTERM and SIGINT are installed here rather than left to the reactor: a POSIX shell
+    starts background jobs with SIGINT ignored, and Twisted keeps an inherited "ignore".
+    """
     def on_signal(signum: int, _frame) -> None:
         action = reload if signum == signal.SIGHUP else reopen
         reactor.callFromThread(action)
+
+    def on_stop_signal(signum: int, _frame) -> None:
+        reactor.callFromThread(stop, signal.Signals(signum).name)
+
+    def stop(name: str) -> None:
+        if reactor.running:
+            log.info('{signal}: stopping', signal=name)
+            reactor.stop()
 
     def reload() -> None:
         log.info('SIGHUP: reloading the configuration')
@@ -375,6 +387,8 @@ def install_signals(reactor, runtime: Runtime, logfile: LogFile | None) -> None:
 
     signal.signal(signal.SIGHUP, on_signal)
     signal.signal(signal.SIGUSR1, on_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
 
 
 def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callable[[str | None], None]) -> int:
@@ -390,9 +404,9 @@ def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callabl
             log.error('startup failed: {error}', error=str(exc))
         ready(str(exc))
         return 1
-    install_signals(reactor, runtime, logfile)
     reactor.addSystemEventTrigger('before', 'shutdown', _stop_runtime, runtime, reactor)
-    # Report success only once the reactor runs and handles SIGTERM/SIGINT itself.
+    # Report success only once the reactor runs: a stop signal is handled from then on.
+    reactor.callWhenRunning(install_signals, reactor, runtime, logfile)
     reactor.callWhenRunning(_started, opts, config, ready)
     try:
         reactor.run()

@@ -26,7 +26,7 @@ __all__ = ['AdminReply', 'AdminError', 'UsageError', 'AdminCommand', 'AdminRegis
            'MAX_ECHO', 'show_input', 'one_line', 'UNKNOWN_COMMAND']
 
 MAX_ECHO = 200                  # characters of user input repeated in an error message
-UNKNOWN_COMMAND = 'unknown command, try help'
+UNKNOWN_COMMAND = 'unknown command'      # the original's exact text (scripts match it)
 
 log = Logger(namespace='rtp_cluster.admin')
 

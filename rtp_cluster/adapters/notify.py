@@ -3,12 +3,14 @@
 Remote members cannot reach the B2BUA's local unix sockets, so the cluster rewrites the
 notify arguments of `U` commands (see `Cluster._notify_for_remote`): the member connects to
 this relay over TCP (`tcp:%%CC_SELF%%:PORT`) and writes one line per timed-out session,
-`<socket suffix> <original tag>`.  The relay writes `<original tag>\\n` to the unix stream
-socket `dest_socket_prefix + suffix`, keeping one connection per destination and
-reconnecting when the B2BUA closed it.
+`<destination> <original tag>`.  The destination is either a socket suffix (the relay writes
+`<original tag>\\n` to the unix stream socket `dest_socket_prefix + suffix`, the sippy
+B2BUA's way) or a `tcp:HOST:PORT` the client gave (Kamailio's `timeout_socket`, OpenSIPS's
+`rtpp_notify_socket`).  One connection per destination, reconnected when the client closed it.
 
-Only the members' addresses may connect.  Delivery never blocks the reactor: each
-destination has a bounded queue; what does not fit is dropped, logged and counted.
+Only the members' addresses may connect, and TCP destinations are only those the cluster
+saw in its clients' commands (at most TCP_TARGETS_MAX).  Delivery never blocks the reactor:
+each destination has a bounded queue; what does not fit is dropped, logged and counted.
 """
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from ..core.protocol import notify_socket_path
+from ..core.protocol import notify_socket_path, parse_tcp_notify_socket
 from .transports import StartupError
 
 QUEUE_LIMIT = 1000          # undelivered notifications per destination
 RECONNECT_DELAY = 1.0       # s between attempts to reach a destination socket
 MAX_LINE = 4096
+TCP_TARGETS_MAX = 64        # distinct tcp:HOST:PORT notify sockets clients may use
 
 
 class RelayCounters:
@@ -111,11 +114,12 @@ class _OutboundFactory(tx_protocol.ClientFactory):
 
 
 class _Destination:
-    """One B2BUA unix socket: a queue and at most one connection."""
+    """One client socket (unix path or TCP address): a queue and at most one connection."""
 
-    def __init__(self, relay: 'NotifyRelay', path: str) -> None:
+    def __init__(self, relay: 'NotifyRelay', path: str, tcp: tuple[str, int] | None = None) -> None:
         self.relay = relay
-        self.path = path
+        self.path = path            # what the log shows: the unix path or tcp:HOST:PORT
+        self.tcp = tcp
         self.queue: deque[bytes] = deque()
         self.protocol: _Outbound | None = None
         self.connecting = False
@@ -140,7 +144,11 @@ class _Destination:
                 self.relay.counters.delivered += 1
         elif not self.connecting and self.retry is None and self.queue:
             self.connecting = True
-            self.relay.reactor.connectUNIX(self.path, _OutboundFactory(self), timeout=5)
+            if self.tcp is not None:
+                self.relay.reactor.connectTCP(self.tcp[0], self.tcp[1], _OutboundFactory(self),
+                                              timeout=5)
+            else:
+                self.relay.reactor.connectUNIX(self.path, _OutboundFactory(self), timeout=5)
 
     def connected(self, protocol: _Outbound) -> None:
         self.connecting = False
@@ -181,6 +189,7 @@ class NotifyRelay:
         self.allowed: set[str] = set()
         self.counters = RelayCounters()
         self.destinations: dict[str, _Destination] = {}
+        self.tcp_targets: dict[str, tuple[str, int]] = {}
         self.port = None
         self.stopped = False
 
@@ -213,16 +222,31 @@ class NotifyRelay:
     def set_allowed(self, hosts) -> None:
         self.allowed = set(hosts)
 
+    def allow_tcp_target(self, spec: str) -> bool:
+        """May notifications go to the client socket `tcp:HOST:PORT`?  (Bounded set.)"""
+        if spec in self.tcp_targets:
+            return True
+        address = parse_tcp_notify_socket(spec)
+        if address is None:
+            return False
+        if len(self.tcp_targets) >= TCP_TARGETS_MAX:
+            self.log.warn('notify relay: more than {n} TCP notification sockets; '
+                          'notifications to {spec} are dropped', n=TCP_TARGETS_MAX, spec=spec)
+            return False
+        self.tcp_targets[spec] = address
+        return True
+
     def dispatch(self, line: str) -> None:
-        """One notification from a member: `<socket suffix> <tag>`."""
+        """One notification from a member: `<socket suffix or tcp:HOST:PORT> <tag>`."""
         self.counters.received += 1
-        suffix, sep, tag = line.partition(' ')
-        if not sep or not tag or '..' in suffix or '\x00' in line:
+        where, sep, tag = line.partition(' ')
+        tcp = self.tcp_targets.get(where)
+        if not sep or not tag or '\x00' in line or (tcp is None and '..' in where):
             self.counters.bad_lines += 1
             self.log.warn('notify relay: malformed notification {line!r}', line=line[:200])
             return
-        path = self.prefix_path + suffix
-        destination = self.destinations.get(path)
+        key = where if tcp is not None else self.prefix_path + where
+        destination = self.destinations.get(key)
         if destination is None:
-            destination = self.destinations[path] = _Destination(self, path)
+            destination = self.destinations[key] = _Destination(self, key, tcp)
         destination.send(tag.encode('latin-1') + b'\n')

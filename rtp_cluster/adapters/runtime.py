@@ -135,6 +135,7 @@ class Runtime:
         if relay is not None:
             relay.set_allowed(member.client.address[0] for member in cluster.members.values()
                               if not member.is_local)
+        cluster.allow_tcp_notify_target = relay.allow_tcp_target if relay is not None else None
 
     def add_member(self, cluster: Cluster, config: MemberConfig) -> Member:
         """Start member `config` in `cluster`; ValueError if it exists or would loop back."""
@@ -221,7 +222,7 @@ class Runtime:
         """New control address: new client and health state; its sessions stay bound by name."""
         member.stop()
         del cluster.members[member.name]
-        self.add_member(cluster, config)
+        self.add_member(cluster, config).take_history_from(member)
 
 
 def _close_server(server):

@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 from .log import Logger
 
 from . import protocol
-from .member import ACTIVE, DRAINING, SUSPENDED, Member
+from .member import ACTIVE, DRAINING, NOTIFY_CAPABILITY, ONLINE, SUSPENDED, Member
+from .monotonic import RetiredTotals
 from .protocol import Command
 from .sessions import MemorySessionStore, SessionStore
 
@@ -22,8 +23,12 @@ Respond = Callable[[str], None]
 NEW_SESSION_DEADLINE = 0.4      # s; well inside the 1 s retransmit interval of Kamailio/OpenSIPS
 DELETE_DEADLINE = 0.5           # s; a `D` is answered `0` by then even if the member is silent
 BROADCAST_DEADLINE = 0.5        # s; a member silent this long counts as not knowing the call
-# Capabilities the cluster answers `VF` with 1 even when it cannot ask a member.
-SELF_CAPABILITIES = frozenset({protocol.PROTOCOL_VERSION, '20050322'})
+# `V`/`VF` asked before any member finished its first probe wait this long for one: at boot
+# the members answer within milliseconds of the cluster's start, and 2 s stays inside the
+# sippy B2BUA's 3 s command budget (Kamailio retransmits every second; a retransmit of a
+# waiting command is not handled twice).
+CAPABILITY_WAIT = 2.0
+CAPABILITY_WAITERS_MAX = 1024
 # U/L error codes OpenSIPS reads as "this RTPproxy is broken" (it then disables the node).
 _NODE_DISABLING_ERRORS = frozenset({'E7', 'E8', 'E9', 'E10'})
 
@@ -34,7 +39,7 @@ class MemberDraining(ValueError):
 
 class ClusterCounters:
     __slots__ = ('commands', 'new_sessions', 'broadcasts', 'reanchored', 'retried_new',
-                 'member_timeouts', 'late_replies', 'expired_sessions')
+                 'member_timeouts', 'late_replies', 'expired_sessions', 'late_offers')
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -61,6 +66,13 @@ class Cluster:
         self.counters = ClusterCounters()
         self.on_member_removed: Callable[[Member], None] | None = None
         self._aging = None
+        self._retired_info = RetiredTotals()       # counters of removed members
+        self._retired_stats = RetiredTotals()
+        self._last_capabilities: frozenset[str] | None = None
+        self._capability_waiters: list[Callable[[], None]] = []
+        self._capability_timer = None
+        # set by the runtime when the cluster has a relay: may it deliver to `tcp:HOST:PORT`?
+        self.allow_tcp_notify_target: Callable[[str], bool] | None = None
 
     @property
     def name(self) -> str:
@@ -74,6 +86,23 @@ class Cluster:
 
     def add_member(self, member: Member) -> None:
         self.members[member.name] = member
+        member.observers.append(self._on_member_state)
+
+    def _on_member_state(self, member: Member, old: str, new: str) -> None:
+        if new != ONLINE or self.members.get(member.name) is not member:
+            return
+        promised = self._last_capabilities
+        missing = promised - member.capabilities if promised is not None else frozenset()
+        if missing:
+            self.log.warn('cluster {cluster}: member {name} lacks capabilities {dates} that '
+                          'clients may have been told about already (VF answered 1)',
+                          cluster=self.name, name=member.name, dates=' '.join(sorted(missing)))
+        if (not member.is_local and self.config.disconnect_notify is not None
+                and not member.supports_notify_relay):
+            self.log.warn('cluster {cluster}: member {name} cannot send timeout notifications '
+                          'to the relay (VF 20081224 and 20150617 needed); VF 20081224 is '
+                          'answered 0', cluster=self.name, name=member.name)
+        self._answer_capability_waiters()
 
     def drain_member(self, name: str) -> bool:
         """Take `name` out of rotation; it is removed once its sessions are gone."""
@@ -106,6 +135,8 @@ class Cluster:
     def _remove_member(self, member: Member) -> None:
         if self.members.get(member.name) is member:
             del self.members[member.name]
+            self._retired_info.retire(member.info_totals)
+            self._retired_stats.retire(member.stats_totals)
             self.store.drop_member(member.name)
             member.stop()
             self.log.info('cluster {cluster}: member {name} removed', cluster=self.name,
@@ -130,10 +161,18 @@ class Cluster:
 
     def start(self) -> None:
         self._aging = self.clock.callLater(self.aging_interval, self._age_sessions)
+        remote = [m.name for m in self.members.values() if not m.is_local]
+        if remote and self.config.disconnect_notify is None:
+            self.log.warn('cluster {cluster}: timeout notifications of the remote members '
+                          '{names} cannot reach clients without <disconnect_notify>; '
+                          'VF 20081224 is answered 0', cluster=self.name,
+                          names=' '.join(remote))
 
     def stop(self) -> None:
         if self._aging is not None and self._aging.active():
             self._aging.cancel()
+        if self._capability_timer is not None and self._capability_timer.active():
+            self._capability_timer.cancel()
         for member in list(self.members.values()):
             member.stop()
 
@@ -149,7 +188,7 @@ class Cluster:
         if letter in protocol.SESSION_COMMANDS:
             self._session_command(cmd, respond)
         elif letter == 'V':
-            respond(self._version(cmd))
+            self._version(cmd, respond)
         elif letter == 'I':
             respond(self.info(with_load='l' in cmd.mods.lower()))
         elif letter == 'G':
@@ -169,7 +208,9 @@ class Cluster:
             return
         if member is None:
             if cmd.is_new_session_offer:
-                self._new_session(cmd, respond, frozenset())
+                # An offer without to-tag comes from a dialog-creating request: the call is
+                # new, so no member is asked first (every new call would wait for all).
+                self._new_session(cmd, respond)
             else:
                 self._broadcast_lookup(cmd, respond)
             return
@@ -245,10 +286,17 @@ class Cluster:
 
     # --- new sessions ---------------------------------------------------------------------------
 
-    def _new_session(self, cmd: Command, respond: Respond, exclude: frozenset) -> None:
-        member = self.pick_member(exclude)
+    def _new_session(self, cmd: Command, respond: Respond, avoid: frozenset = frozenset(),
+                     silent: frozenset = frozenset(), may_retry: bool = True) -> None:
+        """Place `cmd` (a `U`) on a picked member; the member creates the session.
+
+        `avoid`: members not to use (offline); `silent`: members that just did not answer
+        (if nobody else can take the session the reply is the timeout code).  A first
+        attempt that times out is retried once on another member.
+        """
+        member = self.pick_member(avoid | silent)
         if member is None:
-            if exclude:
+            if silent:
                 respond(protocol.E_MEMBER_TIMEOUT)
             elif not any(m.online for m in self.members.values()):
                 respond(protocol.E_NO_MEMBER_ONLINE)
@@ -261,25 +309,24 @@ class Cluster:
         member.note_session_created()
         self.counters.new_sessions += 1
         out = self._outgoing(cmd, member)
-        first_try = not exclude
 
         def done(reply: str | None) -> None:
             if reply is None:
                 self.counters.member_timeouts += 1
                 self.store.unbind(call_id)
-                if first_try:
+                if may_retry:
                     self.counters.retried_new += 1
                     self.log.warn('member {name} did not answer a new session in time; '
                                   'trying another member', name=member.name)
                     self._discard_late_session(cmd, member)
-                    self._new_session(cmd, respond, exclude | {member.name})
+                    self._new_session(cmd, respond, avoid, silent | {member.name}, False)
                 else:
                     respond(protocol.E_MEMBER_TIMEOUT)
                 return
             if protocol.is_error(reply):
                 self.store.unbind(call_id)
             respond(self._client_reply(cmd, out, member, reply))
-        member.send(out.serialize(), done, self.new_session_deadline if first_try else None)
+        member.send(out.serialize(), done, self.new_session_deadline if may_retry else None)
 
     def _discard_late_session(self, cmd: Command, member: Member) -> None:
         """The slow member may still create the session we moved elsewhere: delete it there."""
@@ -297,7 +344,7 @@ class Cluster:
         self.log.warn('call {cid!r}: member {name} is offline, re-anchoring the session',
                       cid=cmd.call_id, name=dead.name)
         self.store.unbind(cmd.call_id)
-        self._new_session(cmd, respond, frozenset({dead.name}))
+        self._new_session(cmd, respond, frozenset({dead.name}), may_retry=False)
 
     def pick_member(self, exclude: Iterable[str] = ()) -> Member | None:
         """Weighted random pick among ACTIVE online members by weight × (1 − utilisation)."""
@@ -326,46 +373,58 @@ class Cluster:
     # --- unknown sessions -------------------------------------------------------------------------
 
     def _broadcast_lookup(self, cmd: Command, respond: Respond) -> None:
+        """Ask every online member about a call-id the cluster does not know.
+
+        A `U` with to-tag is asked as the equivalent `L` (which never creates anything);
+        if no member has the call, the `U` then creates it like a new offer, as one
+        RTPproxy does (late offer: the first command of the call carries both tags).
+        """
         online = self.online_members()
         if not online:
             respond(protocol.E_NO_MEMBER_ONLINE)
             return
         self.counters.broadcasts += 1
         query = cmd.as_lookup() if cmd.letter == 'U' else cmd
-        positive: list[tuple[Member, Command, str]] = []
-        remaining = [len(online)]
+        answers: list[tuple[Member, Command, str | None]] = []
 
         def collect(member: Member, out: Command, reply: str | None) -> None:
-            remaining[0] -= 1
-            if reply is not None and self._is_positive(cmd.letter, reply):
-                positive.append((member, out, reply))
-            if remaining[0] == 0:
-                self._finish_broadcast(cmd, positive, respond)
+            answers.append((member, out, reply))
+            if len(answers) == len(online):
+                self._finish_broadcast(cmd, answers, respond)
 
         for member in online:
             out = self._outgoing(query, member)
             member.send(out.serialize(), lambda r, m=member, o=out: collect(m, o, r),
                         BROADCAST_DEADLINE)
 
-    @staticmethod
-    def _is_positive(letter: str, reply: str) -> bool:
-        if letter in ('U', 'L'):
-            return protocol.is_positive_ul_reply(reply)
-        return not protocol.is_error(reply)
-
-    def _finish_broadcast(self, cmd: Command, positive: list, respond: Respond) -> None:
-        if cmd.letter == 'D' and positive:
-            respond(positive[0][2])
+    def _finish_broadcast(self, cmd: Command, answers: list, respond: Respond) -> None:
+        found = [a for a in answers if a[2] is not None and _knows_session(cmd.letter, a[2])]
+        if cmd.letter == 'D' and found:
+            respond(found[0][2])
             return
-        if len(positive) == 1:
-            member, out, reply = positive[0]
+        if len(found) == 1:
+            member, out, reply = found[0]
             self.store.bind(cmd.call_id, member.name, cmd.from_tag, cmd.to_tag,
                             address=member.control_spec)
             respond(self._client_reply(cmd, out, member, reply))
             return
-        if len(positive) > 1:
-            self.log.warn('call {cid!r} found on {n} members', cid=cmd.call_id, n=len(positive))
-        respond('0' if cmd.letter in ('U', 'L') else protocol.E_BROADCAST_AMBIGUOUS)
+        replies = [reply for _, _, reply in answers]
+        if found:
+            common = _common_reply(replies)
+            if common is not None and protocol.is_error(common):
+                respond(common)     # the command itself failed, wherever the call is
+                return
+            self.log.warn('call {cid!r} found on {n} members', cid=cmd.call_id, n=len(found))
+            respond('0' if cmd.letter in ('U', 'L') else protocol.E_BROADCAST_AMBIGUOUS)
+            return
+        silent = frozenset(m.name for m, _, reply in answers if reply is None)
+        if cmd.letter == 'U':
+            self.counters.late_offers += 1
+            self._new_session(cmd, respond, silent=silent)
+        elif silent:
+            respond(protocol.E_MEMBER_TIMEOUT)      # the call may be on the silent member
+        else:
+            respond(_common_reply(replies) or replies[0])
 
     # --- rewriting ---------------------------------------------------------------------------------
 
@@ -381,17 +440,29 @@ class Cluster:
         return out
 
     def _notify_for_remote(self, cmd: Command, member: Member) -> Command:
-        """Point a remote member's timeout notifications at our relay, or drop them."""
+        """Point a remote member's timeout notifications at our relay, or drop them.
+
+        The member is told to notify `tcp:%%CC_SELF%%:<relay port>` with the tag
+        `<destination> <client's tag>`: the destination is the client's socket path after
+        `dest_socket_prefix` (a unix socket such as the sippy B2BUA's), or the client's
+        whole `tcp:HOST:PORT` (Kamailio's timeout_socket) once the relay accepted it.
+        """
         relay = self.config.disconnect_notify
         if relay is not None and member.supports_notify_relay:
-            socket_path = protocol.notify_socket_path(cmd.notify_socket)
-            prefix = protocol.notify_socket_path(relay.dest_socket_prefix)
-            if socket_path.startswith(prefix):
-                suffix = socket_path[len(prefix):]
-                tag = '%s %s' % (suffix, protocol.percent_unquote(cmd.notify_tag))
+            destination = self._relay_destination(cmd.notify_socket, relay.dest_socket_prefix)
+            if destination is not None:
+                tag = '%s %s' % (destination, protocol.percent_unquote(cmd.notify_tag))
                 return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port,
                                        protocol.percent_quote(tag))
         return cmd.without_notify()
+
+    def _relay_destination(self, socket: str, prefix: str) -> str | None:
+        if protocol.parse_tcp_notify_socket(socket) is not None:
+            allow = self.allow_tcp_notify_target
+            return socket if allow is not None and allow(socket) else None
+        socket_path = protocol.notify_socket_path(socket)
+        prefix = protocol.notify_socket_path(prefix)
+        return socket_path[len(prefix):] if socket_path.startswith(prefix) else None
 
     def _client_reply(self, cmd: Command, out: Command, member: Member, reply: str) -> str:
         if cmd.letter not in ('U', 'L'):
@@ -416,25 +487,85 @@ class Cluster:
 
     # --- locally answered commands -----------------------------------------------------------------
 
-    def _version(self, cmd: Command) -> str:
+    def _version(self, cmd: Command, respond: Respond) -> None:
+        """`V` and `VF`: answered once the members' capabilities are known.
+
+        Clients ask these once and keep the answers for their lifetime, so before any
+        member has been probed the answer waits (up to CAPABILITY_WAIT) for the first
+        probe to complete; if none does, `V` gets `E999`, which clients treat like an
+        RTPproxy that is not up yet: they ask again later (Kamailio after
+        rtpproxy_disable_tout, the sippy B2BUA after 60 s).
+        """
+        if self.capabilities_known():
+            respond(self._version_answer(cmd))
+        elif len(self._capability_waiters) >= CAPABILITY_WAITERS_MAX:
+            respond(protocol.E_NO_MEMBER_ONLINE)
+        else:
+            self._capability_waiters.append(lambda: respond(self._version_answer(cmd)))
+            if self._capability_timer is None:
+                self._capability_timer = self.clock.callLater(
+                    CAPABILITY_WAIT, self._answer_capability_waiters)
+
+    def _answer_capability_waiters(self) -> None:
+        if self._capability_timer is not None and self._capability_timer.active():
+            self._capability_timer.cancel()
+        self._capability_timer = None
+        waiters, self._capability_waiters = self._capability_waiters, []
+        for answer in waiters:
+            answer()
+
+    def _version_answer(self, cmd: Command) -> str:
+        if not self.capabilities_known():
+            return protocol.E_NO_MEMBER_ONLINE
         if not cmd.args:
             return protocol.PROTOCOL_VERSION
         return '1' if self.supports(cmd.args[0]) else '0'
 
+    def capabilities_known(self) -> bool:
+        """True once a member of this cluster completed a probe (also after it went away)."""
+        return self._last_capabilities is not None or any(
+            m.capabilities_known for m in self.members.values())
+
+    def capabilities(self) -> frozenset[str]:
+        """Dates every member that may get a session supports (members probed so far).
+
+        Offline members count: they get sessions again when they come back.  Notification
+        support (20081224) also needs a way for the notifications to reach the client:
+        a member on a unix socket (same host) sends them itself, a remote one only
+        through this cluster's relay (`<disconnect_notify>`) and only with `%%CC_SELF%%`.
+        """
+        known = [m for m in self.members.values() if m.capabilities_known]
+        if not known:
+            return self._last_capabilities or frozenset()
+        dates = frozenset.intersection(*(m.capabilities for m in known))
+        dates |= {protocol.PROTOCOL_VERSION}
+        if not all(self.notifications_reach_client(m) for m in known):
+            dates -= {NOTIFY_CAPABILITY}
+        self._last_capabilities = dates
+        return dates
+
+    def notifications_reach_client(self, member: Member) -> bool:
+        if NOTIFY_CAPABILITY not in member.capabilities:
+            return False
+        if member.is_local:
+            return True
+        return self.config.disconnect_notify is not None and member.supports_notify_relay
+
     def supports(self, date: str) -> bool:
         """`VF date`: 1 only if every member we may route to supports it."""
-        online = self.online_members()
-        known = online or [m for m in self.members.values() if m.capabilities]
-        if not known:
-            return date in SELF_CAPABILITIES
-        return all(date in m.capabilities or date == protocol.PROTOCOL_VERSION for m in known)
+        return date in self.capabilities()
 
     def info(self, with_load: bool = False) -> str:
-        totals = dict.fromkeys(protocol.INFO_FIELDS, 0)
+        """`I`: counters over every member ever seen (never decrease), gauges of online ones."""
+        totals = {name: self._retired_info.total(name) for name in protocol.INFO_COUNTERS}
+        for name in protocol.INFO_GAUGES:
+            totals[name] = 0
         for member in self.members.values():
+            for name in protocol.INFO_COUNTERS:
+                totals[name] += member.info_totals.total(name)
             if member.online and member.stats is not None:
-                for field in protocol.INFO_FIELDS:
-                    totals[field] += member.stats[field]
+                for name in protocol.INFO_GAUGES:
+                    totals[name] += member.stats[name]
         return protocol.format_info(totals, with_load)
 
     def _stats(self, cmd: Command, respond: Respond) -> None:
@@ -457,6 +588,9 @@ class Cluster:
             values = protocol.parse_stats_reply(names, reply, False) if reply else None
             if values is not None:
                 member.stats_cache[names] = values
+                for name, value in zip(names, values):
+                    if name not in protocol.STATS_GAUGES:
+                        member.stats_totals.update(name, value)
             elif reply is not None and protocol.is_error(reply):
                 errors.append(reply)
             else:
@@ -465,12 +599,26 @@ class Cluster:
                 rows.append(values)
             if remaining[0] == 0:
                 if rows:
-                    respond(protocol.format_stats(names, protocol.sum_stats(rows), verbose))
+                    respond(protocol.format_stats(names, self._stats_totals(names, rows),
+                                                  verbose))
                 else:
                     respond(errors[0] if errors else protocol.E_STATS_ALL_FAILED)
 
         for member in online:
             member.send(request, lambda r, m=member: collect(m, r), 1.0)
+
+    def _stats_totals(self, names: tuple[str, ...], rows: list[list]) -> list:
+        """Rates summed over this round's rows; counters over every member ever seen."""
+        totals = protocol.sum_stats(rows)
+        for i, name in enumerate(names):
+            if name in protocol.STATS_GAUGES:
+                continue
+            total = self._retired_stats.total(name)
+            for member in self.members.values():
+                total += member.stats_totals.total(name)
+            # keep the members' number type (a double stays a double)
+            totals[i] = float(total) if isinstance(totals[i], float) else total
+        return totals
 
     def _delete_all(self, cmd: Command, respond: Respond) -> None:
         online = self.online_members()
@@ -524,6 +672,19 @@ def delete_command(call_id: str, from_tag: str | None, to_tag: str | None) -> Co
         words.append(to_tag.split(';', 1)[0])
     cmd = protocol.parse_command(' '.join(words))
     return None if cmd.error is not None else cmd
+
+
+def _knows_session(letter: str, reply: str) -> bool:
+    """Whether a member's reply to a broadcast command shows that it has the call."""
+    if letter in ('U', 'L'):
+        return protocol.is_positive_ul_reply(reply)
+    return reply != protocol.E_SESSION_NOT_FOUND
+
+
+def _common_reply(replies: list[str | None]) -> str | None:
+    """The reply every member gave, or None if they differ."""
+    first = replies[0]
+    return first if all(reply == first for reply in replies) else None
 
 
 def _ends_the_call(cmd: Command) -> bool:

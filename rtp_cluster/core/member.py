@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from .log import Logger
 
 from . import protocol
+from .monotonic import MonotonicTotals
 
 if TYPE_CHECKING:
     from .config import MemberConfig
@@ -72,8 +73,11 @@ class Member:
         self.status = config.status.upper()
         self.state = OFFLINE
         self.capabilities: frozenset[str] = frozenset()
+        self.capabilities_known = False             # stays True once a probe completed
         self.stats: dict[str, int] | None = None
         self.stats_cache: dict[tuple, list] = {}     # last good `G` values per name list
+        self.info_totals = MonotonicTotals()         # `I` counters, kept while offline
+        self.stats_totals = MonotonicTotals()        # `G` counters, kept while offline
         self.filtered_active: float = 0.0
         self.created_since_heartbeat = 0
         self.observers: list[Callable[['Member', str, str], None]] = []
@@ -142,6 +146,11 @@ class Member:
     def rtt(self) -> float:
         return self.client.rtt or 0.0
 
+    def take_history_from(self, previous: 'Member') -> None:
+        """The same member under a new client (new control address): keep its counters."""
+        self.info_totals.take_over(previous.info_totals)
+        self.stats_totals.take_over(previous.stats_totals)
+
     def start(self) -> None:
         self._stopped = False
         self._probe()
@@ -201,6 +210,7 @@ class Member:
             answers[date] = answer.strip() == '1'
             if len(answers) == len(CAPABILITY_DATES):
                 self.capabilities = frozenset(d for d, ok in answers.items() if ok)
+                self.capabilities_known = True
                 self._first_heartbeat(generation)
 
         for date in CAPABILITY_DATES:
@@ -246,6 +256,8 @@ class Member:
 
     def _take_stats(self, stats: dict[str, int], created_before: int) -> None:
         self.stats = stats
+        for name in protocol.INFO_COUNTERS:
+            self.info_totals.update(name, stats[name])
         # sessions created before the request went out are in the member's own count now
         self.created_since_heartbeat = max(0, self.created_since_heartbeat - created_before)
         active = float(stats['active sessions'])

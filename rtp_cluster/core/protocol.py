@@ -387,6 +387,23 @@ def notify_socket_path(spec: str) -> str:
     return spec[5:] if spec.startswith('unix:') else spec
 
 
+_TCP_NOTIFY_SOCKET = re.compile(r'tcp:(\[[0-9A-Fa-f:.]+\]|[0-9A-Za-z.-]+):([0-9]{1,5})')
+
+
+def parse_tcp_notify_socket(spec: str) -> tuple[str, int] | None:
+    """`tcp:HOST:PORT` (IPv6 in brackets) → (host, port); None for anything else.
+
+    `tcp:%%CC_SELF%%:PORT` is not a target the cluster can reach: None as well.
+    """
+    match = _TCP_NOTIFY_SOCKET.fullmatch(spec)
+    if match is None:
+        return None
+    port = int(match.group(2))
+    if not 0 < port < 65536:
+        return None
+    return strip_address_brackets(match.group(1)), port
+
+
 def strip_address_brackets(value: str) -> str:
     if value.startswith('[') and value.endswith(']'):
         return value[1:-1]
@@ -422,6 +439,11 @@ def parse_ul_reply(body: str) -> tuple[int, str | None, bool] | None:
 
 INFO_FIELDS = ('sessions created', 'active sessions', 'active streams',
                'packets received', 'packets transmitted')
+# `I` fields that only grow on one RTPproxy; the other two are gauges (they go up and down).
+INFO_COUNTERS = ('sessions created', 'packets received', 'packets transmitted')
+INFO_GAUGES = ('active sessions', 'active streams')
+# `G` names that are rates, not running totals (every other `G` name only grows).
+STATS_GAUGES = frozenset({'pps_in'})
 
 
 def parse_info(body: str) -> dict[str, int] | None:

@@ -304,7 +304,7 @@ def test_add_resume_errors_and_client_exit_codes(walk, procs):
     assert (result.returncode, result.stdout) == (
         1, 'ERROR: modify add: port 0 is out of range; expected 1-65535\n')
     result = w.cli('bogus')
-    assert (result.returncode, result.stdout) == (1, 'ERROR: unknown command, try help\n')
+    assert (result.returncode, result.stdout) == (1, 'ERROR: unknown command\n')
     help_text = w.ok('help')
     assert help_text.startswith('Supported commands:\n') and help_text.endswith('\nOK\n')
     assert w.ok('ls', '--json').startswith('{"clusters":[{"index":0,"name":"walk",')
@@ -363,7 +363,7 @@ def test_garbage_long_lines_and_half_lines(walk):
     buffer = bytearray()
     try:
         sock.sendall(b'\x00\xff\xfe garbage \x1b[2J\r\n')
-        assert read_reply(sock, buffer) == 'ERROR: unknown command, try help\n'
+        assert read_reply(sock, buffer) == 'ERROR: unknown command\n'
         sock.sendall(b'\n\r\n   \nls\r\n')
         assert read_reply(sock, buffer) == summary
         sock.sendall(b'ls ' + b'x' * (70 * 1024) + b'\nls\n')

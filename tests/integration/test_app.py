@@ -135,12 +135,13 @@ def daemon_pids():
             os.kill(pid, signal.SIGKILL)
 
 
-def start_foreground(procs, s, *extra: str) -> subprocess.Popen:
+def start_foreground(procs, s, *extra: str, preexec_fn=None) -> subprocess.Popen:
     out = open(s['tmp'] / 'stdout.txt', 'w')
     proc = procs.add(subprocess.Popen(
         app_command('-f', '-c', s['config'], '-s', 'unix:' + s['admin'], '-P', s['pidfile'],
                     *extra),
-        cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, text=True))
+        cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=preexec_fn))
     out.close()
     wait_until(lambda: answers_v(s['port']) or proc.poll() is not None, 'the cluster to answer V')
     assert proc.poll() is None, read(s['tmp'] / 'stdout.txt')
@@ -314,6 +315,21 @@ def test_foreground_sigint_stops_cleanly(setup, procs):
     assert proc.wait(WAIT) == 0
     assert not os.path.exists(setup['pidfile'])
     assert not os.path.exists(setup['admin'])
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_sigint_stops_a_daemon_that_inherited_sigint_ignored(setup, procs):
+    """A POSIX shell starts background jobs (`rtp_cluster -f &` in a script) with SIGINT
+    ignored; the daemon installs its own handler, so SIGINT still stops it cleanly."""
+    proc = start_foreground(procs, setup, preexec_fn=_ignore_sigint)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(WAIT) == 0
+    assert not os.path.exists(setup['pidfile'])
+    assert not os.path.exists(setup['admin'])
+    assert 'SIGINT: stopping' in read(setup['tmp'] / 'stdout.txt')
 
 
 def test_sighup_reloads_and_survives_a_broken_config(setup, procs):

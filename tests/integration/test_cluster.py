@@ -191,13 +191,14 @@ def test_offer_with_to_tag_for_unknown_call_is_broadcast_as_lookup(offer, expect
     assert h.fakes['m1'].session_commands == [expected]          # no second broadcast
 
 
+# Issue 15: one RTPproxy answers E50 (session not found) to these; the cluster passes the
+# members' common reply through (it answered E995 before).
 @pytest.mark.parametrize('text, expected', [
     ('L nx@h 127.0.0.1 6000 ft tt', '0'),
-    ('U nx@h 127.0.0.1 6000 ft tt', '0'),
-    ('Q nx@h ft tt', protocol.E_BROADCAST_AMBIGUOUS),
-    ('D nx@h ft tt', protocol.E_BROADCAST_AMBIGUOUS),
-    ('P nx@h /tmp/p session ft tt', protocol.E_BROADCAST_AMBIGUOUS),
-    ('R nx@h ft tt', protocol.E_BROADCAST_AMBIGUOUS),
+    ('Q nx@h ft tt', protocol.E_SESSION_NOT_FOUND),
+    ('D nx@h ft tt', protocol.E_SESSION_NOT_FOUND),
+    ('P nx@h /tmp/p session ft tt', protocol.E_SESSION_NOT_FOUND),
+    ('R nx@h ft tt', protocol.E_SESSION_NOT_FOUND),
 ])
 def test_unknown_call_found_nowhere(text, expected):
     h = three()
@@ -218,6 +219,63 @@ def test_unknown_call_found_on_two_members_is_not_bound(text, expected):
     h.fakes['m3'].create('dup@h', 'ft')
     assert h.cmd(text) == expected
     assert h.cluster.store.lookup('dup@h') is None
+
+
+@pytest.mark.parametrize('offer', [
+    'Uc8 late@h 127.0.0.1 6000 tt;1 ft;1',                       # Kamailio late offer
+    'U late@h 127.0.0.1 6000 tt ft unix:/tmp/notify.sock tag1',  # B2BUA callee side
+])
+def test_offer_with_to_tag_for_a_call_no_member_has_creates_it(offer):
+    """Late offer: the first command of the call carries both tags; one RTPproxy creates it."""
+    h = three()
+    reply = h.cmd(offer)
+    owner = h.owner_of(reply)
+    assert h.cluster.store.lookup('late@h') == owner
+    lookup = protocol.parse_command(offer).as_lookup().serialize()
+    forwarded = protocol.parse_command(offer).without_notify().serialize()  # no relay here
+    for name, fake in h.fakes.items():
+        expected = [lookup, forwarded] if name == owner else [lookup]
+        assert fake.session_commands == expected
+    assert set(h.fakes[owner].sessions) == {'late@h'}
+    assert h.cluster.counters.new_sessions == 1 and h.cluster.counters.late_offers == 1
+    answer = 'Lc8 late@h 127.0.0.1 7000 tt;1 ft;1'
+    assert h.owner_of(h.cmd(answer)) == owner                     # the ACK's answer
+    assert h.cmd('D late@h ft tt') == '0'
+    assert not any(f.sessions for f in h.fakes.values())
+
+
+def test_late_offer_avoids_a_member_that_did_not_answer_the_lookup():
+    h = Harness([{}, {}], rng=lambda: 0.0)                   # picks would go to m1 first
+    h.clients['m1'].silent = True
+    replies = h.send('U late2@h 127.0.0.1 6000 tt ft')
+    run(h.clock, 1.0)
+    assert len(replies) == 1 and h.owner_of(replies[0]) == 'm2'
+    assert not any(t.startswith('U ') for t in h.clients['m1'].sent)
+
+
+def test_unknown_call_with_a_silent_member_is_a_timeout_not_a_not_found():
+    h = three()
+    h.clients['m2'].silent = True
+    replies = h.send('Q nx@h ft tt')
+    run(h.clock, 1.0)
+    assert replies == [protocol.E_MEMBER_TIMEOUT]      # the call may be on m2
+
+
+def test_one_member_knowing_the_call_answers_even_with_an_error():
+    h = three()
+    h.fakes['m2'].create('p@h', 'ft')
+    h.clients['m2'].override = lambda text: 'E60' if text.startswith('P') else None
+    assert h.cmd('P p@h /nonexistent session ft tt') == 'E60'   # found, playback failed
+    assert h.cluster.store.lookup('p@h') == 'm2'
+
+
+def test_an_error_every_member_gives_is_passed_through():
+    h = three()
+    h.fakes['m1'].create('q@h', 'ft')
+    h.fakes['m3'].create('q@h', 'ft')
+    for client in h.clients.values():
+        client.override = lambda text: 'E62' if text.startswith('Q') else None
+    assert h.cmd('Q q@h ft tt nosuchname') == 'E62'
 
 
 def test_delete_of_unknown_call_answers_a_positive_reply():
@@ -340,13 +398,30 @@ def test_capacity_limit_when_every_member_is_full(limit):
 
 def test_no_member_online():
     h = three(start=False)
-    assert h.cmd('V') == '20040107'
     for text in ('U c1 127.0.0.1 5000 ft', 'L c1 127.0.0.1 6000 ft tt', 'Q c1 ft tt',
                  'D c1 ft tt', 'G nsess_created', 'X'):
         assert h.cmd(text) == protocol.E_NO_MEMBER_ONLINE, text
-    assert h.cmd('VF 20050322') == '1'          # Kamailio/OpenSIPS must not disable us
     assert h.cmd('Ib').startswith('sessions created: 0\n')
     assert all(f.received == [] for f in h.fakes.values())
+
+
+def test_version_waits_for_the_first_probe_and_then_fails_like_a_relay_not_yet_up():
+    """Issue 15: no `V`/`VF` answer before the members' capabilities are known.
+
+    Clients ask once and keep the answers; an early `0` would stick for their lifetime.
+    """
+    h = three(start=False)
+    version, capability = h.send('V'), h.send('VF 20081224')
+    run(h.clock, cluster_mod.CAPABILITY_WAIT - 0.05)
+    assert version == [] and capability == []
+    run(h.clock, 0.1)
+    assert (version, capability) == ([protocol.E_NO_MEMBER_ONLINE], [protocol.E_NO_MEMBER_ONLINE])
+    version, capability = h.send('V'), h.send('VF 20071116')
+    h.member('m2').start()                      # the first probe completes during the wait
+    run(h.clock, 0.1)
+    assert (version, capability) == (['20040107'], ['1'])
+    assert h.cmd('VF 20081224') == '0'          # remote member, no relay: see the notify tests
+    assert h.cmd('VF 20050322') == '1'
 
 
 def test_all_members_went_down():
@@ -483,7 +558,9 @@ def test_info_is_the_sum_of_online_members():
     assert protocol.parse_info(h.cmd('I')) == info
     h.take_offline('m3')
     info = protocol.parse_info(h.cmd('Ib'))
-    assert info['active sessions'] == 3 and info['packets received'] == 300
+    # gauges drop with the member; counters keep its last values (issue 15)
+    assert info['active sessions'] == 3 and info['packets received'] == 600
+    assert info['sessions created'] == 6
 
 
 def test_stats_sum_ints_and_doubles_in_request_order():
@@ -528,6 +605,10 @@ def test_capability_answer_requires_every_online_member():
     assert h.cmd('VF 19990101') == '0'
     assert all(not any(t == 'VF 20191015' for t in f.received[-3:]) for f in h.fakes.values())
     h.take_offline('m2')
+    # m2 gets sessions again when it is back: still not promised (issue 15; was '1')
+    assert h.cmd('VF 20191015') == '0'
+    h.cluster.drain_member('m2')                # removed: it will never get a session
+    assert 'm2' not in h.cluster.members
     assert h.cmd('VF 20191015') == '1'
 
 

@@ -22,12 +22,17 @@ from rtp_cluster.core.member import CAPABILITY_DATES, Member
 class UnixListener:
     """Stands in for the B2BUA: a unix stream socket that records every line it gets."""
 
-    def __init__(self, path: str, read: bool = True) -> None:
+    def __init__(self, path: str | None, read: bool = True) -> None:
         self.path = path
         self.lines: list[bytes] = []
         self.read = read
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
+        if path is None:            # Kamailio's timeout_socket: tcp:HOST:PORT
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.bind(('127.0.0.1', 0))
+            self.port = self.sock.getsockname()[1]
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(path)
         self.sock.listen(8)
         self.sock.settimeout(0.2)
         self.stopped = threading.Event()
@@ -67,7 +72,8 @@ class UnixListener:
         self.stopped.set()
         self.thread.join(5)
         self.sock.close()
-        os.unlink(self.path)
+        if self.path is not None:
+            os.unlink(self.path)
 
 
 @pytest.fixture
@@ -95,6 +101,21 @@ def test_timeout_notification_reaches_b2bua_socket(relay_setup):
         assert protocol.is_positive_ul_reply(reply), reply
         lines = listener.wait_lines(1, 15)
         assert lines == [b'tag one'], 'B2BUA socket got %r' % lines
+    finally:
+        listener.close()
+
+
+@pytest.mark.slow
+def test_timeout_notification_reaches_a_tcp_notify_socket(relay_setup):
+    """Kamailio's timeout_socket / OpenSIPS's rtpp_notify_socket: `tcp:HOST:PORT`."""
+    daemon, member, relay_port, prefix = relay_setup
+    assert daemon.command('VF 20081224') == '1\n'     # the relay delivers for remote members
+    listener = UnixListener(None)
+    try:
+        reply = daemon.command('U tcall 127.0.0.1 5000 ftag tcp:127.0.0.1:%d k%%20tag'
+                               % listener.port)
+        assert protocol.is_positive_ul_reply(reply), reply
+        assert listener.wait_lines(1, 15) == [b'k tag']
     finally:
         listener.close()
 
@@ -143,7 +164,8 @@ def test_stranger_is_refused_and_garbage_is_survived(relay_setup):
         friend = _connect_from('127.0.0.1', relay_port)
         try:
             friend.sendall(b'nospace\n' + b'x' * 10000 + b'\n' + b'\xff\xfe\x00 bad\n'
-                           + b'/../../etc/x evil\n' + b'missing-socket tag\n')
+                           + b'/../../etc/x evil\n' + b'missing-socket tag\n'
+                           + b'tcp:127.0.0.1:%d never-registered\n' % relay_port)
             friend.sendall(b''.join(b'S flood%d\n' % i for i in range(3000)))
             friend.sendall(b'G delivered\n')
             assert listener.wait_lines(1, 5) == [b'delivered']
@@ -192,6 +214,7 @@ def _cluster_with(member_protocol: str, address: str, notify: DisconnectNotifyCo
     cluster.add_member(member)
     member.start()
     member.capabilities = frozenset(capabilities)
+    member.capabilities_known = True
     client.sent.clear()
     return cluster, client
 
@@ -209,6 +232,32 @@ def test_remote_member_with_capability_gets_relay_socket_and_folded_tag():
     cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
     _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag%20x')
     assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 .7%20tag%20x']
+
+
+def test_tcp_notify_socket_is_folded_whole_once_the_relay_accepts_it():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    accepted: list[str] = []
+    cluster.allow_tcp_notify_target = lambda spec: accepted.append(spec) or True
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 tcp:192.0.2.7:9999 t%201')
+    _route(cluster, 'U c2 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:9999 t2')   # cannot be reached
+    cluster.allow_tcp_notify_target = lambda spec: False              # relay full
+    _route(cluster, 'U c3 1.2.3.4 5000 f1 tcp:192.0.2.8:9999 t3')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 tcp%3A192.0.2.7%3A9999%20t%201',
+                           'U c2 1.2.3.4 5000 f1', 'U c3 1.2.3.4 5000 f1']
+    assert accepted == ['tcp:192.0.2.7:9999']
+
+
+@pytest.mark.parametrize('member_protocol, address, relay, caps, answer', [
+    ('unix', '/var/run/rtpproxy.sock', None, CAPABILITY_DATES, '1'),   # same host
+    ('udp', '10.0.0.5:22222', None, CAPABILITY_DATES, '0'),            # nothing relays
+    ('udp', '10.0.0.5:22222', RELAY, CAPABILITY_DATES, '1'),
+    ('udp', '10.0.0.5:22222', RELAY, set(CAPABILITY_DATES) - {'20150617'}, '0'),
+    ('unix', '/var/run/rtpproxy.sock', RELAY, set(CAPABILITY_DATES) - {'20081224'}, '0'),
+])
+def test_notification_capability_only_when_notifications_reach_the_client(
+        member_protocol, address, relay, caps, answer):
+    cluster, _ = _cluster_with(member_protocol, address, relay, caps)
+    assert _route(cluster, 'VF 20081224') == answer
 
 
 def test_remote_member_without_capability_gets_no_notify_arguments():

@@ -202,8 +202,10 @@ def test_every_member_down(procs, tmp_path):
             for i in range(2)]
     cluster = start(procs, tmp_path, dead, [])
     cluster.wait_log('member d1: probing -> offline', 5.0)
-    assert cluster.command('V') == '20040107'
-    assert cluster.command('VF 20050322') == '1'
+    # no member was ever probed: like an RTPproxy that is not up yet (issue 15; clients
+    # keep V/VF answers for their lifetime, so none is given that members might contradict)
+    assert cluster.command('V') == 'E999'
+    assert cluster.command('VF 20050322') == 'E999'
     assert cluster.command('U c1 127.0.0.1 5000 ft') == 'E999'
     assert cluster.command('L c1 127.0.0.1 5000 ft tt') == 'E999'
     assert cluster.command('D c1 ft tt') == 'E999'
@@ -314,9 +316,10 @@ def test_aggregation_with_a_silent_and_then_a_dead_member(procs, tmp_path):
         a.command('U sa9 127.0.0.1 5000 ft')
         assert cluster.command('G nsess_created') == '7'   # b's last value, from the cache
         cluster.wait_log('member b: online -> offline', 5.0)
-        assert cluster.command('G nsess_created') == '3'
+        # counters keep b's last values, gauges drop (issue 15: they were 3 and 3)
+        assert cluster.command('G nsess_created') == '7'
         info = protocol.parse_info(cluster.command('Ib'))
-        assert info['active sessions'] == 3 and info['sessions created'] == 3
+        assert info['active sessions'] == 3 and info['sessions created'] == 7
     finally:
         os.kill(b.proc.pid, signal.SIGCONT)
     b.proc.kill(signal.SIGKILL)
@@ -328,7 +331,9 @@ def test_capabilities_are_those_every_member_has(fresh, procs, tmp_path):
     cluster = start(procs, tmp_path, [m.xml('m%d' % i) for i, m in enumerate(fresh)],
                     ['m0', 'm1', 'm2'])
     assert cluster.command('VF 20050322') == '1'
-    assert cluster.command('VF 20081224') == '1'
+    # remote members and no <disconnect_notify>: notifications could not reach the client
+    # (issue 15; test_notify.py has the relay's '1')
+    assert cluster.command('VF 20081224') == '0'
     assert cluster.command('VF 20170313') == '0'        # no RTPproxy supports it
     assert cluster.command('VF 20040107') == '1'
 

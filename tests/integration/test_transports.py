@@ -597,7 +597,7 @@ def test_unix_one_shot_style(recorded_stack):
     stack, _ = recorded_stack
     with stack.unix_socket() as s:
         s.sendall(b'VF 20081224')                       # no newline, like Kamailio
-        assert recv_lines(s, 1) == b'1\n'
+        assert recv_lines(s, 1) == b'0\n'               # remote member, no relay (issue 15)
         assert s.recv(100) == b''                       # the server closed the connection
     with stack.unix_socket() as s:
         s.sendall(b'U one 127.0.0.1 5000 ft')

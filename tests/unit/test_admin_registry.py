@@ -75,7 +75,7 @@ def test_admin_errors_are_one_line():
 def test_unknown_commands_and_empty_lines():
     registry = small_registry()
     assert registry.execute(FakeRuntime(), 'frobnicate').lines == (
-        'ERROR: unknown command, try help',)
+        'ERROR: unknown command',)          # the original's text, exactly
     assert registry.execute(FakeRuntime(), 'peers').is_error
     assert registry.execute(FakeRuntime(), '  \t') == AdminReply()
 

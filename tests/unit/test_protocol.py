@@ -296,6 +296,19 @@ def test_notify_socket_path(spec, path):
     assert protocol.notify_socket_path(spec) == path
 
 
+@pytest.mark.parametrize('spec, parsed', [
+    ('tcp:127.0.0.1:9999', ('127.0.0.1', 9999)),
+    ('tcp:[::1]:5060', ('::1', 5060)),
+    ('tcp:sip-proxy.example:22', ('sip-proxy.example', 22)),
+    ('tcp:%%CC_SELF%%:9999', None),           # the member's view of its command's source
+    ('tcp:127.0.0.1:0', None), ('tcp:127.0.0.1:65536', None), ('tcp:127.0.0.1', None),
+    ('tcp:127.0.0.1:99x', None), ('unix:/var/run/b2b.sock', None), ('/var/run/b2b.sock', None),
+    ('tcp6:[::1]:5060', None), ('tcp:a b:1', None),
+])
+def test_parse_tcp_notify_socket(spec, parsed):
+    assert protocol.parse_tcp_notify_socket(spec) == parsed
+
+
 def test_split_ul_modifiers():
     assert split_ul_modifiers('Uc0,8Z20L1.2.3.4'[1:]) == ['c0,8', 'Z20', 'L1.2.3.4']
     assert split_ul_modifiers('AZ20c0,8,101') == ['A', 'Z20', 'c0,8,101']
