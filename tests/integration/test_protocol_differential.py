@@ -272,3 +272,49 @@ def test_x_deletes_everything_last(member):
     assert send(member, 'Q %s f1 t1' % EXISTS) != 'E50'
     assert send(member, 'X') == '0'
     assert send(member, 'Q %s f1 t1' % EXISTS) == 'E50'
+
+
+# --- session commands: one real RTPproxy vs the cluster (issue 15) ------------------------------
+
+# Every session command the clients send, for call-ids nobody knows and for calls set up
+# before; the same script goes to one RTPproxy and to a cluster of two.  Each call-id is
+# used by one block only, so a block's first command meets an unknown call-id.
+SESSION_SCRIPT = [
+    # unknown call-ids
+    'L nx1@h 127.0.0.1 6000 ft tt', 'D nx2@h ft', 'D nx3@h ft tt', 'S nx4@h ft tt',
+    'P nx5@h /nonexistent/prompt session ft tt', 'R nx6@h ft tt', 'Q nx7@h ft tt',
+    'Qv nx8@h ft tt ttl', 'C nx9@h udp:127.0.0.1:9 ft tt', 'Dw nx10@h ft',
+    # an early-offer call: U without to-tag, then everything on the known call
+    'Uc8 k1@h 127.0.0.1 5000 ft;1', 'Lc8 k1@h 127.0.0.1 6000 ft;1 tt;1',
+    'Uc8 k1@h 127.0.0.1 5000 ft;1 tt;1', 'Q k1@h ft;1 tt', 'Qv k1@h ft;1 tt;1 ttl npkts_ina',
+    'S k1@h ft;1 tt;1', 'P k1@h /nonexistent/prompt 8 ft;1 tt;1', 'R k1@h ft tt',
+    'C k1@h udp:127.0.0.1:9 ft;1 tt;1', 'D k1@h ft;1', 'D k1@h ft tt', 'D k1@h ft tt',
+    'Q k1@h ft;1 tt;1', 'L k1@h 127.0.0.1 6000 ft;1 tt;1',
+    # a late-offer call (Kamailio: offer in the 200 OK, answer in the ACK)
+    'Uc8 k2@h 127.0.0.1 5000 tt;1 ft;1', 'Lc8 k2@h 127.0.0.1 6000 tt;1 ft;1',
+    'Q k2@h tt;1 ft;1', 'D k2@h ft', 'D k2@h ft tt',
+    # the sippy B2BUA's callee side of a call set up elsewhere, with notify arguments
+    'U k3@h-0 127.0.0.1 5000 tt ft unix:/nonexistent/b2bua.sock r%201', 'D k3@h-0 ft tt',
+]
+
+
+def _normalized(command: str, reply: str) -> str:
+    """A U/L reply with its port replaced (the members allocate from different ranges)."""
+    if parse_command(command).letter in ('U', 'L') and protocol.is_positive_ul_reply(reply):
+        return 'PORT' + reply[reply.index(' '):] if ' ' in reply else 'PORT'
+    return reply
+
+
+@pytest.mark.slow
+def test_session_commands_get_the_replies_of_one_rtpproxy(procs, tmp_path):
+    from tests.support.cluster_proc import ClusterProc, cluster_xml, member_xml
+    single = procs.member('udp')
+    behind = [procs.member('udp'), procs.member('udp')]
+    cluster = ClusterProc.start(procs, tmp_path, cluster_xml(
+        [member_xml('m%d' % i, m) for i, m in enumerate(behind)]), wait_online=['m0', 'm1'])
+    direct = [_normalized(c, send(single, c)) for c in SESSION_SCRIPT]
+    clustered = [_normalized(c, cluster.command(c)) for c in SESSION_SCRIPT]
+    assert list(zip(SESSION_SCRIPT, clustered)) == list(zip(SESSION_SCRIPT, direct))
+    assert 'E50' in direct and 'PORT 127.0.0.1' in direct      # the script meets both
+    idle = [protocol.parse_info(m.command('Ib'))['active sessions'] for m in [single] + behind]
+    assert idle == [0, 0, 0]
