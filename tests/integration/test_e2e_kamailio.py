@@ -19,8 +19,9 @@ import time
 
 import pytest
 
-from tests.support.kamailio.harness import (E2E, HOST, PCAP_PPS, Checks, RunResult, info,
-                         missing_prerequisites, start_cluster, start_direct)
+from tests.support.kamailio.harness import (E2E, HOST, LATE_UAC_XML, PCAP_PPS, Checks, RunResult,
+                                           info, missing_prerequisites, start_cluster,
+                                           start_direct, tail)
 
 _missing = missing_prerequisites()
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120),
@@ -310,4 +311,31 @@ def test_member_paused_during_run(e2e):
         check_endpoint_info(ck, env)
     check_sdp(ck, run, exempt=exempt)
     check_media(ck, run, others)
+    ck.verify()
+
+
+@pytest.mark.parametrize('relay_kind', ['cluster'], indirect=True)
+@pytest.mark.parametrize('manage', [False, True], ids=['offer-answer', 'manage'])
+def test_late_offer_is_anchored(e2e, manage):
+    """(5) Late offer (issue 15): INVITE without SDP, offer in the 200 OK, answer in the ACK.
+    Kamailio's first command for the call is `Uc8 CALLID IP PORT TTAG;1 FTAG;1`; the cluster
+    must create the session (one RTPproxy does) instead of answering 0."""
+    defines = {'LATE_OFFER': '1'}
+    if manage:
+        defines['MANAGE'] = '1'
+    env = e2e(['udp', 'udp'], control='udp', kamailio_defines=defines)
+    run = env.run_calls(4, 4, 2000, uac_xml=LATE_UAC_XML)
+    ck = Checks('late offer, %s' % ('rtpproxy_manage' if manage else 'rtpproxy_offer/answer'))
+    report(ck, env, run)
+    names = list(env.ep.members)
+    check_sip(ck, run, 4)
+    check_sdp(ck, run)
+    ck.eq('SDP checked on every call', sum(1 for c in run.views.values()
+                                           if c.offer_at is not None and c.answer_at is not None), 4)
+    ck.eq('sum of members sessions created', sum(delta(run, n, 'sessions created') for n in names), 4)
+    check_media(ck, run, names)
+    check_idle(ck, run, names)
+    log = tail(env.kamailio.log, 100000)
+    ck.check('Kamailio got a port for every offer', 'incorrect port' not in log,
+             [line for line in log.splitlines() if 'incorrect port' in line][:3])
     ck.verify()

@@ -34,6 +34,7 @@ E2E_DIR = os.path.dirname(os.path.abspath(__file__))
 KAMAILIO_CFG = os.path.join(E2E_DIR, 'kamailio.cfg')
 UAC_XML = os.path.join(E2E_DIR, 'uac.xml')
 UAS_XML = os.path.join(E2E_DIR, 'uas.xml')
+LATE_UAC_XML = os.path.join(E2E_DIR, 'late_uac.xml')      # INVITE without SDP
 KAMAILIO_MODULES = '/usr/lib/x86_64-linux-gnu/kamailio/modules/'
 PCAP = '/usr/share/sip-tester/g711a.pcap'
 PCAP_PPS = 33.5            # g711a.pcap: 236 RTP packets over 7.05 s
@@ -512,7 +513,8 @@ def call_views(uac_log: str, uas_log: str, ep: RelayEndpoint) -> dict[str, CallV
         elif not msg.sent and msg.status == 200 and msg.cseq_method == 'BYE' and not c.completed:
             c.completed, c.ended = True, msg.ts
     for msg in parse_messages(uas_log):
-        if not msg.sent and msg.method == 'INVITE':
+        # the SDP the UAS gets: in the INVITE, or in the ACK after a late offer
+        if not msg.sent and msg.method in ('INVITE', 'ACK') and 'm=audio' in msg.body:
             c = calls.setdefault(msg.call_id, CallView(msg.call_id))
             if c.offer_at is None:
                 c.offer, c.offer_at = sdp_media(msg.body), msg.ts
@@ -618,7 +620,8 @@ class E2E:
         return self.kamailio.rpc('rtpproxy.enable', self.ep.members[name].control, '0')
 
     def run_calls(self, calls: int, rate: float, duration_ms: int,
-                  actions: list[tuple[float, str, Callable[[], object]]] = ()) -> RunResult:
+                  actions: list[tuple[float, str, Callable[[], object]]] = (),
+                  uac_xml: str = UAC_XML) -> RunResult:
         """Place `calls` calls at `rate`/s, each with `duration_ms` of RTP; `actions` are
         (seconds after the UAC started, label, callable) run while the calls go on."""
         self.runs += 1
@@ -626,7 +629,7 @@ class E2E:
         os.makedirs(rundir)
         before = self.ep.member_stats()
         uas = Sipp(rundir, 'uas', UAS_XML, self.tracker, self.avoid)
-        uac = Sipp(rundir, 'uac', UAC_XML, self.tracker, self.avoid)
+        uac = Sipp(rundir, 'uac', uac_xml, self.tracker, self.avoid)
         self.sipps += [uas, uac]
         uas.start(['-rtp_echo'])
         budget = calls / rate + duration_ms / 1000.0 + 25
