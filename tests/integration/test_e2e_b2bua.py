@@ -151,3 +151,51 @@ def test_b2bua_hangs_up_on_the_media_timeout_notification(setups):
     ck.eq('BYEs the UAS got', run.uas_got_bye(), 1)
     ck.eq('UAS successful calls', run.uas.stats()['successful'], 1)
     ck.verify()
+
+
+def _capabilities_and_offers(setups, clients_first: bool) -> tuple[dict, list[str]]:
+    """Start the B2BUA before or after the members; its V/VF answers and its `U` commands."""
+    setup = setups(hold_members=clients_first)
+    host, _, port = setup.cluster.control.partition(':')[2].rpartition(':')
+    tap = UdpControlTap(host, int(port))
+    avoid = list(setup.ranges.values())
+    run = CallRun(setup.workdir, setup.procs, avoid)
+    b2bua = None
+    try:
+        run.start_uas()
+        b2bua = B2bua(setup.workdir, tap.spec, run.uas.sip_port, setup.procs, avoid)
+        if clients_first:
+            tap.wait(lambda: 'V' in tap.commands, 15, "the B2BUA's V")
+            setup.release_members()
+        tap.wait(lambda: len([c for c in tap.capability_answers() if c.startswith('VF')]) == 6,
+                 15, 'the answers to the six VF questions')
+        assert run.run_uac(b2bua, 1, 1, 1000) == 0, b2bua.output()
+        run.finish()
+    finally:
+        run.stop()
+        if b2bua is not None:
+            b2bua.stop()
+        tap.close()
+    offers = [c for c in tap.commands if c.startswith('U')]
+    assert len(offers) == 2, tap.exchanges()
+    return tap.capability_answers(), offers
+
+
+def _shape(offer: str) -> tuple:
+    """A `U` without its call-specific values: word, argument count, notify socket name."""
+    word, *args = offer.split()
+    return word, len(args), os.path.basename(args[-2]) if len(args) in (6, 7) else None
+
+
+def test_b2bua_started_before_the_members_gets_the_same_answers(setups):
+    """Start order (issue 15): the B2BUA asks V and six VF dates once for its lifetime.
+    Started before the members it must end up with what it gets when started after them."""
+    last_answers, last_offers = _capabilities_and_offers(setups, clients_first=False)
+    first_answers, first_offers = _capabilities_and_offers(setups, clients_first=True)
+    assert last_answers['V'] == '20040107' and last_answers['VF 20081224'] == '1'
+    assert first_answers == last_answers
+    shapes = [_shape(o) for o in last_offers]
+    assert [_shape(o) for o in first_offers] == shapes
+    # R<ip> (20090810) and the notify pair (20081224) are there: caller and callee side
+    assert [s[0][:2] for s in shapes] == ['UR', 'UR'] and [s[1] for s in shapes] == [6, 7]
+    assert [s[2] for s in shapes] == ['b2bua.sock', 'b2bua.sock']
