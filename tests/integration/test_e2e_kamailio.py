@@ -19,9 +19,11 @@ import time
 
 import pytest
 
+from tests.support.control_tap import UdpControlTap
 from tests.support.kamailio.harness import (E2E, HOST, LATE_UAC_XML, PCAP_PPS, Checks, RunResult,
                                            info, missing_prerequisites, start_cluster,
                                            start_direct, tail)
+from tests.support.procs import control_command
 
 _missing = missing_prerequisites()
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120),
@@ -339,3 +341,54 @@ def test_late_offer_is_anchored(e2e, manage):
     ck.check('Kamailio got a port for every offer', 'incorrect port' not in log,
              [line for line in log.splitlines() if 'incorrect port' in line][:3])
     ck.verify()
+
+
+def _kamailio_capabilities_and_commands(procs, clients_first: bool) -> tuple[dict, set[str]]:
+    """Kamailio (offer flag z20) started after or before the members: its V/VF answers
+    and the command words of one call, seen by a tap between Kamailio and the cluster."""
+    workdir = tempfile.mkdtemp(prefix='rtpc-e2e-')
+    ep = start_cluster(procs, workdir, ['udp', 'udp'], 'udp', hold_members=clients_first)
+    host, _, port = ep.control.partition(':')[2].rpartition(':')
+    tap = UdpControlTap(host, int(port))
+    ep.rtpproxy_sock = tap.spec
+    env = None
+    try:
+        # disabled after a failed start-up check, the relay is tested again 1 s later
+        env = E2E(procs, workdir, ep, {'OFFER_FLAGS': '"z20"', 'RTPP_DISABLE_TOUT': '1'})
+        if clients_first:
+            assert tap.capability_answers().get('V') == 'E999', tap.exchanges()
+            ep.release_members()
+            deadline = time.monotonic() + 10
+            while control_command(ep.control, 'V', 3.0).strip() != '20040107':
+                assert time.monotonic() < deadline, 'the members did not come up'
+                time.sleep(0.2)
+            time.sleep(1.5)       # Kamailio's 1 s disable time of the relay is over
+        run = env.run_calls(1, 1, 1000)
+        ck = Checks('kamailio started %s the members' % ('before' if clients_first else 'after'))
+        report(ck, env, run)
+        check_sip(ck, run, 1)
+        check_sdp(ck, run)
+        ck.verify()
+    finally:
+        if env is not None:
+            env.close()
+        else:
+            ep.stop()
+        tap.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    words = {command.split()[0] for command in tap.commands if command[:1] in 'UL'}
+    return tap.capability_answers(), words
+
+
+@pytest.mark.parametrize('relay_kind', ['cluster'], indirect=True)
+def test_kamailio_started_before_the_members_gets_the_same_answers(procs, relay_kind):
+    """Start order (issue 15): each Kamailio process asks V and VF 20050322, 20071116,
+    20081102 at start-up and keeps the answers; started before the members it first finds
+    the relay not ready (as one RTPproxy not yet started) and later gets what a Kamailio
+    started after the members gets, so it sends the same `UZ20c8`/`Lc8`."""
+    last_answers, last_words = _kamailio_capabilities_and_commands(procs, clients_first=False)
+    first_answers, first_words = _kamailio_capabilities_and_commands(procs, clients_first=True)
+    assert last_answers == {'V': '20040107', 'VF 20050322': '1', 'VF 20071116': '1',
+                            'VF 20081102': '1'}
+    assert first_answers == last_answers
+    assert last_words == {'UZ20c8', 'Lc8'} and first_words == last_words

@@ -184,9 +184,16 @@ class RelayEndpoint:
                 out[name] = parse_info(m.command('Ib'))
         return out
 
+    def release_members(self) -> None:
+        """SIGCONT members held by start_cluster(hold_members=True)."""
+        for m in self.members.values():
+            os.kill(m.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         stop_process(self.daemon)
         for m in self.members.values():
+            if m.alive():
+                os.kill(m.pid, signal.SIGCONT)    # a stopped process cannot act on SIGTERM
             m.stop()
 
 
@@ -215,9 +222,16 @@ def cluster_config_xml(control_protocol: str, control_address: str, members: dic
 
 
 def start_cluster(tracker: ProcessTracker, workdir: str, protocols: list[str],
-                  control_protocol: str = 'udp') -> RelayEndpoint:
-    """The rtp_cluster daemon in front of the members; Kamailio talks to the daemon."""
+                  control_protocol: str = 'udp', hold_members: bool = False) -> RelayEndpoint:
+    """The rtp_cluster daemon in front of the members; Kamailio talks to the daemon.
+
+    `hold_members`: the members are SIGSTOPped before the daemon starts (it cannot probe
+    them) until `release_members()`: clients started meanwhile start before the members.
+    """
     members = start_members(tracker, protocols)
+    if hold_members:
+        for m in members.values():
+            os.kill(m.pid, signal.SIGSTOP)
     if control_protocol == 'udp':
         port = free_udp_port(HOST)
         address, control = '%s:%d' % (HOST, port), 'udp:%s:%d' % (HOST, port)
@@ -233,6 +247,8 @@ def start_cluster(tracker: ProcessTracker, workdir: str, protocols: list[str],
     log = os.path.join(workdir, 'rtp_cluster.log')
     args = [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', conf, '-s', 'unix:' + admin_path,
             '-P', os.path.join(workdir, 'rtp_cluster.pid'), '-L', log]
+    if hold_members:
+        args += ['--probe-interval', '0.3']       # notice the released members quickly
     daemon = start_process(args, os.path.join(workdir, 'rtp_cluster.out'), tracker, cwd=ROOT, env=_py_env())
     ep = RelayEndpoint('cluster', control, control, members, detect_s=4.0, workdir=workdir,
                        daemon=daemon, admin='unix:' + admin_path, log=log)
@@ -242,7 +258,8 @@ def start_cluster(tracker: ProcessTracker, workdir: str, protocols: list[str],
             raise RuntimeError('rtp_cluster exited with %s at start-up:\n%s\n%s' % (
                 daemon.returncode, tail(os.path.join(workdir, 'rtp_cluster.out')), tail(log)))
         try:
-            if control_command(control, 'V', 0.5).strip() == '20040107':
+            # E999: no member probed yet (the cluster waits 2 s for one before answering)
+            if control_command(control, 'V', 3.0).strip() in ('20040107', 'E999'):
                 break
         except OSError:
             pass
@@ -250,7 +267,8 @@ def start_cluster(tracker: ProcessTracker, workdir: str, protocols: list[str],
             ep.stop()
             raise RuntimeError('rtp_cluster does not answer V on %s:\n%s' % (control, tail(log)))
         time.sleep(0.1)
-    time.sleep(1.0)          # members are probed right after start-up; give them one heartbeat
+    if not hold_members:
+        time.sleep(1.0)      # members are probed right after start-up; give them one heartbeat
     return ep
 
 
