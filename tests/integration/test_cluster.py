@@ -751,3 +751,35 @@ def test_delete_unbinds_only_when_it_ends_the_call(delete, bound):
     h.cmd('U s1 127.0.0.1 5002 ft;2')
     h.cmd(delete)
     assert (h.cluster.store.get('s1') is not None) is bound
+
+
+# --- counters never decrease (issue 15) -------------------------------------------------------------
+
+def test_counters_survive_offline_removed_and_restarted_members():
+    h = Harness([{'counters': {'nsess_created': 5, 'total_duration': 1.5, 'pps_in': 2.0}},
+                 {'counters': {'nsess_created': 7, 'total_duration': 2.0, 'pps_in': 3.0}}])
+    for i, fake in enumerate(h.fakes.values()):
+        for j in range(3 + i):
+            fake.create('c%d_%d' % (i, j))
+        fake.packets = (100, 50)
+    run(h.clock, 1.1)
+    seen = [protocol.parse_info(h.cmd('Ib'))]
+    assert h.cmd('G nsess_created total_duration pps_in') == '12 3.500000 5.000000'
+    h.take_offline('m2')
+    seen.append(protocol.parse_info(h.cmd('Ib')))
+    assert h.cmd('G nsess_created total_duration pps_in') == '12 3.500000 2.000000'  # rate drops
+    h.cluster.drain_member('m2')                       # no sessions bound: removed at once
+    assert h.removed == ['m2']
+    seen.append(protocol.parse_info(h.cmd('Ib')))
+    fake = h.fakes['m1']                               # m1 restarts: its counters begin anew
+    fake.sessions.clear()
+    fake.created, fake.packets, fake.counters['nsess_created'] = 1, (10, 5), 1
+    fake.create('after-restart')
+    run(h.clock, 1.1)
+    seen.append(protocol.parse_info(h.cmd('Ib')))
+    assert h.cmd('G nsess_created') == '13'
+    for name in protocol.INFO_COUNTERS:
+        values = [info[name] for info in seen]
+        assert values == sorted(values), (name, values)
+    assert [info['sessions created'] for info in seen] == [7, 7, 7, 9]
+    assert [info['active sessions'] for info in seen] == [7, 3, 3, 1]  # a gauge
