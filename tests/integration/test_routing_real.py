@@ -334,6 +334,7 @@ def test_capabilities_are_those_every_member_has(fresh, procs, tmp_path):
     # remote members and no <disconnect_notify>: notifications could not reach the client
     # (issue 15; test_notify.py has the relay's '1')
     assert cluster.command('VF 20081224') == '0'
+    cluster.wait_log('cannot reach clients without <disconnect_notify>; VF 20081224 is answered 0')
     assert cluster.command('VF 20170313') == '0'        # no RTPproxy supports it
     assert cluster.command('VF 20040107') == '1'
 
