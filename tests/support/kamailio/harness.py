@@ -233,7 +233,7 @@ def start_cluster(tracker: ProcessTracker, workdir: str, protocols: list[str],
         for m in members.values():
             os.kill(m.pid, signal.SIGSTOP)
     if control_protocol == 'udp':
-        port = free_udp_port(HOST)
+        port = free_port_outside([member_range(m) for m in members.values()])
         address, control = '%s:%d' % (HOST, port), 'udp:%s:%d' % (HOST, port)
     elif control_protocol == 'unix':
         address = os.path.join(workdir, 'cluster.sock')
