@@ -409,6 +409,57 @@ def test_second_instance_with_the_same_pidfile_refuses(setup, procs):
     assert not answers_v(other_port)
 
 
+
+def test_symlinked_pidfile_is_refused_and_its_target_untouched(setup):
+    s = setup
+    target = s['tmp'] / 'precious'
+    target.write_text('keep me\n')
+    os.symlink(target, s['pidfile'])
+    for mode in (['-f'], ['-L', s['log']]):
+        result = run_app(*mode, '-c', s['config'], '-s', 'unix:' + s['admin'], '-P', s['pidfile'])
+        assert_one_line_error(result, s['pidfile'], 'symbolic link')
+        assert target.read_text() == 'keep me\n'
+        assert os.path.islink(s['pidfile'])
+    assert not answers_v(s['port'])
+
+
+def test_hard_linked_pidfile_is_refused_and_untouched(setup):
+    s = setup
+    target = s['tmp'] / 'precious'
+    target.write_text('keep me\n')
+    os.link(target, s['pidfile'])
+    result = run_app('-f', '-c', s['config'], '-s', 'unix:' + s['admin'], '-P', s['pidfile'])
+    assert_one_line_error(result, s['pidfile'], 'hard links')
+    assert target.read_text() == 'keep me\n'
+    assert not answers_v(s['port'])
+
+
+def test_pidfile_is_created_0644_whatever_the_umask(setup, procs):
+    s = setup
+    out = open(s['tmp'] / 'stdout.txt', 'w')
+    proc = procs.add(subprocess.Popen(
+        app_command('-f', '-c', s['config'], '-s', 'unix:' + s['admin'], '-P', s['pidfile']),
+        cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, umask=0o077))
+    out.close()
+    wait_until(lambda: answers_v(s['port']), 'the cluster to answer V')
+    assert os.stat(s['pidfile']).st_mode & 0o7777 == 0o644
+    assert read(s['pidfile']).strip() == str(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(WAIT) == 0
+    assert not os.path.exists(s['pidfile'])
+
+
+def test_pidfile_taken_over_by_another_pid_is_left_in_place(setup, procs):
+    s = setup
+    proc = start_foreground(procs, s)
+    os.unlink(s['pidfile'])                    # a successor's file now lies at the path
+    with open(s['pidfile'], 'w') as f:
+        f.write('%d\n' % (proc.pid + 1))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(WAIT) == 0
+    assert read(s['pidfile']) == '%d\n' % (proc.pid + 1)
+
+
 # --- daemon mode ---------------------------------------------------------------------------
 
 def test_daemon_mode(setup, daemon_pids):
