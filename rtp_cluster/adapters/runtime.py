@@ -103,7 +103,9 @@ class Runtime:
         if endpoint.protocol == 'unix':
             return listen_unix(self.reactor, endpoint.path, StreamControlFactory(cluster.handle),
                                self.sock_owner)
-        server = UDPControlServer(cluster.handle, self.reactor, is_own_source=self._is_own_source)
+        server = UDPControlServer(cluster.handle, self.reactor,
+                                  cache_bytes=config.reply_cache_bytes,
+                                  is_own_source=self._is_own_source)
         server.listen(self.reactor, endpoint.host, endpoint.port)
         return server
 
@@ -204,6 +206,8 @@ class Runtime:
             old_server = self._servers.pop(config.name)
             _close_server(old_server)
             self._servers[config.name] = self._listen(config, cluster)
+        elif isinstance(self._servers[config.name], UDPControlServer):
+            self._servers[config.name].cache.resize(config.reply_cache_bytes)
         cluster.config = config
         wanted = {m.name for m in config.members}
         for name in [n for n in cluster.members if n not in wanted]:

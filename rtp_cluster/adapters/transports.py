@@ -18,14 +18,15 @@ from twisted.logger import Logger
 
 from ..core import protocol
 from ..core.protocol import Command
+from ..core.replycache import DEFAULT_MAX_BYTES as REPLY_CACHE_BYTES
+from ..core.replycache import ReplyCache
 
 Respond = Callable[[str], None]
 Handler = Callable[[Command, Respond], None]
 Reply = Callable[[str | None], None]
 
 SOCKET_BUFFER = 4 * 1024 * 1024
-REPLY_CACHE_GENERATION = 10.0        # seconds; a reply stays cached 10-20 s
-REPLY_CACHE_MAX = 200_000            # entries per generation
+REPLY_CACHE_GENERATION = 10.0        # seconds; a reply stays cached 10-20 s (less in a flood)
 SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member commands
 # A member command is given up after this long (then E997).  Kamailio and OpenSIPS wait
 # 1 s per try and disable the whole cluster when their tries run out (2-5 s).
@@ -60,7 +61,8 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
     """`COOKIE COMMAND` in, `COOKIE REPLY` out, from the socket the client wrote to.
 
     A retransmitted cookie (same client address) gets the cached reply; one whose first
-    copy is still in flight is dropped, its reply goes out when the member answers.
+    copy is still in flight is dropped, its reply goes out when the member answers.  The
+    cache holds at most `cache_bytes` (core/replycache.py).
     A datagram for which `is_own_source(addr)` is true was sent by this process itself (one
     of its member clients pointed at it): it is dropped and counted, never forwarded again.
     """
@@ -69,7 +71,7 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
     noisy = False
 
     def __init__(self, handler: Handler, clock, *, cache_generation: float = REPLY_CACHE_GENERATION,
-                 cache_max: int = REPLY_CACHE_MAX,
+                 cache_bytes: int = REPLY_CACHE_BYTES,
                  is_own_source: Callable[[tuple], bool] | None = None) -> None:
         self.handler = handler
         self.is_own_source = is_own_source
@@ -77,9 +79,7 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         self._own_logged_at: float | None = None
         self.clock = clock
         self.cache_generation = cache_generation
-        self.cache_max = cache_max
-        self._cache: dict = {}
-        self._old_cache: dict = {}
+        self.cache = ReplyCache(cache_bytes)
         self._inflight: set = set()
         self._rotation = None
         self.port = None
@@ -103,7 +103,7 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         return None
 
     def _rotate(self) -> None:
-        self._old_cache, self._cache = self._cache, {}
+        self.cache.rotate()
         self._rotation = self.clock.callLater(self.cache_generation, self._rotate)
 
     def datagramReceived(self, data: bytes, addr) -> None:
@@ -116,7 +116,7 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
             self.port.socket.sendto(b'E5\n', addr)
             return
         key = (cookie, addr)
-        cached = self._cache.get(key) or self._old_cache.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
             self.duplicates += 1
             self.port.socket.sendto(cached, addr)
@@ -150,9 +150,7 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
     def _send(self, key, body: str) -> None:
         cookie, addr = key
         data = ('%s %s\n' % (cookie, body)).encode('latin-1')
-        if len(self._cache) >= self.cache_max:
-            self._old_cache, self._cache = self._cache, {}
-        self._cache[key] = data
+        self.cache.put(key, data)
         if self.port is not None:
             try:
                 # the socket itself: transport.write re-validates the address every time

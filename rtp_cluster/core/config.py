@@ -84,6 +84,7 @@ class ClusterConfig:
     members: tuple[MemberConfig, ...]
     capacity_limit: str = 'soft'
     disconnect_notify: DisconnectNotifyConfig | None = None
+    reply_cache_bytes: int = schema.DEFAULT_REPLY_CACHE_BYTES
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,11 @@ class _Reader:
         endpoint = self.endpoint(el, groups, owner)
         limit_el = self.optional(groups, 'capacity_limit', owner)
         notify_el = self.optional(groups, 'disconnect_notify', owner)
+        cache_el = self.optional(groups, 'reply_cache_bytes', owner)
+        if cache_el is not None and endpoint.protocol == 'unix':
+            raise self.error(cache_el, owner.child_subject('reply_cache_bytes'),
+                             'a unix control socket has no reply cache; expected it only '
+                             'in udp and udp6 clusters')
         return ClusterConfig(
             name=name,
             endpoint=endpoint,
@@ -371,6 +377,8 @@ class _Reader:
             capacity_limit='soft' if limit_el is None else self.capacity_limit(limit_el, owner),
             disconnect_notify=(None if notify_el is None
                                else self.disconnect_notify(notify_el, name)),
+            reply_cache_bytes=(schema.DEFAULT_REPLY_CACHE_BYTES if cache_el is None
+                               else self.value(cache_el, owner, schema.reply_cache_bytes)),
         )
 
     def endpoint(self, el: etree._Element, groups: dict[str, list[etree._Element]],

@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, unix_path
+from .replycache import DEFAULT_MAX_BYTES as DEFAULT_REPLY_CACHE_BYTES
+from .replycache import MIN_MAX_BYTES as MIN_REPLY_CACHE_BYTES
 
 __all__ = [
     'Child', 'AddKey', 'Attribute', 'ELEMENTS', 'ATTRIBUTES', 'ROOT', 'children', 'child',
@@ -139,6 +141,13 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f'"{shorten(text)}" is out of range; expected {low} to {high}')
         return value
     return parse
+
+
+def reply_cache_bytes(text: str) -> int:
+    value = non_negative_int(text)
+    if value < MIN_REPLY_CACHE_BYTES:
+        raise ValueError(f'{value} is too small; expected {REPLY_CACHE_TEXT}')
+    return value
 
 
 def check_status(text: str) -> str:
@@ -275,6 +284,7 @@ _HOST = 'an IP address or host name'
 _POSITIVE = 'a positive integer'
 _ABS_PATH = 'an absolute path'
 _INT_PROBLEM = '{key} "{text}" is not a positive integer'
+REPLY_CACHE_TEXT = f'a number of bytes, at least {MIN_REPLY_CACHE_BYTES}'
 
 
 def _endpoint_protocol(obj: Any) -> str:
@@ -311,6 +321,12 @@ def _tunable(tag: str, low: int, high: int, unit: str, help_text: str, default: 
                  default=default)
 
 
+def _non_default_cache_bytes(cluster: Any) -> int | None:
+    """Written back only when set: the element is refused in unix clusters."""
+    value = cluster.reply_cache_bytes
+    return None if value == DEFAULT_REPLY_CACHE_BYTES else value
+
+
 ELEMENTS: dict[str, tuple[Child, ...]] = {
     ROOT: (
         Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', many=True,
@@ -327,6 +343,11 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
         Child('capacity_limit', 'a <capacity_limit type="soft|hard" /> element',
               'type="soft" (default): a full member still takes calls when all are full; '
               'type="hard": they are refused', container=True),
+        Child('reply_cache_bytes', REPLY_CACHE_TEXT,
+              'udp/udp6 only: memory for the replies retransmitted commands get '
+              f'(default: {DEFAULT_REPLY_CACHE_BYTES}, 64 MiB)', reply_cache_bytes,
+              'reply_cache_bytes', int, default=DEFAULT_REPLY_CACHE_BYTES,
+              value_of=_non_default_cache_bytes),
         Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy',
               many=True, container=True),
     ),

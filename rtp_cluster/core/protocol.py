@@ -15,6 +15,11 @@ PROTOCOL_VERSION = '20040107'
 MAX_TOKENS = 23            # per section, command word included
 MAX_SECTIONS = 16          # main command + 15 `&&` subcommands
 MAX_COMMAND_BYTES = 8191   # what a real RTPproxy reads of one datagram/one-shot command
+# The longest cookie a real RTPproxy answers at all.  Its reply buffer holds 1023 bytes, so
+# `COOKIE E5\n` fits with a cookie of up to 1019 bytes; with a longer one every reply
+# overflows and the engine aborts (rtp.io 1.1.1, observed).  Such a cookie is unusable, as
+# one holding a NUL is: the answer is a bare `E5`.
+MAX_COOKIE_BYTES = 1019
 
 # E-codes produced by RTPproxy itself (see the reference, section 4)
 E_UNKNOWN_COMMAND = 'E0'
@@ -66,16 +71,17 @@ def tokenize(text: str) -> list[str]:
 def split_cookie(datagram: str) -> tuple[str | None, str | None]:
     """Split a datagram into (cookie, command text).
 
-    Returns (None, None) for an empty datagram and (cookie, None) for a cookie without a
-    command; a real RTPproxy answers `E5` in both cases (with the cookie when there is one).
+    Returns (None, None) for an empty datagram or an unusable cookie (a NUL in it, or longer
+    than MAX_COOKIE_BYTES) and (cookie, None) for a cookie without a command; the answer is
+    `E5` in all these cases (with the cookie when it is usable).
     """
     text = datagram.lstrip(' \t\r\n')
     if not text:
         return None, None
     match = _SEPARATORS.search(text)
     cookie = text if match is None else text[:match.start()]
-    if '\x00' in cookie:
-        return None, None          # RTPproxy answers a bare E5: no usable cookie
+    if '\x00' in cookie or len(cookie) > MAX_COOKIE_BYTES:
+        return None, None          # a bare E5: no usable cookie
     if match is None:
         return text, None
     command = text[match.end():]

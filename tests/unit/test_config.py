@@ -340,6 +340,27 @@ INVALID = {
         document(extra=redis('<url>redis://127.0.0.1</url>', '<session_ttl>0</session_ttl>')),
         '<session_ttl>', 1,
         '<session_ttl> of redis: "0" is not a positive integer'),
+    'reply_cache_bytes below the minimum': (
+        document(cluster(extra='<reply_cache_bytes>1048575</reply_cache_bytes>')),
+        '<reply_cache_bytes>', 1,
+        '<reply_cache_bytes> of rtp_cluster "C1": 1048575 is too small; '
+        'expected a number of bytes, at least 1048576'),
+    'reply_cache_bytes not a number': (
+        document(cluster(extra='<reply_cache_bytes>64M</reply_cache_bytes>')),
+        '<reply_cache_bytes>', 1,
+        '<reply_cache_bytes> of rtp_cluster "C1": "64M" is not a positive integer'),
+    'reply_cache_bytes of a unix cluster': (
+        document(cluster(protocol='unix', address='/run/c.sock',
+                         extra='<reply_cache_bytes>2000000</reply_cache_bytes>')),
+        '<reply_cache_bytes>', 1,
+        '<reply_cache_bytes> of rtp_cluster "C1": a unix control socket has no reply cache; '
+        'expected it only in udp and udp6 clusters'),
+    'two reply_cache_bytes': (
+        document(cluster(extra='<reply_cache_bytes>2000000</reply_cache_bytes>'
+                               '<reply_cache_bytes>2000000</reply_cache_bytes>')),
+        '<reply_cache_bytes>', 1,
+        '<reply_cache_bytes> of rtp_cluster "C1": duplicate (first at line 6); '
+        'expected at most one <reply_cache_bytes> in <rtp_cluster>'),
 }
 
 
@@ -556,6 +577,16 @@ def test_cluster_without_members_and_default_capacity_limit():
 <address>unix:/run/rtpc.sock</address><capacity_limit /></rtp_cluster></rtp_cluster_config>"""
     (c,) = parse_config(data, 'x.xml').clusters
     assert (c.members, c.capacity_limit, c.endpoint.path) == ((), 'soft', '/run/rtpc.sock')
+
+
+def test_reply_cache_bytes_defaults_to_64_mib_and_round_trips():
+    (default,) = parse_config(document(), SRC).clusters
+    assert default.reply_cache_bytes == 64 * 1024 * 1024
+    data = document(cluster(extra='<reply_cache_bytes> 2000000 </reply_cache_bytes>'))
+    config = parse_config(data, SRC)
+    assert config.clusters[0].reply_cache_bytes == 2000000
+    assert round_trip(config) == config
+    assert b'reply_cache_bytes' not in config_to_xml(parse_config(document(), SRC))
 
 
 def test_same_member_name_in_two_clusters_is_fine():

@@ -335,10 +335,16 @@ COOKIES = [
     ('ck5\x0bV', ('ck5\x0bV', None)),          # \x0b is not a separator
     ('\x85c7 V', ('\x85c7', 'V')),
     ('123_456 U c1 127.0.0.1 5000 f1', ('123_456', 'U c1 127.0.0.1 5000 f1')),
+    ('k' * 1019 + ' V', ('k' * 1019, 'V')),   # MAX_COOKIE_BYTES: the engine still answers E5
+    ('k' * 1019, ('k' * 1019, None)),
+    ('k' * 1020 + ' V', (None, None)),        # every reply would overflow the engine's buffer
+    ('k' * 1020, (None, None)),
+    ('k' * 8000 + ' V', (None, None)),
 ]
 
 
-@pytest.mark.parametrize('datagram,result', COOKIES, ids=[ascii(d) for d, _ in COOKIES])
+@pytest.mark.parametrize('datagram,result', COOKIES,
+                         ids=[ascii(d) if len(d) < 40 else '%d-bytes' % len(d) for d, _ in COOKIES])
 def test_split_cookie(datagram, result):
     assert split_cookie(datagram) == result
 
