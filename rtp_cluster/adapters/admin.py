@@ -20,7 +20,6 @@ import time
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer
-from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -35,13 +34,14 @@ from . import admin_sharing
 from .admin_registry import (
     AdminCommand, AdminError, AdminRegistry, AdminReply, one_line, show_input,
 )
+from .streams import BoundedStreamFactory, BoundedStreamProtocol, StreamLimits, connection_limit
 from .transports import StartupError, listen_unix
 
 __all__ = ['AdminReply', 'AdminError', 'AdminCommands', 'AdminProtocol', 'AdminFactory',
            'AdminServer', 'build_registry', 'MAX_LINE', 'MAX_CONNECTIONS']
 
 MAX_LINE = 64 * 1024            # bytes in one command line, line end not counted
-MAX_CONNECTIONS = 256           # simultaneous admin clients
+MAX_CONNECTIONS = connection_limit(256, 8)      # simultaneous admin clients
 AUTH_LOG_INTERVAL = 10.0        # s between log lines about refused admin secrets
 
 ADD_KEYS = tuple(row.tag for row in config_schema.add_keys())
@@ -380,67 +380,43 @@ def member_dict(member) -> dict[str, Any]:
 
 # --- the socket side ---------------------------------------------------------------------------
 
-class AdminProtocol(tx_protocol.Protocol):
+class AdminProtocol(BoundedStreamProtocol):
     """`\\n`-terminated command lines in (a `\\r` before it is dropped), replies out in order.
 
     A line longer than MAX_LINE is answered `ERROR: line too long` and skipped up to its
-    newline.  Reading pauses while the client does not read its replies.
+    newline.  Unsent replies, connections and idle time are bounded (streams.py).
     """
 
     def __init__(self, commands: AdminCommands, max_line: int = MAX_LINE,
                  secret: str | None = None) -> None:
+        super().__init__()
         self.commands = commands
         self.max_line = max_line
         self.gate = AuthGate(secret)
         self._buffer = bytearray()
         self._scanned = 0            # bytes of _buffer known to hold no newline
         self._discarding = False     # inside an over-long line
-        self._paused = False
-        self._closing = False
-        self._registered = False
 
-    def connectionMade(self) -> None:
-        factory = getattr(self, 'factory', None)
-        if factory is not None and not factory.admit(self):
-            self._write(AdminReply.error('too many admin connections (at most %d); try again '
-                                         'later' % factory.max_connections))
-            self.close()
-            return
-        self.transport.registerProducer(self, True)
-        self._registered = True
+    def refusal(self) -> bytes:
+        return AdminReply.error('too many admin connections (at most %d); try again later'
+                                % self.factory.max_connections).text().encode('utf-8')
 
     def connectionLost(self, reason=None) -> None:
-        self._closing = True
+        super().connectionLost(reason)
         self._buffer = bytearray()
-        factory = getattr(self, 'factory', None)
-        if factory is not None:
-            factory.release(self)
-
-    # IPushProducer: the transport pauses us while its write buffer is full.
-    def pauseProducing(self) -> None:
-        self._paused = True
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        if not self._closing:
-            self.transport.resumeProducing()
-            self._process()
-
-    def stopProducing(self) -> None:
-        self._closing = True
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        self.touch()
         self._buffer += data
-        self._process()
+        self.process_input()
 
-    def _process(self) -> None:
+    def process_input(self) -> None:
         buffer = self._buffer
         start = 0
         exhausted = False
-        while not (self._closing or self._paused):
+        while self.processing_allowed:
             newline = buffer.find(b'\n', max(start, self._scanned))
             if newline < 0:
                 exhausted = True
@@ -492,28 +468,18 @@ class AdminProtocol(tx_protocol.Protocol):
     def _write(self, reply: AdminReply) -> None:
         if reply.lines and self.transport is not None:
             self.transport.write(reply.text().encode('utf-8', 'replace'))
-
-    def close(self) -> None:
-        """Hang up once the replies written so far are sent."""
-        self._closing = True
-        if self.transport is None:
-            return
-        if self._registered:
-            self._registered = False
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
+            self.touch()
 
 
-class AdminFactory(tx_protocol.Factory):
-    noisy = False
+class AdminFactory(BoundedStreamFactory):
+    """At most `max_connections` admin clients at a time (see streams.py for the bounds)."""
 
     def __init__(self, commands: AdminCommands, max_connections: int = MAX_CONNECTIONS,
-                 max_line: int = MAX_LINE, secret: str | None = None) -> None:
+                 max_line: int = MAX_LINE, secret: str | None = None, clock=None) -> None:
+        super().__init__('admin socket', StreamLimits(max_connections=max_connections), clock)
         self.commands = commands
         self.secret = secret
-        self.max_connections = max_connections
         self.max_line = max_line
-        self.connections: set[AdminProtocol] = set()
         self.auth_refusals = 0
         self._auth_logged_at: float | None = None
 
@@ -521,12 +487,6 @@ class AdminFactory(tx_protocol.Factory):
         proto = AdminProtocol(self.commands, self.max_line, self.secret)
         proto.factory = self
         return proto
-
-    def admit(self, proto: AdminProtocol) -> bool:
-        if len(self.connections) >= self.max_connections:
-            return False
-        self.connections.add(proto)
-        return True
 
     def auth_refused(self, peer) -> None:
         """Count a connection refused for its secret; log it, at most every AUTH_LOG_INTERVAL."""
@@ -536,13 +496,6 @@ class AdminFactory(tx_protocol.Factory):
             self._auth_logged_at = now
             log.warn('admin: connection from {peer} refused: no or wrong secret '
                      '({n} refused so far)', peer=str(peer), n=self.auth_refusals)
-
-    def release(self, proto: AdminProtocol) -> None:
-        self.connections.discard(proto)
-
-    def disconnect_all(self) -> None:
-        for proto in list(self.connections):
-            proto.close()
 
 
 def parse_admin_spec(spec: str) -> Endpoint:

@@ -101,8 +101,8 @@ class Runtime:
     def _listen(self, config: ClusterConfig, cluster: Cluster):
         endpoint = config.endpoint
         if endpoint.protocol == 'unix':
-            return listen_unix(self.reactor, endpoint.path, StreamControlFactory(cluster.handle),
-                               self.sock_owner)
+            factory = StreamControlFactory(cluster.handle, self.reactor)
+            return listen_unix(self.reactor, endpoint.path, factory, self.sock_owner)
         server = UDPControlServer(cluster.handle, self.reactor,
                                   cache_bytes=config.reply_cache_bytes,
                                   is_own_source=self._is_own_source)

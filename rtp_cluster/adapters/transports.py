@@ -20,6 +20,7 @@ from ..core import protocol
 from ..core.protocol import Command
 from ..core.replycache import DEFAULT_MAX_BYTES as REPLY_CACHE_BYTES
 from ..core.replycache import ReplyCache
+from .streams import BoundedStreamFactory, BoundedStreamProtocol, StreamLimits, connection_limit
 
 Respond = Callable[[str], None]
 Handler = Callable[[Command, Respond], None]
@@ -32,6 +33,7 @@ SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member comm
 # 1 s per try and disable the whole cluster when their tries run out (2-5 s).
 MEMBER_TIMEOUT = 1.5
 OWN_DATAGRAM_LOG_INTERVAL = 10.0     # s between log lines about dropped looped-back commands
+MAX_CONTROL_CONNECTIONS = 512        # per unix control socket (a real RTPproxy serves 100)
 
 
 class StartupError(Exception):
@@ -161,40 +163,79 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
 
 # --- unix stream control server ------------------------------------------------------------------
 
-class StreamControlProtocol(tx_protocol.Protocol):
-    """Serves both stream styles real clients use.
+ONE_SHOT, LINES = 'one-shot', 'lines'
+
+
+class StreamControlProtocol(BoundedStreamProtocol):
+    """Serves both stream styles real clients use, within the bounds of streams.py.
 
     One-shot (Kamailio/OpenSIPS `unix:`): one write without a newline, one reply, close.
     Line mode (`cunix:`, telnet, socat): `\\n`-terminated commands on a persistent
     connection, one `\\n`-terminated reply per line, in order.
     """
 
-    MAX_LINE = 8192
+    MAX_LINE = 8192          # a real RTPproxy's line buffer; a longer line ends the connection
+    MAX_IN_FLIGHT = 256      # commands of one connection awaiting replies; reading pauses beyond
 
     def __init__(self, handler: Handler) -> None:
+        super().__init__()
         self.handler = handler
-        self._buffer = b''
-        self._line_mode = False
-        self._pending: deque = deque()     # reply slots, in command order
-        self._closed = False
+        self._buffer = bytearray()
+        self._mode: str | None = None      # decided by the first read
+        self._pending: deque = deque()     # reply slots [body, close_after], in command order
+        self._processing = False
+        self._out = bytearray()            # replies made while processing one read: one write
+
+    def refusal(self) -> bytes:
+        return protocol.E_TOO_MANY_CONNECTIONS.encode('ascii') + b'\n'
+
+    def awaiting_replies(self) -> bool:
+        return bool(self._pending)
+
+    def may_process(self) -> bool:
+        return self._mode != ONE_SHOT and len(self._pending) < self.MAX_IN_FLIGHT
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing or self._mode == ONE_SHOT:
+            return
+        self.touch()
         self._buffer += data
-        if not self._line_mode and b'\n' not in self._buffer:
-            if self._pending:
+        if self._mode is None:
+            if b'\n' not in self._buffer:
+                self._one_shot()
                 return
-            # one-shot: the whole first write is one command
-            text, self._buffer = self._buffer, b''
-            self._dispatch(text.decode('latin-1'), close_after=True)
+            self._mode = LINES
+        self.process_input()
+
+    def _one_shot(self) -> None:
+        """The whole first write is one command; nothing after it is read."""
+        self._mode = ONE_SHOT
+        text = self._buffer.decode('latin-1')
+        self._buffer = bytearray()
+        self.update_reading()
+        self._dispatch(text, close_after=True)
+
+    def process_input(self) -> None:
+        if self._mode != LINES or self._processing:
             return
-        self._line_mode = True
-        *lines, self._buffer = self._buffer.split(b'\n')
-        if len(self._buffer) > self.MAX_LINE:
-            self._buffer = b''
-            self.transport.loseConnection()
-            return
-        for line in lines:
-            self._dispatch(line.decode('latin-1'), close_after=False)
+        self._processing = True
+        buffer = self._buffer
+        start = 0
+        try:
+            while self.processing_allowed:
+                newline = buffer.find(b'\n', start)
+                if newline < 0:
+                    break
+                line = buffer[start:newline].decode('latin-1')
+                start = newline + 1
+                self._dispatch(line, close_after=False)
+        finally:
+            del buffer[:start]
+            self._processing = False
+            self._flush()
+        if len(buffer) > self.MAX_LINE and b'\n' not in buffer:
+            buffer.clear()
+            self.close()
 
     def _dispatch(self, text: str, close_after: bool) -> None:
         slot = [None, close_after]
@@ -205,28 +246,44 @@ class StreamControlProtocol(tx_protocol.Protocol):
             return
         self.handler(command, lambda body: self._fill(slot, body))
 
+    def _flush(self) -> None:
+        if self._out and not self._closing:
+            self.transport.write(bytes(self._out))
+        self._out.clear()
+
     def _fill(self, slot: list, body: str) -> None:
         slot[0] = body
+        was_full = len(self._pending) >= self.MAX_IN_FLIGHT
         while self._pending and self._pending[0][0] is not None:
             body, close_after = self._pending.popleft()
-            if self._closed:
+            if self._closing:
                 continue
-            self.transport.write(body.encode('latin-1') + b'\n')
+            self._out += body.encode('latin-1') + b'\n'
+            if not self._processing:
+                self._flush()
             if close_after:
-                self.transport.loseConnection()
+                self.close()
+        if self._closing:
+            return
+        self.touch()
+        if was_full and not self._processing:
+            self.process_input()
+            self.update_reading()
+        self.close_when_answered()
 
-    def connectionLost(self, reason=None) -> None:
-        self._closed = True
 
+class StreamControlFactory(BoundedStreamFactory):
+    """A unix control socket: at most `max_connections` clients (E992 beyond; see streams.py)."""
 
-class StreamControlFactory(tx_protocol.Factory):
-    noisy = False
-
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, clock=None, limits: StreamLimits | None = None) -> None:
+        super().__init__('unix control socket', limits or StreamLimits(
+            max_connections=connection_limit(MAX_CONTROL_CONNECTIONS, 4)), clock)
         self.handler = handler
 
     def buildProtocol(self, addr):
-        return StreamControlProtocol(self.handler)
+        proto = StreamControlProtocol(self.handler)
+        proto.factory = self
+        return proto
 
 
 def prepare_unix_path(path: str) -> None:

@@ -45,6 +45,7 @@ E_BROADCAST_MEMBER_TIMEOUT = 'E996'
 E_BROADCAST_AMBIGUOUS = 'E995'
 E_STATS_MEMBER_FAILED = 'E994'
 E_STATS_ALL_FAILED = 'E993'
+E_TOO_MANY_CONNECTIONS = 'E992'     # a stream control socket refuses one connection too many
 
 SESSION_COMMANDS = frozenset('ULDPSRCQN')
 SUBCOMMAND_HOSTS = frozenset('ULQ')

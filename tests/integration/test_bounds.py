@@ -118,3 +118,162 @@ def test_engine_answers_no_cookie_longer_than_1019_bytes(procs, tmp_path):
         engine = exchange(udp_address(member.control), datagram)
         assert engine is not None and engine == exchange(udp_address(daemon.control), datagram)
     assert exchange(udp_address(member.control), b'k' * 1020, timeout=1.0) is None
+
+
+# --- the unix control socket -------------------------------------------------------------------
+
+def start_unix_daemon(procs, tmp_path, member=None) -> Daemon:
+    members = [member_xml('m1', member)] if member is not None else \
+        [member_xml('m1', protocol='udp', address='127.0.0.1:%d' % free_udp_port())]
+    path = str(tmp_path / 'control.sock')
+    daemon = Daemon.start(procs, tmp_path, cluster_xml(members, protocol='unix', address=path),
+                          wait_online=['m1'] if member is not None else ())
+    return daemon
+
+
+def unix_connect(path: str, timeout: float = 5.0) -> socket.socket:
+    """A connected client; waits while the listen backlog is full (EAGAIN on unix sockets)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            s.connect(path)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                s.close()
+                raise
+            time.sleep(0.01)
+    s.settimeout(timeout)
+    return s
+
+
+def read_to_eof(s: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        data = s.recv(65536)
+        if not data:
+            return b''.join(chunks)
+        chunks.append(data)
+
+
+def fill_without_reading(s: socket.socket, line: bytes, seconds: float) -> int:
+    """Write `line` again and again for `seconds` without reading; the complete lines sent
+    (the last one may be cut: a line without its newline is never a command)."""
+    s.setblocking(False)
+    chunk = line * 4096
+    sent = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            sent += s.send(chunk[sent % len(line):])
+        except BlockingIOError:
+            select.select([], [s], [], 0.05)
+    return sent // len(line)
+
+
+def test_unix_client_that_never_reads_is_paused_and_then_gets_every_reply(procs, tmp_path):
+    daemon = start_unix_daemon(procs, tmp_path)
+    path = daemon.control.partition(':')[2]
+    before = rss_kib(daemon.proc.pid)
+    hog = unix_connect(path)
+    hog.sendall(b'V\n')                       # line mode
+    assert hog.recv(100) == b'20040107\n'
+    lines = fill_without_reading(hog, b'VF 20040107\n', 4.0)
+    grown = rss_kib(daemon.proc.pid) - before
+    # without backpressure the daemon reads everything: hundreds of MB in 4 s
+    assert grown < 24 * 1024, 'RSS grew by %d KiB' % grown
+    assert lines < 2_000_000, 'the daemon kept reading (%d lines)' % lines
+    assert daemon.command('VF 20040107') == '1\n'        # others are served meanwhile
+    admin = daemon.admin_command('ls')
+    assert admin.returncode == 0 and admin.stdout.splitlines()[-1] == 'OK', admin.stderr
+    hog.settimeout(10)
+    hog.shutdown(socket.SHUT_WR)
+    replies = read_to_eof(hog)
+    assert replies == b'1\n' * lines
+    hog.close()
+
+
+def test_half_closed_one_shot_and_line_clients_get_forwarded_replies(procs, tmp_path):
+    member = procs.member('udp')
+    daemon = start_unix_daemon(procs, tmp_path, member)
+    path = daemon.control.partition(':')[2]
+    with unix_connect(path) as s:                             # one-shot, as Kamailio writes it
+        s.sendall(b'U hc-1 127.0.0.1 5000 ft1')
+        s.shutdown(socket.SHUT_WR)
+        reply = read_to_eof(s)
+    port = int(reply.split()[0])
+    assert reply == b'%d 127.0.0.1\n' % port
+    with unix_connect(path) as s:                             # pipelined lines, then half-close
+        s.sendall(b'L hc-1 127.0.0.1 5002 ft1 tt1\nV\nD hc-1 ft1\nD hc-1 ft1\n')
+        s.shutdown(socket.SHUT_WR)
+        lines = read_to_eof(s).split(b'\n')
+    # the second D is broadcast to the members, none knows the call any more: E995
+    assert lines[1:] == [b'20040107', b'0', b'E995', b'']
+    assert lines[0].endswith(b' 127.0.0.1') and int(lines[0].split()[0]) > 0
+
+
+def test_half_closed_one_shot_agrees_with_a_real_rtpproxy(procs, tmp_path):
+    member = procs.member('unix')
+    with unix_connect(member.address) as s:
+        s.sendall(b'U hc-2 127.0.0.1 5000 ft1')
+        s.shutdown(socket.SHUT_WR)
+        engine = read_to_eof(s)
+    assert engine.endswith(b' 127.0.0.1\n') and int(engine.split()[0]) > 0
+
+
+def test_unix_control_socket_limits_connections_with_a_refusal(procs, tmp_path):
+    from rtp_cluster.adapters.transports import MAX_CONTROL_CONNECTIONS
+    from rtp_cluster.adapters.streams import connection_limit
+    limit = connection_limit(MAX_CONTROL_CONNECTIONS, 4)
+    daemon = start_unix_daemon(procs, tmp_path)
+    path = daemon.control.partition(':')[2]
+    idle = [unix_connect(path) for _ in range(limit)]
+    daemon.wait(lambda: probe_line(path) == b'E992\n', WAIT, 'a refusal')
+    extra = [unix_connect(path) for _ in range(50)]
+    for s in extra:
+        assert read_to_eof(s) == b'E992\n'
+        s.close()
+    admin = daemon.admin_command('ls')
+    assert admin.returncode == 0 and admin.stdout.splitlines()[-1] == 'OK', admin.stderr
+    time.sleep(0.2)
+    log = daemon.log()
+    assert log.count('unix control socket: refused') == 1, log[-2000:]
+    assert 'at most %d at a time' % limit in log
+    for s in idle[:10]:
+        s.close()
+    daemon.wait(lambda: daemon.command('VF 20040107') == '1\n', WAIT, 'a free slot')
+    for s in idle[10:]:
+        s.close()
+
+
+def probe_line(path: str) -> bytes:
+    with unix_connect(path) as s:
+        s.sendall(b'V\n')
+        return s.recv(100)
+
+
+def test_admin_socket_limits_connections_with_a_refusal(procs, tmp_path):
+    from rtp_cluster.adapters.admin import MAX_CONNECTIONS
+    daemon = start_udp_daemon(procs, tmp_path)
+    idle = [unix_connect(daemon.admin) for _ in range(MAX_CONNECTIONS)]
+    with unix_connect(daemon.admin) as s:
+        assert read_to_eof(s) == (b'ERROR: too many admin connections (at most %d); '
+                                  b'try again later\n' % MAX_CONNECTIONS)
+    assert daemon.command('V') == '20040107\n'
+    daemon.wait_log('admin socket: refused 1 connection(s): at most %d at a time'
+                    % MAX_CONNECTIONS, WAIT)
+    idle.pop().close()
+    daemon.wait(lambda: daemon.admin_command('ls').returncode == 0, WAIT, 'the admin socket')
+    for s in idle:
+        s.close()
+
+
+def test_admin_half_close_gets_every_reply(procs, tmp_path):
+    daemon = start_udp_daemon(procs, tmp_path)
+    with unix_connect(daemon.admin) as s:
+        s.sendall(b'ls\n' * 200 + b'help\n')
+        s.shutdown(socket.SHUT_WR)
+        text = read_to_eof(s).decode()
+    assert text.count('\nOK\n') + text.startswith('OK\n') >= 201, text[-300:]
+    assert text.endswith('OK\n')

@@ -677,3 +677,110 @@ def test_cluster_over_real_members_on_all_transports(rt, procs, tmp_path):
     assert all(int(m.command('Ib').split('\n')[1].split(': ')[1]) == 0 for m in real)
     assert isinstance(stack.cluster.members['m0'].client, UDPMemberClient)
     rt.call(stack.cluster.stop)
+
+
+# --- stream bounds (streams.py) ------------------------------------------------------------------
+
+class HeldHandler:
+    """Answers `V` at once and keeps every other command until `release()`."""
+
+    def __init__(self, rt: ReactorThread) -> None:
+        self.rt = rt
+        self.held: list = []
+
+    def __call__(self, command, respond) -> None:
+        if command.letter == 'V':
+            respond(protocol.PROTOCOL_VERSION)
+        else:
+            self.held.append((command.call_id, respond))
+
+    def release(self, count: int | None = None) -> None:
+        def answer():
+            batch = self.held[:count]
+            del self.held[:len(batch)]
+            for call_id, respond in batch:
+                respond('0 %s' % call_id)
+        self.rt.call(answer)
+
+
+def bounded_unix_server(rt, path: str, handler, **limits):
+    from rtp_cluster.adapters.streams import StreamLimits
+    factory = StreamControlFactory(handler, rt.reactor, StreamLimits(**limits))
+    return rt.call(listen_unix, rt.reactor, path, factory)
+
+
+def connect_unix(path: str, timeout: float = 3.0) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def test_idle_stream_connections_are_closed_unless_a_reply_is_due(rt, tmp_path):
+    path = str(tmp_path / 'c.sock')
+    handler = HeldHandler(rt)
+    port = bounded_unix_server(rt, path, handler, max_connections=8, idle_timeout=0.4)
+    try:
+        silent, talker, waiter = connect_unix(path), connect_unix(path), connect_unix(path)
+        started = time.monotonic()
+        talker.sendall(b'V\n')
+        assert recv_lines(talker, 1) == b'20040107\n'
+        waiter.sendall(b'D held 1\n')
+        assert silent.recv(10) == b''
+        assert 0.3 < time.monotonic() - started < 2.0
+        assert talker.recv(10) == b''
+        time.sleep(0.6)                                 # its reply is due: not idle
+        handler.release()
+        assert recv_lines(waiter, 1) == b'0 held\n'
+        assert waiter.recv(10) == b''                   # idle once answered
+    finally:
+        for s in (silent, talker, waiter):
+            s.close()
+        rt.call(port.stopListening)
+
+
+def test_too_many_commands_in_flight_pause_reading_until_answered(rt, tmp_path, monkeypatch):
+    from rtp_cluster.adapters.transports import StreamControlProtocol
+    monkeypatch.setattr(StreamControlProtocol, 'MAX_IN_FLIGHT', 4)
+    path = str(tmp_path / 'c.sock')
+    handler = HeldHandler(rt)
+    port = bounded_unix_server(rt, path, handler, max_connections=8)
+    try:
+        with connect_unix(path) as s:
+            s.sendall(b''.join(b'D c%d 1\n' % i for i in range(10)))
+            wait_for(lambda: len(handler.held) == 4, WAIT, 'four commands')
+            time.sleep(0.2)
+            assert len(handler.held) == 4               # the others wait unread
+            handler.release(2)                          # two answered: two more are read
+            wait_for(lambda: len(handler.held) == 4, WAIT, 'two more commands')
+            data = b''
+            while data.count(b'\n') < 10:
+                assert len(handler.held) <= 4
+                handler.release()
+                data += recv_lines(s, 1)
+            assert data == b''.join(b'0 c%d\n' % i for i in range(10))
+    finally:
+        rt.call(port.stopListening)
+
+
+def test_stream_connection_limit_refuses_with_e992(rt, tmp_path):
+    path = str(tmp_path / 'c.sock')
+    port = bounded_unix_server(rt, path, HeldHandler(rt), max_connections=2)
+    try:
+        first, second = connect_unix(path), connect_unix(path)
+        first.sendall(b'V\n')
+        assert recv_lines(first, 1) == b'20040107\n'
+        with connect_unix(path) as third:
+            assert third.recv(100) == b'E992\n'
+            assert third.recv(100) == b''
+        second.close()
+        wait_for(lambda: probe(path) == b'20040107\n', WAIT, 'a free slot')
+        first.close()
+    finally:
+        rt.call(port.stopListening)
+
+
+def probe(path: str) -> bytes:
+    with connect_unix(path) as s:
+        s.sendall(b'V\n')
+        return s.recv(100)
