@@ -5,8 +5,11 @@ A broken or hostile local client must not make the daemon grow or run out of des
 - unsent replies: the transport keeps at most `max_unsent` bytes for one client; beyond
   that the connection stops reading (and handling) its commands until the client has read
   its replies (Twisted push producer: the transport pauses and resumes the protocol);
-- connections: at most `max_connections` per listening socket; one more gets a one-line
-  refusal and is closed, and refusals are logged at most once per REFUSAL_LOG_INTERVAL;
+- connections: at most `max_connections` per listening socket.  When all are taken, a new
+  client takes the place of the connection idle the longest if that one waits for no reply
+  and sent nothing for EVICT_IDLE seconds (idle connections cannot lock others out);
+  otherwise the new client gets a one-line refusal and is closed.  Both are logged at most
+  once per LOG_INTERVAL;
 - idle time: a connection that sent nothing for `idle_timeout` seconds and waits for no
   reply is closed; if the client does not read what is left, it is aborted CLOSE_GRACE
   seconds later;
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from twisted.internet import protocol as tx_protocol
@@ -24,13 +28,15 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ['StreamLimits', 'ConnectionGate', 'BoundedStreamProtocol', 'BoundedStreamFactory',
+__all__ = ['StreamLimits', 'ConnectionGate', 'RateLimitedLog', 'BoundedStreamProtocol', 'BoundedStreamFactory',
            'connection_limit', 'MAX_UNSENT', 'IDLE_TIMEOUT']
 
 MAX_UNSENT = 1024 * 1024          # bytes of replies a client may leave unread
 IDLE_TIMEOUT = 300.0              # seconds without a byte from a client that waits for nothing
 CLOSE_GRACE = 10.0                # seconds a closing connection gets to take its last replies
-REFUSAL_LOG_INTERVAL = 10.0       # seconds between two log lines about refused connections
+EVICT_IDLE = 5.0                  # seconds of silence after which a connection may be evicted
+EVICT_SCAN = 8                    # busy connections passed over when looking for an idle one
+LOG_INTERVAL = 10.0               # seconds between two log lines about the same event
 
 log = Logger(namespace='rtp_cluster.streams')
 
@@ -51,34 +57,65 @@ class StreamLimits:
     idle_timeout: float = IDLE_TIMEOUT
 
 
+class RateLimitedLog:
+    """One warning now, then the events since summed up at most once per LOG_INTERVAL."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.total = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def count(self, **fields) -> None:
+        self.total += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if self._logged_at is None or now - self._logged_at >= LOG_INTERVAL:
+            log.warn(self.text, count=self._unlogged, **fields)
+            self._unlogged = 0
+            self._logged_at = now
+
+
 class ConnectionGate:
-    """The open connections of one listening socket; refusals beyond the limit are logged,
-    the first at once and the next ones summed up at most once per REFUSAL_LOG_INTERVAL."""
+    """The open connections of one listening socket, least recently active first."""
 
     def __init__(self, what: str, max_connections: int) -> None:
         self.what = what
         self.max_connections = max_connections
-        self.connections: set = set()
-        self.refused = 0
-        self._unlogged = 0
-        self._logged_at: float | None = None
+        self.connections: OrderedDict = OrderedDict()
+        self.refusals = RateLimitedLog('{what}: refused {count} connection(s): at most {limit} '
+                                       'at a time, none idle')
+        self.evictions = RateLimitedLog('{what}: closed {count} idle connection(s) to make room '
+                                        'for new ones (at most {limit} at a time)')
 
     def admit(self, connection) -> bool:
-        if len(self.connections) < self.max_connections:
-            self.connections.add(connection)
+        if len(self.connections) >= self.max_connections and not self._evict_one():
+            self.refusals.count(what=self.what, limit=self.max_connections)
+            return False
+        self.connections[connection] = None
+        return True
+
+    def _evict_one(self) -> bool:
+        """Close the least recently active idle connection; busy ones met first move back."""
+        for _ in range(EVICT_SCAN):
+            oldest = next(iter(self.connections))
+            if oldest.awaiting_replies():
+                self.connections.move_to_end(oldest)
+                continue
+            if not oldest.evictable():
+                return False             # every later one was active more recently
+            del self.connections[oldest]
+            oldest.evict()
+            self.evictions.count(what=self.what, limit=self.max_connections)
             return True
-        self.refused += 1
-        self._unlogged += 1
-        now = time.monotonic()
-        if self._logged_at is None or now - self._logged_at >= REFUSAL_LOG_INTERVAL:
-            log.warn('{what}: refused {count} connection(s): at most {limit} at a time',
-                     what=self.what, count=self._unlogged, limit=self.max_connections)
-            self._unlogged = 0
-            self._logged_at = now
         return False
 
+    def active(self, connection) -> None:
+        if connection in self.connections:
+            self.connections.move_to_end(connection)
+
     def release(self, connection) -> None:
-        self.connections.discard(connection)
+        self.connections.pop(connection, None)
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -142,6 +179,19 @@ class BoundedStreamProtocol(tx_protocol.Protocol):
     def touch(self) -> None:
         if self._clock is not None:
             self._last_activity = self._clock.seconds()
+        if self._admitted:
+            self.factory.gate.active(self)
+
+    def evictable(self) -> bool:
+        """Silent for EVICT_IDLE seconds and owed no reply: may make room for a new client."""
+        if self._clock is None or self.awaiting_replies():
+            return False
+        return self._clock.seconds() - self._last_activity >= EVICT_IDLE
+
+    def evict(self) -> None:
+        self._admitted = False
+        self._closing = True
+        self.transport.abortConnection()
 
     # --- connection ----------------------------------------------------------------------------
 

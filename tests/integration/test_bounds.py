@@ -223,27 +223,29 @@ def test_half_closed_one_shot_agrees_with_a_real_rtpproxy(procs, tmp_path):
 
 
 def test_unix_control_socket_limits_connections_with_a_refusal(procs, tmp_path):
+    """Refusals while every connection is fresh; later a new client evicts an idle one."""
+    from rtp_cluster.adapters.streams import EVICT_IDLE, connection_limit
     from rtp_cluster.adapters.transports import MAX_CONTROL_CONNECTIONS
-    from rtp_cluster.adapters.streams import connection_limit
     limit = connection_limit(MAX_CONTROL_CONNECTIONS, 4)
     daemon = start_unix_daemon(procs, tmp_path)
     path = daemon.control.partition(':')[2]
+    opened = time.monotonic()
     idle = [unix_connect(path) for _ in range(limit)]
-    daemon.wait(lambda: probe_line(path) == b'E992\n', WAIT, 'a refusal')
     extra = [unix_connect(path) for _ in range(50)]
+    assert time.monotonic() - opened < EVICT_IDLE, 'too slow to test refusals'
     for s in extra:
         assert read_to_eof(s) == b'E992\n'
         s.close()
     admin = daemon.admin_command('ls')
     assert admin.returncode == 0 and admin.stdout.splitlines()[-1] == 'OK', admin.stderr
-    time.sleep(0.2)
-    log = daemon.log()
-    assert log.count('unix control socket: refused') == 1, log[-2000:]
-    assert 'at most %d at a time' % limit in log
-    for s in idle[:10]:
-        s.close()
-    daemon.wait(lambda: daemon.command('VF 20040107') == '1\n', WAIT, 'a free slot')
-    for s in idle[10:]:
+    daemon.wait_log('unix control socket: refused 1 connection(s): at most %d at a time, '
+                    'none idle' % limit, WAIT)
+    assert daemon.log_count('unix control socket: refused') == 1      # rate-limited
+    time.sleep(max(0.0, opened + EVICT_IDLE + 0.5 - time.monotonic()))
+    assert daemon.command('VF 20040107') == '1\n'                      # one idle one made room
+    daemon.wait_log('unix control socket: closed 1 idle connection(s) to make room', WAIT)
+    assert idle[0].recv(10) == b''                                     # the longest idle one
+    for s in idle:
         s.close()
 
 
@@ -255,16 +257,21 @@ def probe_line(path: str) -> bytes:
 
 def test_admin_socket_limits_connections_with_a_refusal(procs, tmp_path):
     from rtp_cluster.adapters.admin import MAX_CONNECTIONS
+    from rtp_cluster.adapters.streams import EVICT_IDLE
     daemon = start_udp_daemon(procs, tmp_path)
+    opened = time.monotonic()
     idle = [unix_connect(daemon.admin) for _ in range(MAX_CONNECTIONS)]
     with unix_connect(daemon.admin) as s:
         assert read_to_eof(s) == (b'ERROR: too many admin connections (at most %d); '
                                   b'try again later\n' % MAX_CONNECTIONS)
+    assert time.monotonic() - opened < EVICT_IDLE, 'too slow to test refusals'
     assert daemon.command('V') == '20040107\n'
     daemon.wait_log('admin socket: refused 1 connection(s): at most %d at a time'
                     % MAX_CONNECTIONS, WAIT)
-    idle.pop().close()
-    daemon.wait(lambda: daemon.admin_command('ls').returncode == 0, WAIT, 'the admin socket')
+    time.sleep(max(0.0, opened + EVICT_IDLE + 0.5 - time.monotonic()))
+    ls = daemon.admin_command('ls')
+    assert ls.returncode == 0 and ls.stdout.splitlines()[-1] == 'OK', ls.stderr
+    assert idle[0].recv(10) == b''                                     # made room
     for s in idle:
         s.close()
 

@@ -784,3 +784,33 @@ def probe(path: str) -> bytes:
     with connect_unix(path) as s:
         s.sendall(b'V\n')
         return s.recv(100)
+
+
+def test_a_new_client_evicts_the_longest_idle_connection_but_not_a_busy_one(rt, tmp_path,
+                                                                            monkeypatch):
+    from rtp_cluster.adapters import streams
+    monkeypatch.setattr(streams, 'EVICT_IDLE', 0.3)
+    path = str(tmp_path / 'c.sock')
+    handler = HeldHandler(rt)
+    port = bounded_unix_server(rt, path, handler, max_connections=2)
+    try:
+        oldest, busy = connect_unix(path), connect_unix(path)
+        busy.sendall(b'D held 1\n')                    # owed a reply: never evicted
+        wait_for(lambda: len(handler.held) == 1, WAIT, 'the held command')
+        time.sleep(0.4)
+        assert probe(path) == b'20040107\n'            # took the place of `oldest`
+        assert oldest.recv(10) == b''
+        time.sleep(0.1)                                 # the probe's connection is gone
+        other_busy = connect_unix(path)
+        other_busy.sendall(b'D held2 1\n')
+        wait_for(lambda: len(handler.held) == 2, WAIT, 'the second held command')
+        time.sleep(0.4)                                 # both silent, but both owed a reply
+        with connect_unix(path) as refused:
+            assert refused.recv(100) == b'E992\n'
+        handler.release()
+        assert recv_lines(busy, 1) == b'0 held\n'
+        assert recv_lines(other_busy, 1) == b'0 held2\n'
+        for s in (oldest, busy, other_busy):
+            s.close()
+    finally:
+        rt.call(port.stopListening)
