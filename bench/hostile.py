@@ -181,13 +181,16 @@ def idle(d: Daemon, count: int) -> dict:
                                  cwd=HERE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         children.append(child)
         opened += int(child.stdout.readline() or 0)
-    time.sleep(1)
+    show = (lambda r: r if isinstance(r, str) else r.decode())
+    at_once = unix_exchange(d.unix, b'V', half_close=False)
+    time.sleep(6)                   # the idle connections are now evictable (EVICT_IDLE 5 s)
     admin = unix_exchange(d.admin, b'ls\n', half_close=True)
     control = unix_exchange(d.unix, b'V', half_close=False)
     result = {'connections_opened': opened, 'daemon_fds': d.fds(),
               'admin_ls_ok': isinstance(admin, bytes) and admin.endswith(b'OK\n'),
-              'admin_reply': admin[-60:].decode() if isinstance(admin, bytes) else admin,
-              'new_control_client': control if isinstance(control, str) else control.decode(),
+              'admin_reply_tail': show(admin)[-30:],
+              'new_control_client_at_once': show(at_once),
+              'new_control_client_6s_later': show(control),
               'daemon_alive': d.proc.poll() is None}
     for child in children:
         child.stdin.close()

@@ -28,8 +28,8 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ['StreamLimits', 'ConnectionGate', 'RateLimitedLog', 'BoundedStreamProtocol', 'BoundedStreamFactory',
-           'connection_limit', 'MAX_UNSENT', 'IDLE_TIMEOUT']
+__all__ = ['StreamLimits', 'ConnectionGate', 'RateLimitedLog', 'BoundedStreamProtocol',
+           'BoundedStreamFactory', 'connection_limit', 'MAX_UNSENT', 'IDLE_TIMEOUT']
 
 MAX_UNSENT = 1024 * 1024          # bytes of replies a client may leave unread
 IDLE_TIMEOUT = 300.0              # seconds without a byte from a client that waits for nothing
@@ -97,7 +97,7 @@ class ConnectionGate:
 
     def _evict_one(self) -> bool:
         """Close the least recently active idle connection; busy ones met first move back."""
-        for _ in range(EVICT_SCAN):
+        for _ in range(EVICT_SCAN if self.connections else 0):
             oldest = next(iter(self.connections))
             if oldest.awaiting_replies():
                 self.connections.move_to_end(oldest)
@@ -290,7 +290,7 @@ class BoundedStreamProtocol(tx_protocol.Protocol):
 
 
 class BoundedStreamFactory(tx_protocol.Factory):
-    """Builds protocols of `protocol_class` that share one ConnectionGate and StreamLimits.
+    """The StreamLimits and the ConnectionGate that a listening socket's protocols share.
 
     `clock` (the reactor) drives the idle timeout; without it the transport's reactor is used.
     """
@@ -307,7 +307,8 @@ class BoundedStreamFactory(tx_protocol.Factory):
         return self.limits.max_connections
 
     @property
-    def connections(self) -> set:
+    def connections(self) -> OrderedDict:
+        """The open connections, least recently active first."""
         return self.gate.connections
 
     def disconnect_all(self) -> None:
