@@ -1,10 +1,12 @@
-"""Fuzz regression: generated control commands against the real daemon, over UDP and unix.
+"""Fuzz regression: generated commands against the real daemon, over UDP, UDP6, unix and
+the admin socket.
 
-The daemon runs two clusters (a UDP and a unix control socket) in front of two scripted
+The daemon runs three clusters (UDP, UDP6 and unix control sockets) in front of two scripted
 members (bench/fakemember.py, instant answers).  Every datagram must get exactly one
 well-formed answer with its cookie (a bare `E5` when the cookie is unusable), every line
 on a stream connection exactly one answer line, in order, locally detected errors the
-E-code the parser gives, and the daemon must stay up.  Sized to run in a few seconds.
+E-code the parser gives; every admin line an `OK`-terminated reply or one `ERROR:` line,
+never an internal error; and the daemon must stay up.  Sized to run in a few seconds.
 """
 from __future__ import annotations
 
@@ -54,17 +56,21 @@ def daemon(tmp_path_factory):
     try:
         members = ''.join(member_xml('m%d' % i, protocol='udp', address=start_fake_member(tracker))
                           for i in range(2))
-        udp_port = free_udp_port()
+        udp_port, udp6_port = free_udp_port(), free_udp_port('::1')
         unix_path = str(tmp / 'control.sock')
         xml = ('<?xml version="1.0"?>\n<rtp_cluster_config>'
                '<rtp_cluster><name>u</name><protocol>udp</protocol>'
                '<address>127.0.0.1:%d</address>%s</rtp_cluster>'
+               '<rtp_cluster><name>u6</name><protocol>udp6</protocol>'
+               '<address>[::1]:%d</address>%s</rtp_cluster>'
                '<rtp_cluster><name>s</name><protocol>unix</protocol>'
                '<address>%s</address>%s</rtp_cluster></rtp_cluster_config>\n'
-               % (udp_port, members, unix_path, members))
+               % (udp_port, members, udp6_port, members, unix_path, members))
         cluster = ClusterProc.start(tracker, tmp, (xml, 'udp:127.0.0.1:%d' % udp_port),
                                     wait_online=['m0', 'm1'])
         cluster.unix_path = unix_path
+        cluster.udp_addresses = {socket.AF_INET: ('127.0.0.1', udp_port),
+                                 socket.AF_INET6: ('::1', udp6_port)}
         yield cluster
         assert cluster.proc.poll() is None, cluster.log()[-3000:]
         assert cluster.command('V') == '20040107'
@@ -118,12 +124,11 @@ def expected_error(text: str) -> str | None:
 # --- UDP -------------------------------------------------------------------------------------
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(datagrams())
-def test_every_generated_datagram_gets_one_well_formed_answer(daemon, datagram):
-    host, _, port = daemon.control.partition(':')[2].rpartition(':')
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:    # a fresh source: no cache hit
+@given(datagrams(), st.sampled_from([socket.AF_INET, socket.AF_INET6]))
+def test_every_generated_datagram_gets_one_well_formed_answer(daemon, datagram, family):
+    with socket.socket(family, socket.SOCK_DGRAM) as s:           # a fresh source: no cache hit
         s.settimeout(5.0)
-        s.sendto(datagram, (host, int(port)))
+        s.sendto(datagram, daemon.udp_addresses[family])
         reply = s.recv(65535).decode('latin-1')
         s.settimeout(0.01)
         with pytest.raises(socket.timeout):
@@ -184,3 +189,42 @@ def test_generated_one_shot_command_gets_one_answer_then_eof(daemon, text):
     error = expected_error(text)
     if error is not None:
         assert reply == error + '\n'
+
+
+# --- admin socket ----------------------------------------------------------------------------
+
+ADMIN_WORDS = ['ls', 'ls u', 'ls s --json', 'ls --json', 'ls nosuch', 'modify', 'modify u',
+               'modify u pause m0', 'modify u resume m0', 'modify u pause', 'modify nosuch add',
+               'modify u add name=x,protocol=udp,address=127.0.0.1:9,capacity=1,weight=1',
+               'modify u add name=,protocol=tcp', 'modify u delete nosuch', 'help', 'h',
+               'ls sessions', 'ls numsessions', 'ls session c1', 'ls peers', 'ls redis',
+               'terminate', 'terminate c1', 'takeover', 'resync', 'kslist', 'ksadd', 'ksrm',
+               'reload now', '--json', '']
+ADMIN_LINES = st.one_of(
+    st.sampled_from(ADMIN_WORDS),
+    st.tuples(st.sampled_from(ADMIN_WORDS), ARGS).map(' '.join),
+    st.text(st.characters(min_codepoint=1, max_codepoint=0x2fff, blacklist_characters='\n'),
+            max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ADMIN_LINES)
+def test_generated_admin_lines_get_a_reply_or_an_error_line(daemon, line):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5.0)
+        s.connect(daemon.admin)
+        s.sendall(line.encode('utf-8', 'surrogatepass') + b'\n')
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    reply = b''.join(chunks).decode('utf-8')
+    if not line.strip():
+        assert reply == ''
+        return
+    assert reply.endswith('\n'), (line, reply)
+    lines = reply[:-1].split('\n')
+    if lines[-1] != 'OK':
+        assert len(lines) == 1 and lines[0].startswith('ERROR: '), (line, reply)
+    assert not reply.startswith('ERROR: internal error'), (line, reply)
