@@ -95,6 +95,35 @@ def test_reply_cache_is_bounded_in_bytes_under_a_flood_of_unique_long_cookies(pr
     assert exchange(address, first + b' VF 20040107', source=source) == first + b' 1\n'
 
 
+def test_reload_applies_a_new_reply_cache_budget(procs, tmp_path):
+    """A retransmit with another command shows whether the first copy's reply was cached."""
+    member = member_xml('m1', protocol='udp', address='127.0.0.1:%d' % free_udp_port())
+    port = free_udp_port()
+    daemon = Daemon.start(procs, tmp_path, cluster_xml([member], port=port))
+    address, source = ('127.0.0.1', port), free_udp_port()
+
+    def flood_from(first: int, count: int) -> list[bytes]:
+        cookies = [('%d' % i).encode().rjust(1019, b'k') for i in range(first, first + count)]
+        assert flood(address, (c + b' V' for c in cookies), source=source) == count
+        return cookies
+
+    def cached(cookie: bytes) -> bool:
+        reply = exchange(address, cookie + b' VF 20040107', source=source)
+        assert reply in (cookie + b' 20040107\n', cookie + b' 1\n'), reply
+        return reply == cookie + b' 20040107\n'
+
+    early = flood_from(0, 3_000)                  # 7 MB of entries: the 64 MiB default keeps all
+    assert cached(early[0])
+    xml, _ = cluster_xml([member], port=port,
+                         extra='<reply_cache_bytes>1048576</reply_cache_bytes>')
+    with open(daemon.config_path, 'w') as f:
+        f.write(xml)
+    assert daemon.admin_command('reload').returncode == 0
+    assert not cached(early[1])                   # dropped: over the new budget
+    late = flood_from(10_000, 3_000)
+    assert not cached(late[0]) and cached(late[-1])
+
+
 def test_cookie_longer_than_the_engine_answers_gets_a_bare_e5(procs, tmp_path):
     daemon = start_udp_daemon(procs, tmp_path)
     address = udp_address(daemon.control)
