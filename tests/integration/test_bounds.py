@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 import select
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from tests.support.cluster_proc import cluster_xml, member_xml
 from tests.support.daemon import Daemon
-from tests.support.procs import free_udp_port
+from tests.support.procs import ROOT, free_udp_port
 
 WAIT = 15.0
 
@@ -70,9 +72,19 @@ def flood(address, datagrams, window: int = 32, timeout: float = 2.0, source: in
 
 # --- the UDP reply cache -----------------------------------------------------------------------
 
+def fake_member(procs) -> str:
+    """A scripted member (bench/fakemember.py): `V`/`VF` are answered once one is probed."""
+    port = free_udp_port()
+    proc = procs.add(subprocess.Popen(
+        [sys.executable, '-m', 'bench.fakemember', '--listen', '127.0.0.1:%d' % port],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True))
+    assert proc.stdout.readline().startswith('READY')
+    return member_xml('m1', protocol='udp', address='127.0.0.1:%d' % port)
+
+
 def start_udp_daemon(procs, tmp_path, extra: str = '') -> Daemon:
-    member = member_xml('m1', protocol='udp', address='127.0.0.1:%d' % free_udp_port())
-    return Daemon.start(procs, tmp_path, cluster_xml([member], extra=extra))
+    return Daemon.start(procs, tmp_path, cluster_xml([fake_member(procs)], extra=extra),
+                        wait_online=['m1'])
 
 
 def test_reply_cache_is_bounded_in_bytes_under_a_flood_of_unique_long_cookies(procs, tmp_path):
@@ -97,9 +109,9 @@ def test_reply_cache_is_bounded_in_bytes_under_a_flood_of_unique_long_cookies(pr
 
 def test_reload_applies_a_new_reply_cache_budget(procs, tmp_path):
     """A retransmit with another command shows whether the first copy's reply was cached."""
-    member = member_xml('m1', protocol='udp', address='127.0.0.1:%d' % free_udp_port())
+    member = fake_member(procs)
     port = free_udp_port()
-    daemon = Daemon.start(procs, tmp_path, cluster_xml([member], port=port))
+    daemon = Daemon.start(procs, tmp_path, cluster_xml([member], port=port), wait_online=['m1'])
     address, source = ('127.0.0.1', port), free_udp_port()
 
     def flood_from(first: int, count: int) -> list[bytes]:
@@ -152,11 +164,10 @@ def test_engine_answers_no_cookie_longer_than_1019_bytes(procs, tmp_path):
 # --- the unix control socket -------------------------------------------------------------------
 
 def start_unix_daemon(procs, tmp_path, member=None) -> Daemon:
-    members = [member_xml('m1', member)] if member is not None else \
-        [member_xml('m1', protocol='udp', address='127.0.0.1:%d' % free_udp_port())]
+    members = [member_xml('m1', member) if member is not None else fake_member(procs)]
     path = str(tmp_path / 'control.sock')
     daemon = Daemon.start(procs, tmp_path, cluster_xml(members, protocol='unix', address=path),
-                          wait_online=['m1'] if member is not None else ())
+                          wait_online=['m1'])
     return daemon
 
 
@@ -237,8 +248,9 @@ def test_half_closed_one_shot_and_line_clients_get_forwarded_replies(procs, tmp_
         s.sendall(b'L hc-1 127.0.0.1 5002 ft1 tt1\nV\nD hc-1 ft1\nD hc-1 ft1\n')
         s.shutdown(socket.SHUT_WR)
         lines = read_to_eof(s).split(b'\n')
-    # the second D is broadcast to the members, none knows the call any more: E995
-    assert lines[1:] == [b'20040107', b'0', b'E995', b'']
+    # the second D is broadcast to the members; none knows the call any more: E50, as from
+    # one RTPproxy
+    assert lines[1:] == [b'20040107', b'0', b'E50', b'']
     assert lines[0].endswith(b' 127.0.0.1') and int(lines[0].split()[0]) > 0
 
 
