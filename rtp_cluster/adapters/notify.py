@@ -20,6 +20,7 @@ from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from ..core.counters import CounterGroup, Field, counter_group
 from ..core.protocol import notify_socket_path, parse_tcp_notify_socket
 from .transports import StartupError
 
@@ -29,15 +30,15 @@ MAX_LINE = 4096
 TCP_TARGETS_MAX = 64        # distinct tcp:HOST:PORT notify sockets clients may use
 
 
-class RelayCounters:
-    __slots__ = ('received', 'delivered', 'dropped', 'refused_connections', 'bad_lines')
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+RelayCounters = counter_group(
+    'RelayCounters', 'notify',
+    Field('received', 'Notifications received from members.'),
+    Field('delivered', 'Notifications written to a B2BUA socket.'),
+    Field('dropped', 'Notifications dropped because the destination queue was full.'),
+    Field('refused_connections', 'Connections refused because the peer is not a member.',
+          metric='rtp_cluster_notify_rejected_connections_total'),
+    Field('bad_lines', 'Malformed or over-long notification lines.',
+          metric='rtp_cluster_notify_rejected_total'))
 
 
 class _Inbound(tx_protocol.Protocol):
@@ -181,13 +182,14 @@ class _Destination:
 class NotifyRelay:
     log = Logger()
 
-    def __init__(self, config, reactor, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, config, reactor, queue_limit: int = QUEUE_LIMIT,
+                 counters: CounterGroup | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.queue_limit = queue_limit
         self.prefix_path = notify_socket_path(config.dest_socket_prefix)
         self.allowed: set[str] = set()
-        self.counters = RelayCounters()
+        self.counters = counters if counters is not None else RelayCounters()
         self.destinations: dict[str, _Destination] = {}
         self.tcp_targets: dict[str, tuple[str, int]] = {}
         self.port = None

@@ -11,17 +11,21 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..core.cluster import Cluster
+from ..core.cluster import Cluster, ClusterCounters
 from ..core.config import ClusterConfig, Config, ConfigError, MemberConfig, load_config
+from ..core.counters import CommandStats, Registry
 from ..core.loops import member_loop, own_sockets
-from ..core.member import Member
+from ..core.member import Member, MemberCounters
 from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
-from .notify import NotifyRelay
+from .notify import NotifyRelay, RelayCounters
 from ..core.sessions import DEFAULT_SESSION_TTL, SessionStore
 from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
                          make_member_client)
 
 __all__ = ['Runtime', 'StartupError']
+
+RTT_HISTOGRAM = 'rtp_cluster_member_rtt_seconds'
+COMMAND_STATS = 'rtp_cluster_commands'
 
 
 class Runtime:
@@ -38,6 +42,7 @@ class Runtime:
         self.admin_secret = admin_secret
         self.probe_interval = probe_interval
         self.clusters: dict[str, Cluster] = {}
+        self.metrics = Registry()     # every counter, kept by labels across reloads
         self._servers: dict[str, Any] = {}
         self.admin = None
         self.relays: dict[str, NotifyRelay] = {}
@@ -80,7 +85,8 @@ class Runtime:
     # --- clusters -------------------------------------------------------------------------------
 
     def _start_cluster(self, config: ClusterConfig) -> Cluster:
-        cluster = Cluster(config, self.reactor, store=self._session_store(config.name))
+        cluster = Cluster(config, self.reactor, store=self._session_store(config.name),
+                          counters=self.metrics.group(ClusterCounters, cluster=config.name))
         cluster.on_member_removed = lambda member: self._member_removed(cluster)
         self._servers[config.name] = self._listen(config, cluster)
         self.clusters[config.name] = cluster
@@ -100,10 +106,11 @@ class Runtime:
 
     def _listen(self, config: ClusterConfig, cluster: Cluster):
         endpoint = config.endpoint
+        stats = self.command_stats(config.name)
         if endpoint.protocol == 'unix':
-            factory = StreamControlFactory(cluster.handle, self.reactor)
+            factory = StreamControlFactory(cluster.handle, self.reactor, stats=stats)
             return listen_unix(self.reactor, endpoint.path, factory, self.sock_owner)
-        server = UDPControlServer(cluster.handle, self.reactor,
+        server = UDPControlServer(cluster.handle, self.reactor, stats=stats,
                                   cache_bytes=config.reply_cache_bytes,
                                   is_own_source=self._is_own_source)
         server.listen(self.reactor, endpoint.host, endpoint.port)
@@ -131,7 +138,8 @@ class Runtime:
                 del self.relays[cluster.name]
                 relay = None
         if relay is None and wanted is not None:
-            relay = NotifyRelay(wanted, self.reactor)
+            relay = NotifyRelay(wanted, self.reactor,
+                                counters=self.metrics.group(RelayCounters, cluster=cluster.name))
             relay.listen()
             self.relays[cluster.name] = relay
         if relay is not None:
@@ -145,8 +153,12 @@ class Runtime:
             raise ValueError('%s: RTPproxy already exists' % config.name)
         self._refuse_loop(config)
         client = make_member_client(self.reactor, config.endpoint, config.cmd_out_address)
+        labels = {'cluster': cluster.name, 'member': config.name}
+        counters = self.metrics.group(MemberCounters, **labels)
+        client.use_counters(counters, self.metrics.histogram(RTT_HISTOGRAM, **labels))
         client.start()
-        member = Member(config, client, self.reactor, probe_interval=self.probe_interval)
+        member = Member(config, client, self.reactor, probe_interval=self.probe_interval,
+                        counters=counters)
         cluster.add_member(member)
         member.start()
         self._sync_relay(cluster)
@@ -174,6 +186,9 @@ class Runtime:
         problem = member_loop(config.name, config.endpoint, own, resolve_socket)
         if problem is not None:
             raise ValueError(problem)
+
+    def command_stats(self, cluster: str) -> CommandStats:
+        return self.metrics.get(COMMAND_STATS, CommandStats, cluster=cluster)
 
     # --- reload ------------------------------------------------------------------------------------
 

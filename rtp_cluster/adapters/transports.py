@@ -17,6 +17,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from ..core import protocol
+from ..core.counters import INVALID, CommandStats, CounterGroup, Histogram
+from ..core.member import MemberCounters
 from ..core.protocol import Command
 from ..core.replycache import DEFAULT_MAX_BYTES as REPLY_CACHE_BYTES
 from ..core.replycache import ReplyCache
@@ -73,13 +75,14 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
     noisy = False
 
     def __init__(self, handler: Handler, clock, *, cache_generation: float = REPLY_CACHE_GENERATION,
-                 cache_bytes: int = REPLY_CACHE_BYTES,
+                 cache_bytes: int = REPLY_CACHE_BYTES, stats: CommandStats | None = None,
                  is_own_source: Callable[[tuple], bool] | None = None) -> None:
         self.handler = handler
         self.is_own_source = is_own_source
         self.own_datagrams = 0
         self._own_logged_at: float | None = None
         self.clock = clock
+        self.stats = stats if stats is not None else CommandStats()
         self.cache_generation = cache_generation
         self.cache = ReplyCache(cache_bytes)
         self._inflight: set = set()
@@ -126,15 +129,17 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         if key in self._inflight:
             self.duplicates += 1
             return
+        started = self.clock.seconds()
         if command_text is None:
-            self._send(key, protocol.E_SYNTAX)
+            self._answer(key, protocol.E_SYNTAX, INVALID, started)
             return
         command = protocol.parse_command(command_text)
         if command.error is not None:
-            self._send(key, command.error)
+            self._answer(key, command.error, command.letter or INVALID, started)
             return
         self._inflight.add(key)
-        self.handler(command, lambda body: self._answer(key, body))
+        letter = command.letter
+        self.handler(command, lambda body: self._answer(key, body, letter, started))
 
     def _drop_own(self, addr) -> None:
         self.own_datagrams += 1
@@ -145,8 +150,9 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
                           'a member points at a control socket of this process',
                           n=self.own_datagrams, addr=addr)
 
-    def _answer(self, key, body: str) -> None:
+    def _answer(self, key, body: str, letter: str, started: float) -> None:
         self._inflight.discard(key)
+        self.stats.observe(letter, self.clock.seconds() - started, body)
         self._send(key, body)
 
     def _send(self, key, body: str) -> None:
@@ -177,9 +183,11 @@ class StreamControlProtocol(BoundedStreamProtocol):
     MAX_LINE = 8192          # a real RTPproxy's line buffer; a longer line ends the connection
     MAX_IN_FLIGHT = 256      # commands of one connection awaiting replies; reading pauses beyond
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, stats: CommandStats | None = None, clock=None) -> None:
         super().__init__()
         self.handler = handler
+        self.stats = stats if stats is not None else CommandStats()
+        self.clock = clock if clock is not None else _default_clock()
         self._buffer = bytearray()
         self._mode: str | None = None      # decided by the first read
         self._pending: deque = deque()     # reply slots [body, close_after], in command order
@@ -240,18 +248,21 @@ class StreamControlProtocol(BoundedStreamProtocol):
     def _dispatch(self, text: str, close_after: bool) -> None:
         slot = [None, close_after]
         self._pending.append(slot)
+        started = self.clock.seconds()
         command = protocol.parse_command(text[:protocol.MAX_COMMAND_BYTES])
+        letter = command.letter or INVALID
         if command.error is not None:
-            self._fill(slot, command.error)
+            self._fill(slot, command.error, letter, started)
             return
-        self.handler(command, lambda body: self._fill(slot, body))
+        self.handler(command, lambda body: self._fill(slot, body, letter, started))
 
     def _flush(self) -> None:
         if self._out and not self._closing:
             self.transport.write(bytes(self._out))
         self._out.clear()
 
-    def _fill(self, slot: list, body: str) -> None:
+    def _fill(self, slot: list, body: str, letter: str, started: float) -> None:
+        self.stats.observe(letter, self.clock.seconds() - started, body)
         slot[0] = body
         was_full = len(self._pending) >= self.MAX_IN_FLIGHT
         while self._pending and self._pending[0][0] is not None:
@@ -275,15 +286,22 @@ class StreamControlProtocol(BoundedStreamProtocol):
 class StreamControlFactory(BoundedStreamFactory):
     """A unix control socket: at most `max_connections` clients (E992 beyond; see streams.py)."""
 
-    def __init__(self, handler: Handler, clock=None, limits: StreamLimits | None = None) -> None:
+    def __init__(self, handler: Handler, clock=None, limits: StreamLimits | None = None,
+                 stats: CommandStats | None = None) -> None:
         super().__init__('unix control socket', limits or StreamLimits(
             max_connections=connection_limit(MAX_CONTROL_CONNECTIONS, 4)), clock)
         self.handler = handler
+        self.stats = stats if stats is not None else CommandStats()
 
     def buildProtocol(self, addr):
-        proto = StreamControlProtocol(self.handler)
+        proto = StreamControlProtocol(self.handler, self.stats, self.clock)
         proto.factory = self
         return proto
+
+
+def _default_clock():
+    from twisted.internet import reactor
+    return reactor
 
 
 def prepare_unix_path(path: str) -> None:
@@ -356,19 +374,37 @@ class RttEstimator:
 
 
 class _ClientStats:
-    """What every member client keeps: the RTT estimate, timeouts and the timeout hook."""
+    """What every member client keeps: the RTT estimate and histogram, counters, the timeout hook."""
 
     def _init_stats(self) -> None:
         self._estimator = RttEstimator()
-        self.timeouts = 0
+        self.counters: CounterGroup = MemberCounters()
+        self.rtt_histogram = Histogram()
         self.on_timeout: Callable[[], None] | None = None
+
+    def use_counters(self, counters: CounterGroup, rtt_histogram: Histogram) -> None:
+        """Count into the member's registry entries (they outlive this client)."""
+        self.counters = counters
+        self.rtt_histogram = rtt_histogram
+
+    @property
+    def timeouts(self) -> int:
+        return self.counters.timeouts
+
+    @property
+    def late_replies(self) -> int:
+        return self.counters.late_replies
 
     @property
     def rtt(self) -> float | None:
         return self._estimator.srtt
 
+    def _sample_rtt(self, rtt: float) -> None:
+        self._estimator.sample(rtt)
+        self.rtt_histogram.observe(rtt)
+
     def _timed_out(self) -> None:
-        self.timeouts += 1
+        self.counters.timeouts += 1
         if self.on_timeout is not None:
             self.on_timeout()
 
@@ -393,7 +429,6 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
         self._listening = None
         self._sweeper = None
         self._closed = False
-        self.late_replies = 0
 
     def start(self) -> None:
         interface = self.bind_address or ('::' if self.family == socket.AF_INET6 else '0.0.0.0')
@@ -479,7 +514,7 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
     def _expire(self, cookie: str) -> None:
         pending = self._pending.pop(cookie, None)
         if pending is not None:
-            self.timeouts += 1
+            self.counters.timeouts += 1
             if self.on_timeout is not None and not self._closed:
                 self.on_timeout()
             pending.callback(None)
@@ -492,10 +527,10 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
         cookie, _, body = text.partition(' ')
         pending = self._pending.pop(cookie, None)
         if pending is None:
-            self.late_replies += 1
+            self.counters.late_replies += 1
             return
         if not pending.retransmitted:
-            self._estimator.sample(self.reactor.seconds() - pending.sent_at)
+            self._sample_rtt(self.reactor.seconds() - pending.sent_at)
         if body.endswith('\n'):
             body = body[:-1]
         pending.callback(body)
@@ -583,7 +618,7 @@ class UnixMemberClient(_ClientStats):
             if timer is not None and timer.active():
                 timer.cancel()
             if reply is not None:
-                self._estimator.sample(self.reactor.seconds() - started)
+                self._sample_rtt(self.reactor.seconds() - started)
                 if reply.endswith('\n'):
                     reply = reply[:-1]
             callback(reply)

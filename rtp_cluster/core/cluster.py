@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 from .log import Logger
 
 from . import protocol
+from .counters import CounterGroup, Field, counter_group
 from .member import ACTIVE, DRAINING, NOTIFY_CAPABILITY, ONLINE, SUSPENDED, Member
 from .monotonic import RetiredTotals
 from .protocol import Command
@@ -37,16 +38,19 @@ class MemberDraining(ValueError):
     """The member is being removed: it can no longer be paused or resumed."""
 
 
-class ClusterCounters:
-    __slots__ = ('commands', 'new_sessions', 'broadcasts', 'reanchored', 'retried_new',
-                 'member_timeouts', 'late_replies', 'expired_sessions', 'late_offers')
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+ClusterCounters = counter_group(
+    'ClusterCounters', '',
+    Field('commands', 'Control commands the cluster handled.', metric=''),
+    Field('new_sessions', 'Sessions placed on a member.'),
+    Field('broadcasts', 'Commands for unknown calls asked of every online member.'),
+    Field('reanchored', 'Sessions moved off an offline member by a re-offer.'),
+    Field('retried_new', 'New sessions retried on another member after a timeout.',
+          metric='rtp_cluster_retried_new_sessions_total'),
+    Field('member_timeouts', 'Commands answered with a timeout error (the member was silent).',
+          metric='rtp_cluster_command_timeouts_total'),
+    Field('late_replies', 'Member replies that came after the client was answered.'),
+    Field('expired_sessions', 'Sessions forgotten by aging.'),
+    Field('late_offers', 'Late-offer commands placed on a member after the lookup.'))
 
 
 class Cluster:
@@ -54,7 +58,8 @@ class Cluster:
 
     def __init__(self, config, clock, *, store: SessionStore | None = None,
                  rng: Callable[[], float] = random.random,
-                 new_session_deadline: float = NEW_SESSION_DEADLINE) -> None:
+                 new_session_deadline: float = NEW_SESSION_DEADLINE,
+                 counters: CounterGroup | None = None) -> None:
         self.config = config
         self.clock = clock
         self.rng = rng
@@ -63,7 +68,7 @@ class Cluster:
         self.store: SessionStore = store if store is not None else MemorySessionStore()
         self.store.on_unbind = self._on_unbind
         self.store.member_known = self.members.__contains__
-        self.counters = ClusterCounters()
+        self.counters = counters if counters is not None else ClusterCounters()
         self.on_member_removed: Callable[[Member], None] | None = None
         self._aging = None
         self._retired_info = RetiredTotals()       # counters of removed members

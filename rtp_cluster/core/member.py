@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from .log import Logger
 
 from . import protocol
+from .counters import CounterGroup, Field, counter_group
 from .monotonic import MonotonicTotals
 
 if TYPE_CHECKING:
@@ -43,6 +44,12 @@ CC_SELF_CAPABILITY = '20150617'
 
 Reply = Callable[[str | None], None]
 
+MemberCounters = counter_group(
+    'MemberCounters', 'member',
+    Field('timeouts', 'Commands to the member that got no reply in time.'),
+    Field('late_replies', 'Replies from the member that came after their command expired.'),
+    Field('state_changes', 'Health state changes (offline, probing, online).'))
+
 
 class MemberClient(Protocol):
     """Sends commands to one RTPproxy; `callback(None)` means no reply in time."""
@@ -60,7 +67,8 @@ class Member:
 
     def __init__(self, config: MemberConfig, client: MemberClient, clock, *,
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 1.5,
-                 probe_interval: float = 2.0, probe_timeout: float = 1.0) -> None:
+                 probe_interval: float = 2.0, probe_timeout: float = 1.0,
+                 counters: CounterGroup | None = None) -> None:
         self.config = config
         self.name = config.name
         self.control_spec = str(config.endpoint)    # fixed for this object (see Runtime.reload)
@@ -80,6 +88,8 @@ class Member:
         self.stats_totals = MonotonicTotals()        # `G` counters, kept while offline
         self.filtered_active: float = 0.0
         self.created_since_heartbeat = 0
+        self.counters = counters if counters is not None else MemberCounters()
+        self.state_since: float | None = None    # clock time of the last state change
         self.observers: list[Callable[['Member', str, str], None]] = []
         self._timer = None
         self._generation = 0        # bumps on every state change: stale callbacks see it
@@ -166,6 +176,8 @@ class Member:
         self._generation += 1
         if old == state:
             return
+        self.counters.state_changes += 1
+        self.state_since = self.clock.seconds()
         if state == OFFLINE:
             self.stats = None
         level = self.log.warn if state == OFFLINE else self.log.info

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Mapping, NamedTuple
 
+from .counters import Field, counter_group
 from .keys import (cluster_prefix, key_owner, parse_session_key, presence_key, session_key,
                    session_prefix)
 from .sessions import (DEFAULT_SESSION_TTL, SESSION_AGING_INTERVAL, MemorySessionStore, Session,
@@ -185,17 +186,19 @@ class Tombstone(LiveRecord):
 WriteOp = Callable[[str, 'LiveRecord | None'], None]
 
 
-class SharingCounters:
-    __slots__ = ('takeovers', 'demotions', 'conflicts', 'applied', 'removed_by_event',
-                 'removed_by_resync', 'bad_records', 'unknown_members', 'writes_queued',
-                 'lookups_on_miss')
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+SharingCounters = counter_group(
+    'SharingCounters', 'sharing',
+    Field('takeovers', 'Calls of a dead peer taken over.'),
+    Field('demotions', 'Own calls given up to a newer owner.'),
+    Field('conflicts', 'Record conflicts (reserved; not counted yet).'),
+    Field('applied', 'Foreign records applied.'),
+    Field('removed_by_event', 'Foreign calls removed by a keyspace event.'),
+    Field('removed_by_resync', 'Foreign calls removed by a resync.'),
+    Field('bad_records', 'Records that could not be decoded.',
+          metric='rtp_cluster_redis_bad_records_total'),
+    Field('unknown_members', 'Records naming a member this instance does not have.'),
+    Field('writes_queued', 'Record writes queued for Redis.'),
+    Field('lookups_on_miss', 'Redis lookups of a call-id not in memory.'))
 
 
 Resolver = Callable[[str, Callable[[], None], bool], bool]   # (call_id, then, ends_call)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterable, Mapping
 
+from .counters import Field, counter_group
 from .keys import (SessionKey, parse_presence_key, parse_session_key, presence_key,
                    presence_pattern, session_key, session_prefix)
 from .sessions import DEFAULT_SESSION_TTL
@@ -40,6 +41,10 @@ __all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL', 'DUPLICATE
 PRESENCE_INTERVAL = 1.0       # s between presence writes (the tick)
 PRESENCE_TTL_MS = 3000
 MAX_OWNERS_SEEN = 1024
+
+RedisCounters = counter_group(
+    'RedisCounters', 'redis',
+    Field('resyncs', 'Resyncs (full reads of the namespace) finished.'))
 REMOVAL_EVENTS = frozenset({'del', 'expired', 'evicted', 'rename_from'})
 
 
@@ -61,6 +66,7 @@ class SharingState:
         self.started = wall_clock()
         self.stores: dict[str, SharedSessionStore] = {}
         self.counters = SharingCounters()
+        self.redis_counters = RedisCounters()
         self.peers_view = PeerView(identity, self.instance_id)
         self.reads = ReadOrder()
         self.tombstones = PendingTombstones()
@@ -155,7 +161,8 @@ class SharingState:
 
     def on_write_ok(self) -> None:
         if self.degraded:
-            self.emit(Log('info', 'redis: writes succeed again'))
+            self.emit(Log('info', 'redis: writes succeed again',
+                          {'event': 'redis_state', 'old': 'degraded', 'new': 'connected'}))
         self.degraded = False
         self.write_errors = 0
 
@@ -166,7 +173,8 @@ class SharingState:
         if self.degraded or self.write_errors < self.identity.degraded_after:
             return
         self.emit(Log('warn', 'redis: write failed, serving from memory (degraded): '
-                      '{error}', {'error': error}))
+                      '{error}', {'error': error, 'event': 'redis_state', 'old': 'connected',
+                                  'new': 'degraded', 'reason': error}))
         self.degraded = True
 
     def on_server(self, run_id: str, previous_token: str | None) -> None:
@@ -389,6 +397,7 @@ class SharingState:
         self.peers_view.gone(set(self.peers_view.info) - set(presences))
         self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
                             'removed': removed}
+        self.redis_counters.resyncs += 1
         self.own_load.complete()
         self.tombstones.resync_done()
         if self.reads.resync_done():
