@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping, TypeVar
 from lxml import etree
 
 from . import config_schema as schema
-from .config_schema import CAPACITY_LIMITS, MEMBER_STATUSES, local_host_name
+from .config_schema import (CAPACITY_LIMITS, LOG_LEVELS, MEMBER_STATUSES, local_host_name,
+                            parse_log_level)
 from .endpoints import (
     CONFIG_PROTOCOLS, DEFAULT_PORT, MAX_UNIX_PATH, Endpoint, check_host, parse_admin_socket,
     parse_endpoint, parse_port, parse_socket_spec, split_host_port,
@@ -34,10 +35,11 @@ from .endpoints import (
 
 __all__ = [
     'ConfigError', 'Endpoint', 'parse_endpoint', 'parse_socket_spec', 'parse_admin_socket',
-    'MemberConfig', 'DisconnectNotifyConfig', 'ClusterConfig', 'RedisConfig',
+    'MemberConfig', 'DisconnectNotifyConfig', 'ClusterConfig', 'RedisConfig', 'HttpConfig',
     'Config', 'load_config', 'parse_config', 'config_to_xml', 'member_from_fields',
     'FieldError', 'DEFAULT_PORT', 'CONFIG_PROTOCOLS', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
-    'MAX_UNIX_PATH', 'check_host', 'parse_port', 'split_host_port',
+    'MAX_UNIX_PATH', 'check_host', 'parse_port', 'split_host_port', 'LOG_LEVELS',
+    'parse_log_level',
 ]
 
 # Guards against pointing -c at something like /dev/zero.
@@ -88,11 +90,26 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The optional HTTP listener (metrics, health, status page)."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        host = f'[{self.host}]' if ':' in self.host else self.host
+        return f'{host}:{self.port}'
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration file."""
 
     clusters: tuple[ClusterConfig, ...]
     redis: RedisConfig | None = None
+    http: HttpConfig | None = None
+    log_level: str = 'info'
 
 
 # --------------------------------------------------------------------------
@@ -337,7 +354,24 @@ class _Reader:
                              'no <rtp_cluster>; expected at least one')
         clusters = self.clusters(cluster_els)
         redis = self.redis(redis_el) if redis_el is not None else None
-        return Config(clusters=clusters, redis=redis)
+        http_el = self.optional(groups, 'http', owner)
+        return Config(clusters=clusters, redis=redis,
+                      http=self.http(http_el) if http_el is not None else None,
+                      **self.fields(root, groups, owner, schema.ROOT))
+
+    def http(self, el: etree._Element) -> HttpConfig:
+        groups = self.group(el)
+        owner = _Owner('http')
+        address_el = self.optional(groups, 'address', owner)
+        if address_el is None:
+            raise self.error(el, owner.subject(),
+                             f'missing <address>; expected {schema.HTTP_ADDRESS_TEXT}')
+        try:
+            host, port = split_host_port((address_el.text or '').strip(), None)
+        except ValueError as e:
+            raise self.error(address_el, owner.child_subject('address'),
+                             f'{e} (expected {schema.HTTP_ADDRESS_TEXT})') from None
+        return HttpConfig(host=host, port=port)
 
     def clusters(self, elements: list[etree._Element]) -> tuple[ClusterConfig, ...]:
         names: dict[str, int] = {}
@@ -531,5 +565,6 @@ def _write_nested(el: etree._Element, tag: str, value: Any) -> None:
         _write_element(el, tag, value)
 
 
-_NESTED_FIELDS = {'rtp_cluster': 'clusters', 'redis': 'redis', 'rtpproxy': 'members',
-                  'disconnect_notify': 'disconnect_notify', 'capacity_limit': 'capacity_limit'}
+_NESTED_FIELDS = {'rtp_cluster': 'clusters', 'redis': 'redis', 'http': 'http',
+                  'rtpproxy': 'members', 'disconnect_notify': 'disconnect_notify',
+                  'capacity_limit': 'capacity_limit'}

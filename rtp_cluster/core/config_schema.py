@@ -29,11 +29,15 @@ __all__ = [
     'leaf_tags', 'expected', 'config_class', 'add_keys', 'required_add_keys', 'add_usage',
     'add_problem', 'describe',
     'render_text', 'render_man', 'local_host_name', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
+    'LOG_LEVELS', 'parse_log_level', 'HTTP_ADDRESS_TEXT',
 ]
 
 ROOT = 'rtp_cluster_config'
 MEMBER_STATUSES = ('ACTIVE', 'SUSPENDED')
 CAPACITY_LIMITS = ('soft', 'hard')
+LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'critical')
+LOG_LEVEL_TEXT = 'debug, info, warn, error or critical'
+HTTP_ADDRESS_TEXT = 'HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9180'
 
 _DIGITS = re.compile(r'[0-9]+')
 _IDENT = re.compile(r'[A-Za-z0-9._-]{1,64}')
@@ -257,6 +261,23 @@ def _check_redis_query(query: str) -> None:
             raise ValueError(f'database "{value}" is not valid; expected a number')
 
 
+def parse_log_level(text: str) -> str:
+    """A log level name, any case (``warning`` is taken for ``warn``); raises ValueError."""
+    level = text.strip().lower()
+    level = 'warn' if level == 'warning' else level
+    if level not in LOG_LEVELS:
+        raise ValueError(f'unknown log level "{shorten(text)}"; expected {LOG_LEVEL_TEXT}')
+    return level
+
+
+def _log_level_if_not_default(config: Any) -> str | None:
+    return None if config.log_level == 'info' else config.log_level
+
+
+def _http_address(http: Any) -> str:
+    return http.address
+
+
 def _write_yes_no(value: bool) -> str:
     return 'yes' if value else 'no'
 
@@ -333,6 +354,10 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
               container=True),
         Child('redis', 'a <redis> element', 'session sharing through Redis',
               container=True),
+        Child('http', 'an <http> element',
+              'HTTP listener: Prometheus /metrics, /health, the status page', container=True),
+        Child('log_level', LOG_LEVEL_TEXT, 'the log level (default: info)', parse_log_level,
+              'log_level', default='info', value_of=_log_level_if_not_default),
     ),
     'rtp_cluster': (
         _name('the cluster name, unique among clusters'),
@@ -426,6 +451,13 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
               'set notify-keyspace-events with CONFIG SET when it lacks classes sharing needs '
               '(default: no)', yes_no, 'configure_notifications', bool, default=False,
               write=_write_yes_no),
+    ),
+    # after every element with an <address> of the endpoint grammar: expected('address')
+    # finds theirs first
+    'http': (
+        # read by the http reader itself (its errors name HTTP_ADDRESS_TEXT): no parse here
+        Child('address', HTTP_ADDRESS_TEXT, 'address to listen on; keep it on loopback or a '
+              'management network', required=True, value_of=_http_address),
     ),
 }
 

@@ -114,7 +114,7 @@ INVALID = {
     'unknown top-level element': (
         document(extra='<logging>yes</logging>'), '<logging>', 1,
         '<logging> in <rtp_cluster_config>: unknown element; '
-        'expected one of <rtp_cluster>, <redis>'),
+        'expected one of <rtp_cluster>, <redis>, <http>, <log_level>'),
     'wrong root': (
         b'<rtp_clusters>\n</rtp_clusters>\n', '<rtp_clusters>', 1,
         '<rtp_clusters>: wrong root element; expected <rtp_cluster_config>'),
