@@ -3,7 +3,7 @@
 Command line (compatible with sippy's original rtp_cluster):
 
     rtp_cluster [-fd] [-c conffile] [-s admin_socket] [-P pidfile] [-L logfile] [-o user:group]
-                [--admin-allow-remote] [--admin-secret-file file]
+                [--admin-allow-remote] [--admin-secret-file file] [--log-format text|json]
 
 Startup problems (bad configuration, a socket that cannot be bound, an unwritable
 pidfile or log file) are reported as one line on stderr with exit status 1.  In daemon
@@ -27,12 +27,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Callable, NoReturn
 
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger, globalLogBeginner
 
 from . import __version__
 
 if TYPE_CHECKING:
     from .core.config import Config
+    from .adapters.logcontrol import LogLevels
     from .adapters.runtime import Runtime
 
 PROG = 'rtp_cluster'
@@ -61,6 +62,7 @@ class Options:
     owner: tuple[int, int] | None
     probe_interval: float = 2.0
     admin_secret: str | None = field(default=None, repr=False)   # never in a log line
+    log_format: str = 'text'
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--probe-interval', dest='probe_interval', metavar='seconds',
                         type=_probe_interval, default=2.0,
                         help='how often an offline member is probed again (default: %(default)g)')
+    parser.add_argument('--log-format', dest='log_format', choices=('text', 'json'),
+                        default='text', help='log lines as text or as JSON objects, one per '
+                        'line, for log shippers (default: %(default)s)')
     parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
     return parser
 
@@ -205,6 +210,7 @@ def parse_options(argv: list[str]) -> Options:
         owner=parse_owner(args.owner) if args.owner else None,
         probe_interval=args.probe_interval,
         admin_secret=admin_secret(admin, args.admin_allow_remote, args.admin_secret_file),
+        log_format=args.log_format,
     )
 
 
@@ -364,20 +370,27 @@ class LogFile:
         os.close(fd)
 
 
-def start_logging(stream: IO[str]) -> None:
-    """Timestamped twisted.logger output to `stream` (stdout: the terminal or the log file)."""
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(stream)], redirectStandardIO=False)
+def start_logging(stream: IO[str], log_format: str = 'text') -> LogLevels:
+    """twisted.logger output to `stream` (stdout: the terminal or the log file), filtered by
+    the returned LogLevels (`<log_level>`, `set loglevel`)."""
+    from .adapters.logcontrol import LogLevels, file_observer
+    levels = LogLevels()
+    globalLogBeginner.beginLoggingTo([levels.filtered(file_observer(stream, log_format))],
+                                     redirectStandardIO=False)
+    return levels
 
 
 # --- running ---------------------------------------------------------------------------------
 
-def start_runtime(opts: Options, config: Config, reactor) -> Runtime:
+def start_runtime(opts: Options, config: Config, reactor, log_levels: LogLevels | None = None,
+                  notifier=None) -> Runtime:
     """Create the Runtime and bind every socket; AppError (one line) on failure."""
     from .adapters.runtime import Runtime
     try:
         runtime = Runtime(config, os.path.abspath(opts.config), reactor,
                           sock_owner=opts.owner, admin_spec=opts.admin,
-                          probe_interval=opts.probe_interval, admin_secret=opts.admin_secret)
+                          probe_interval=opts.probe_interval, admin_secret=opts.admin_secret,
+                          log_levels=log_levels, notifier=notifier)
         runtime.start()
     except Exception as exc:
         if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ not in _EXPECTED:
@@ -447,13 +460,16 @@ def install_signals(reactor, runtime: Runtime, logfile: LogFile | None) -> None:
     signal.signal(signal.SIGINT, on_stop_signal)
 
 
-def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callable[[str | None], None]) -> int:
+def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callable[[str | None], None],
+          log_levels: LogLevels | None = None) -> int:
     """Start everything, report through `ready(error_or_None)`, run until SIGTERM/SIGINT."""
     from twisted.internet import reactor
+    from .adapters.systemd import SystemdNotifier
+    notifier = SystemdNotifier()
     pidfile = PidFile(opts.pidfile)
     try:
         pidfile.acquire()
-        runtime = start_runtime(opts, config, reactor)
+        runtime = start_runtime(opts, config, reactor, log_levels, notifier)
     except AppError as exc:
         pidfile.remove()
         if logfile is not None:            # the terminal gets the line too, through ready()
@@ -464,6 +480,7 @@ def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callabl
     # Report success only once the reactor runs: a stop signal is handled from then on.
     reactor.callWhenRunning(install_signals, reactor, runtime, logfile)
     reactor.callWhenRunning(_started, opts, config, ready)
+    reactor.callWhenRunning(_notify_systemd, notifier, runtime, reactor)
     try:
         reactor.run()
     finally:
@@ -480,8 +497,17 @@ def _started(opts: Options, config, ready: Callable[[str | None], None]) -> None
     ready(None)
 
 
+def _notify_systemd(notifier, runtime, reactor) -> None:
+    """READY=1 (every socket is bound by now), then STATUS= and WATCHDOG=1 from the reactor."""
+    from .adapters.systemd import status_line
+    notifier.ready(status_line(runtime.clusters.values()))
+    notifier.start(reactor, lambda: status_line(runtime.clusters.values()))
+
+
 def _stop_runtime(runtime, reactor):
     log.info('shutting down')
+    runtime.notifier.stopping()
+    runtime.notifier.stop()
     try:
         d = runtime.stop()
     except Exception:
@@ -495,13 +521,13 @@ def _stop_runtime(runtime, reactor):
 
 
 def run_foreground(opts: Options, config: Config) -> int:
-    start_logging(sys.stdout)
+    log_levels = start_logging(sys.stdout, opts.log_format)
 
     def ready(error: str | None) -> None:
         if error:
             print('%s: %s' % (PROG, error), file=sys.stderr)
 
-    return serve(opts, config, None, ready)
+    return serve(opts, config, None, ready, log_levels)
 
 
 # --- daemon mode -----------------------------------------------------------------------------
@@ -554,8 +580,8 @@ def _daemon_child(opts: Options, config, logfile: LogFile, wfd: int) -> NoReturn
         sys.path[:] = [os.path.abspath(p) for p in sys.path]   # '' would mean / after chdir
         os.chdir('/')
         _redirect_stdio(logfile)
-        start_logging(sys.stdout)
-        status = serve(opts, config, logfile, _pipe_reporter(wfd))
+        log_levels = start_logging(sys.stdout, opts.log_format)
+        status = serve(opts, config, logfile, _pipe_reporter(wfd), log_levels)
     except BaseException:
         traceback.print_exc()
     finally:

@@ -12,7 +12,7 @@ if [ "${1:-}" = list ]; then
 fi
 
 DEMO=(python3 python3-venv)
-TEST=("${DEMO[@]}" python3-dev redis-server kamailio sip-tester)
+TEST=("${DEMO[@]}" python3-dev redis-server kamailio sip-tester prometheus chromium)
 PACKAGE=("${TEST[@]}" debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
          lintian devscripts fakeroot systemd)
 

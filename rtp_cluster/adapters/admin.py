@@ -32,7 +32,7 @@ from ..core.endpoints import Endpoint, parse_admin_socket
 from ..core.member import ACTIVE, DRAINING, SUSPENDED
 from . import admin_sharing
 from .admin_registry import (
-    AdminCommand, AdminError, AdminRegistry, AdminReply, one_line, show_input,
+    AdminCommand, AdminError, AdminRegistry, AdminReply, UsageError, one_line, show_input,
 )
 from .streams import BoundedStreamFactory, BoundedStreamProtocol, StreamLimits, connection_limit
 from .transports import StartupError, listen_unix
@@ -93,6 +93,10 @@ def build_registry() -> AdminRegistry:
         ('reload',), 'reload', _reload,
         description='Re-read the configuration file, as SIGHUP does; on an error the running '
                     'state is kept and the error is the reply.'))
+    registry.add(AdminCommand(
+        ('set', 'loglevel'), 'set loglevel debug|info|warn|error|critical', _set_loglevel,
+        description='Change the log level at once (until a reload brings a changed '
+                    '<log_level>).'))
     registry.add(AdminCommand(('help',), 'help', lambda runtime, args: registry.help_lines(),
                               aliases=(('h',),), description='List the commands.'))
     registry.add(AdminCommand(('quit',), 'quit', _quit, aliases=(('q',), ('exit',)),
@@ -220,6 +224,17 @@ def _auth(runtime, args: str) -> list[str]:
     # reached only once the connection's AuthGate is open (or there is none)
     raise AdminError('no authentication needed: this connection is authenticated already, or '
                      'the admin socket has no --admin-secret-file')
+
+
+def _set_loglevel(runtime, args: str) -> list[str]:
+    if len(args.split()) != 1:
+        raise UsageError('one log level expected')
+    try:
+        level = runtime.log_levels.set(args)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    log.info('admin: log level is now {new_level}', new_level=level)
+    return ['log level: %s' % level]
 
 
 def _quit(runtime, args: str) -> AdminReply:

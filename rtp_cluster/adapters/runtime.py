@@ -12,12 +12,15 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..core.cluster import Cluster, ClusterCounters
-from ..core.config import ClusterConfig, Config, ConfigError, MemberConfig, load_config
+from ..core.config import (ClusterConfig, Config, ConfigError, HttpConfig, MemberConfig,
+                           load_config)
 from ..core.counters import CommandStats, Registry
 from ..core.loops import member_loop, own_sockets
 from ..core.member import Member, MemberCounters
 from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
+from .logcontrol import LogLevels
 from .notify import NotifyRelay, RelayCounters
+from .systemd import SystemdNotifier, status_line
 from ..core.sessions import DEFAULT_SESSION_TTL, SessionStore
 from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
                          make_member_client)
@@ -33,7 +36,8 @@ class Runtime:
 
     def __init__(self, config: Config, config_path: str, reactor, sock_owner=None,
                  admin_spec: str | None = None, probe_interval: float = 2.0,
-                 admin_secret: str | None = None) -> None:
+                 admin_secret: str | None = None, log_levels: LogLevels | None = None,
+                 notifier: SystemdNotifier | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.reactor = reactor
@@ -52,6 +56,11 @@ class Runtime:
             from .redis_sharing import RedisSharing
             self.sharing = RedisSharing(config.redis, reactor)
         self.extensions: list[Any] = []   # e.g. the notification relays, the Redis sharer
+        self.http = None
+        self.started = reactor.seconds()
+        self.log_levels = log_levels if log_levels is not None else LogLevels()
+        self.log_levels.set(config.log_level)
+        self.notifier = notifier if notifier is not None else SystemdNotifier({})
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -62,6 +71,7 @@ class Runtime:
                 self._start_cluster(cluster_config)
             if self.sharing is not None:
                 self.sharing.start()
+            self._sync_http(self.config.http)
             if self.admin_spec:
                 from .admin import AdminServer   # the admin socket is optional in tests
                 self.admin = AdminServer(self, self.admin_spec, self.sock_owner,
@@ -73,6 +83,9 @@ class Runtime:
 
     def stop(self) -> defer.Deferred:
         waits = []
+        if self.http is not None:
+            waits.append(defer.maybeDeferred(self.http.stop))
+            self.http = None
         if self.admin is not None:
             waits.append(defer.maybeDeferred(self.admin.stop))
             self.admin = None
@@ -147,6 +160,17 @@ class Runtime:
                               if not member.is_local)
         cluster.allow_tcp_notify_target = relay.allow_tcp_target if relay is not None else None
 
+    def _sync_http(self, config: HttpConfig | None) -> None:
+        """Start, move or stop the HTTP listener (metrics, health, status page)."""
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        if config is not None:
+            from .http import HttpServer     # twisted.web and prometheus_client only when used
+            server = HttpServer(self, config)
+            server.listen(self.reactor)
+            self.http = server
+
     def add_member(self, cluster: Cluster, config: MemberConfig) -> Member:
         """Start member `config` in `cluster`; ValueError if it exists or would loop back."""
         if config.name in cluster.members:
@@ -158,7 +182,7 @@ class Runtime:
         client.use_counters(counters, self.metrics.histogram(RTT_HISTOGRAM, **labels))
         client.start()
         member = Member(config, client, self.reactor, probe_interval=self.probe_interval,
-                        counters=counters)
+                        counters=counters, cluster=cluster.name)
         cluster.add_member(member)
         member.start()
         self._sync_relay(cluster)
@@ -194,13 +218,19 @@ class Runtime:
 
     def reload(self) -> tuple[int, int]:
         """Re-read the config file and apply it; on a config error nothing changes."""
-        new = load_config(self.config_path)
-        problems = forwarding_loops(new)
-        if problems:
-            raise ConfigError('%s: %s' % (self.config_path, '; '.join(problems)))
-        if new.redis != self.config.redis:
-            self.log.warn('reload: changed <redis> settings take effect at the next restart')
-        self.apply(new)
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            problems = forwarding_loops(new)
+            if problems:
+                raise ConfigError('%s: %s' % (self.config_path, '; '.join(problems)))
+            if new.redis != self.config.redis:
+                self.log.warn('reload: changed <redis> settings take effect at the next restart')
+            self.apply(new)
+        finally:
+            self.notifier.ready(status_line(self.clusters.values()))
+        self.log.info('reload: {nclusters} clusters, {nmembers} members', event='reload',
+                      nclusters=len(new.clusters), nmembers=sum(len(c.members) for c in new.clusters))
         return len(new.clusters), sum(len(c.members) for c in new.clusters)
 
     def apply(self, new: Config) -> None:
@@ -214,6 +244,13 @@ class Runtime:
                 self._start_cluster(cluster_config)
             else:
                 self._update_cluster(cluster, cluster_config)
+        if new.log_level != self.config.log_level:
+            self.log_levels.set(new.log_level)
+        if new.http != self.config.http:
+            try:
+                self._sync_http(new.http)
+            except StartupError as exc:
+                self.log.error('reload: {error}; the HTTP listener is off', error=str(exc))
         self.config = new
 
     def _update_cluster(self, cluster: Cluster, config: ClusterConfig) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, unix_path
+from .log import LEVELS
 from .replycache import DEFAULT_MAX_BYTES as DEFAULT_REPLY_CACHE_BYTES
 from .replycache import MIN_MAX_BYTES as MIN_REPLY_CACHE_BYTES
 
@@ -35,7 +36,7 @@ __all__ = [
 ROOT = 'rtp_cluster_config'
 MEMBER_STATUSES = ('ACTIVE', 'SUSPENDED')
 CAPACITY_LIMITS = ('soft', 'hard')
-LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'critical')
+LOG_LEVELS = LEVELS        # the core log facade's levels
 LOG_LEVEL_TEXT = 'debug, info, warn, error or critical'
 HTTP_ADDRESS_TEXT = 'HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9180'
 

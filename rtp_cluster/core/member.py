@@ -68,8 +68,9 @@ class Member:
     def __init__(self, config: MemberConfig, client: MemberClient, clock, *,
                  heartbeat_interval: float = 1.0, heartbeat_timeout: float = 1.5,
                  probe_interval: float = 2.0, probe_timeout: float = 1.0,
-                 counters: CounterGroup | None = None) -> None:
+                 counters: CounterGroup | None = None, cluster: str = '') -> None:
         self.config = config
+        self.cluster = cluster          # the cluster's name, for log events
         self.name = config.name
         self.control_spec = str(config.endpoint)    # fixed for this object (see Runtime.reload)
         self.client = client
@@ -171,7 +172,7 @@ class Member:
         self._cancel_timer()
         self.client.close()
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, reason: str) -> None:
         old, self.state = self.state, state
         self._generation += 1
         if old == state:
@@ -181,7 +182,10 @@ class Member:
         if state == OFFLINE:
             self.stats = None
         level = self.log.warn if state == OFFLINE else self.log.info
-        level('member {name}: {old} -> {new}', name=self.name, old=old, new=state)
+        # the fields make a structured event for JSON log lines; the text stays as it was
+        level('member {name}: {old} -> {new}', name=self.name, old=old, new=state,
+              event='member_state', cluster=self.cluster,
+              member=self.name, reason=reason)
         for observer in list(self.observers):
             observer(self, old, state)
 
@@ -200,7 +204,7 @@ class Member:
     def _probe(self) -> None:
         if self._stopped:
             return
-        self._set_state(PROBING)
+        self._set_state(PROBING, 'probe')
         generation = self._generation
         self.client.send('V', lambda reply: self._on_version(generation, reply),
                          self.probe_timeout)
@@ -239,14 +243,14 @@ class Member:
                 return
             self._take_stats(stats, 0)
             self.filtered_active = float(stats['active sessions'])
-            self._set_state(ONLINE)
+            self._set_state(ONLINE, 'probe answered')
             self._schedule(self.heartbeat_interval, self._heartbeat)
         self.client.send('Ib', done, self.probe_timeout)
 
     def _probe_failed(self, why: str) -> None:
         if self.state != OFFLINE:
             self.log.info('member {name}: probe failed: {why}', name=self.name, why=why)
-        self._set_state(OFFLINE)
+        self._set_state(OFFLINE, why)
         self._schedule(self.probe_interval, self._probe)
 
     # --- heartbeat ---------------------------------------------------------------------------
@@ -281,7 +285,7 @@ class Member:
 
     def _go_offline(self, why: str) -> None:
         self.log.warn('member {name}: {why}', name=self.name, why=why)
-        self._set_state(OFFLINE)
+        self._set_state(OFFLINE, why)
         self._schedule(self.probe_interval, self._probe)
 
     # --- commands -----------------------------------------------------------------------------

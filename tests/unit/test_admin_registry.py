@@ -113,7 +113,7 @@ def test_the_daemon_help_lists_every_command_and_alias():
         assert '\t' + command.synopsis in help_lines
         for alias in command.aliases:
             assert ' '.join(alias) in listed
-    assert {c.name for c in registry} == {'ls', 'modify', 'reload', 'help', 'quit', 'auth',
-                                          *SHARING_COMMANDS}
+    assert {c.name for c in registry} == {'ls', 'modify', 'reload', 'set loglevel', 'help',
+                                          'quit', 'auth', *SHARING_COMMANDS}
     assert '\thelp' in help_lines and 'suspend' in listed
     assert help_lines[-1] == 'OK'
