@@ -28,6 +28,7 @@ class LogLevels:
         """Change the level; ValueError naming the levels when `text` is not one of them."""
         level = parse_log_level(text)
         self.predicate.defaultLogLevel = LogLevel.levelWithName(level)
+        self.predicate.clearLogLevels()     # the predicate keeps the old default otherwise
         return level
 
     def filtered(self, observer: ILogObserver) -> ILogObserver:

@@ -54,7 +54,7 @@ class RuntimeCollector:
         runtime = self.runtime
         clusters = list(runtime.clusters.values())
         yield _info()
-        yield from _member_families(clusters)
+        yield from _member_families(runtime, clusters)
         yield from group_families([c.counters for c in clusters])
         yield from group_families([m.counters for c in clusters for m in c.members.values()])
         yield from _command_families(runtime, clusters)
@@ -90,7 +90,7 @@ def group_families(groups: Iterable[CounterGroup]) -> Iterator[Metric]:
         yield family
 
 
-def _member_families(clusters: list) -> Iterator[Metric]:
+def _member_families(runtime: Any, clusters: list) -> Iterator[Metric]:
     labels = ['cluster', 'member']
     up = GaugeMetricFamily('rtp_cluster_member_up', 'The member answers (health state online).',
                            labels=labels)
@@ -121,7 +121,7 @@ def _member_families(clusters: list) -> Iterator[Metric]:
             capacity.add_metric(values, member.capacity)
             weight.add_metric(values, member.weight)
             utilization.add_metric(values, member.utilisation())
-            add_histogram(rtt, values, member.client.rtt_histogram)
+            add_histogram(rtt, values, runtime.rtt_histogram(cluster.name, member.name))
     return iter((up, status, sessions, active, capacity, weight, utilization, rtt))
 
 

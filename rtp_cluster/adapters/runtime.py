@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from ..core.cluster import Cluster, ClusterCounters
 from ..core.config import (ClusterConfig, Config, ConfigError, HttpConfig, MemberConfig,
                            load_config)
-from ..core.counters import CommandStats, Registry
+from ..core.counters import CommandStats, Histogram, Registry
 from ..core.loops import member_loop, own_sockets
 from ..core.member import Member, MemberCounters
 from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
@@ -177,9 +177,8 @@ class Runtime:
             raise ValueError('%s: RTPproxy already exists' % config.name)
         self._refuse_loop(config)
         client = make_member_client(self.reactor, config.endpoint, config.cmd_out_address)
-        labels = {'cluster': cluster.name, 'member': config.name}
-        counters = self.metrics.group(MemberCounters, **labels)
-        client.use_counters(counters, self.metrics.histogram(RTT_HISTOGRAM, **labels))
+        counters = self.metrics.group(MemberCounters, cluster=cluster.name, member=config.name)
+        client.use_counters(counters, self.rtt_histogram(cluster.name, config.name))
         client.start()
         member = Member(config, client, self.reactor, probe_interval=self.probe_interval,
                         counters=counters, cluster=cluster.name)
@@ -213,6 +212,9 @@ class Runtime:
 
     def command_stats(self, cluster: str) -> CommandStats:
         return self.metrics.get(COMMAND_STATS, CommandStats, cluster=cluster)
+
+    def rtt_histogram(self, cluster: str, member: str) -> Histogram:
+        return self.metrics.histogram(RTT_HISTOGRAM, cluster=cluster, member=member)
 
     # --- reload ------------------------------------------------------------------------------------
 
