@@ -48,7 +48,7 @@ MemberCounters = counter_group(
     'MemberCounters', 'member',
     Field('timeouts', 'Commands to the member that got no reply in time.'),
     Field('late_replies', 'Replies from the member that came after their command expired.'),
-    Field('state_changes', 'Health state changes (offline, probing, online).'))
+    Field('state_changes', 'Changes between up (online) and down (offline or probing).'))
 
 
 class MemberClient(Protocol):
@@ -90,7 +90,7 @@ class Member:
         self.filtered_active: float = 0.0
         self.created_since_heartbeat = 0
         self.counters = counters if counters is not None else MemberCounters()
-        self.state_since: float | None = None    # clock time of the last state change
+        self.state_since: float | None = None    # clock time of the last up/down change
         self.observers: list[Callable[['Member', str, str], None]] = []
         self._timer = None
         self._generation = 0        # bumps on every state change: stale callbacks see it
@@ -177,8 +177,9 @@ class Member:
         self._generation += 1
         if old == state:
             return
-        self.counters.state_changes += 1
-        self.state_since = self.clock.seconds()
+        if ONLINE in (old, state):      # a dead member's offline/probing cycle is no change
+            self.counters.state_changes += 1
+            self.state_since = self.clock.seconds()
         if state == OFFLINE:
             self.stats = None
         level = self.log.warn if state == OFFLINE else self.log.info

@@ -83,7 +83,7 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .2em} h2{font-size:1.1em;margin:1.4em 0 .3em}
 .meta{color:#666;margin-bottom:1em}
-table{border-collapse:collapse;background:#fff;min-width:60em}
+table{border-collapse:collapse;background:#fff}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
 th{background:#e8e8ee} td.name,td.addr,th.name,th.addr{text-align:left}
 tr.online td.state{background:#b8e6b8} tr.offline td.state{background:#f2a7a7}
@@ -123,7 +123,7 @@ def _health_line(healthy: bool, reasons: list[str]) -> str:
 
 
 _COLUMNS = ('name', 'address', 'state', 'status', 'weight', 'capacity', 'sessions',
-            'utilization', 'rtt', 'timeouts', 'since change')
+            'utilization', 'rtt', 'timeouts', 'up/down since')
 
 
 def _cluster_table(cluster: Mapping[str, Any]) -> str:

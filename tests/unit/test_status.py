@@ -100,3 +100,14 @@ def test_page_shows_redis_and_peers():
     assert '<td class="name">write queue</td><td class="name">7</td>' in page
     assert '<td class="name">peer node-b</td><td class="name">alive</td>' in page
     assert '<td class="name">state</td><td class="name">degraded</td>' in page
+
+
+def test_a_dead_members_probe_cycle_does_not_reset_its_down_time():
+    world = World({'a': ['m1', 'm2']})
+    world.kill('a', 'm2')
+    before = snap(world)['clusters'][0]['members'][1]['since']
+    world.run(6.0)          # offline -> probing -> offline ... every probe interval
+    member = snap(world)['clusters'][0]['members'][1]
+    assert member['state'] != ONLINE
+    assert abs(member['since'] - before - 6.0) < 1e-6
+    assert member['state_changes'] == 2
