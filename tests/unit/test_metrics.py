@@ -129,3 +129,72 @@ def test_process_metrics_of_the_client_library_are_there():
     names = {name for name, _ in scrape(World({'a': ['m1']}))}
     assert 'process_resident_memory_bytes' in names or 'python_info' in names
     assert 'rtp_cluster_info' in names
+
+
+class _Sharing:
+    """The attributes of RedisSharing that the collector reads."""
+
+    def __init__(self) -> None:
+        from rtp_cluster.adapters.redis_sharing import RedisCounters
+        from rtp_cluster.core.sharing import SharingCounters
+        self.degraded = False
+        self.subscriber_connected = True
+        self.duplicate_active = False
+        self.peers = {'node-b': {'alive': True}, 'node-c': {'alive': False}}
+        self.last_resync = {'duration': 0.25}
+        self.redis_counters = RedisCounters()
+        self.counters = SharingCounters()
+
+        class Writer:
+            writes_ok = 40
+            transactions = 7
+        self.writer = Writer()
+
+    def queue_depth(self) -> int:
+        return 3
+
+
+def test_redis_families():
+    world = World({'a': ['m1']})
+    world.sharing = _Sharing()
+    world.sharing.redis_counters.resyncs += 2
+    world.sharing.counters.bad_records += 1
+    world.sharing.counters.takeovers += 4
+    samples = scrape(world)
+    assert value(samples, 'rtp_cluster_redis_up') == 1
+    assert value(samples, 'rtp_cluster_redis_write_queue') == 3
+    assert value(samples, 'rtp_cluster_redis_writes_total') == 40
+    assert value(samples, 'rtp_cluster_redis_resyncs_total') == 2
+    assert value(samples, 'rtp_cluster_redis_resync_duration_seconds') == 0.25
+    assert value(samples, 'rtp_cluster_redis_bad_records_total') == 1
+    assert value(samples, 'rtp_cluster_sharing_takeovers_total') == 4
+    assert value(samples, 'rtp_cluster_peers', state='alive') == 1
+    assert value(samples, 'rtp_cluster_peers', state='dead') == 1
+    world.sharing.degraded = True
+    assert value(scrape(world), 'rtp_cluster_redis_up') == 0
+
+
+def test_grafana_dashboard_uses_only_exported_metrics():
+    import json
+    import re
+    from pathlib import Path
+    world = World({'a': ['m1']})
+    world.sharing = _Sharing()
+    relay_counters = world.metrics.group(RelayCounters, cluster='a')
+
+    class Relay:
+        counters = relay_counters
+    world.relays = {'a': Relay()}
+    world.command_stats('a').observe('U', 0.001, '0')
+    exported = {name for name, _ in scrape(world)}
+    path = Path(__file__).resolve().parents[2] / 'contrib' / 'grafana' / 'rtp_cluster.json'
+    dashboard = json.loads(path.read_text())
+    used = set()
+    for panel in dashboard['panels']:
+        for target in panel.get('targets', []):
+            used.update(re.findall(r'\brtp_cluster_[a-z_]+', target['expr']))
+    assert used, 'no metric found in the dashboard'
+    assert used - exported == set()
+    readme = (Path(__file__).resolve().parents[2] / 'README.md').read_text()
+    documented = {re.sub(r'_bucket$', '', name) for name in used}
+    assert {name for name in documented if '`%s`' % name not in readme} == set()
