@@ -136,8 +136,5 @@ class _Root(resource.Resource):
             return resource.NoResource()
         return self.children_by_path.get(path) or resource.NoResource()
 
-    def render_GET(self, request) -> bytes:    # "/" itself
-        return self.children_by_path[b''].render(request)
-
 
 __all__ = ['HttpServer']

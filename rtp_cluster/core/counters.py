@@ -211,11 +211,17 @@ class CommandStats:
         self.max_keys = max_keys
 
     def observe(self, letter: str, seconds: float, reply: str) -> None:
-        histogram = self.durations.get(letter)
-        if histogram is None:
-            histogram = self._histogram_for(letter)
-        histogram.observe(seconds)
-        self.replies.inc(reply_result(reply))
+        # Histogram.observe and reply_result inlined: this runs for every command
+        histogram = self.durations.get(letter) or self._histogram_for(letter)
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.sum += seconds
+        histogram.count += 1
+        result = 'ok' if reply[:1] not in _ERROR_START else reply.split(None, 1)[0][:8]
+        values = self.replies.values
+        if result in values:
+            values[result] += 1
+        else:
+            self.replies.inc(result)
 
     def _histogram_for(self, letter: str) -> Histogram:
         if len(self.durations) >= self.max_keys:
@@ -226,9 +232,12 @@ class CommandStats:
         return {letter: histogram.count for letter, histogram in self.durations.items()}
 
 
+_ERROR_START = frozenset(('E', 'e'))
+
+
 def reply_result(reply: str) -> str:
     """`ok`, or the E-code of an error reply (`E8`)."""
-    if reply[:1] not in ('E', 'e'):
+    if reply[:1] not in _ERROR_START:
         return 'ok'
     return reply.split(None, 1)[0][:8]
 

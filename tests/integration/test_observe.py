@@ -200,6 +200,9 @@ def test_http_errors_and_methods(procs, tmp_path):
         assert info.value.code == 405
         status, body = http_get(http_port, '/metrics')
         assert status == 200 and b'rtp_cluster_member_up{cluster="main",member="m1"} 1.0' in body
+        rtt_count = re.search(rb'^rtp_cluster_member_rtt_seconds_count\{cluster="main",member="m1"\} '
+                              rb'([0-9.e+]+)$', body, re.M)
+        assert rtt_count and float(rtt_count.group(1)) >= 3      # V, VF..., Ib of the probe
         data = json.loads(http_get(http_port, '/status.json')[1])
         assert [m['name'] for m in data['clusters'][0]['members']] == ['m1']
         assert cluster.command('V') == '20040107'      # the control path is unaffected
