@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +24,7 @@ import pytest
 from rtp_cluster.core.status import REFRESH_SECONDS
 from tests.support.chromium import Chromium
 from tests.support.cluster_proc import ClusterProc, member_xml, run_calls
-from tests.support.procs import free_tcp_port, free_udp_port, start_member
+from tests.support.procs import ROOT, free_tcp_port, free_udp_port
 
 pytestmark = pytest.mark.slow
 WAIT = 30.0
@@ -382,3 +383,81 @@ def test_set_loglevel_and_config_log_level(procs, tmp_path):
         assert bad.returncode != 0 and 'unknown log level "loud"' in bad.stdout + bad.stderr
     finally:
         cluster.stop()
+
+
+# --- the listener follows the configuration ----------------------------------------------------
+
+def test_reload_starts_moves_and_stops_the_http_listener(procs, tmp_path):
+    m1 = procs.member()
+    xml, control = config_xml({'main': [('m1', m1)]}, None)
+    cluster = ClusterProc.start(procs, tmp_path, (xml, control), wait_online=['m1'])
+
+    def write(http_address: str | None) -> None:
+        extra = '<http><address>%s</address></http>' % http_address if http_address else ''
+        with open(cluster.config_path, 'w') as f:
+            f.write(xml.replace('</rtp_cluster_config>', extra + '</rtp_cluster_config>'))
+
+    def refused(port: int) -> bool:
+        try:
+            http_get(port, '/health')
+        except urllib.error.URLError:
+            return True
+        return False
+    try:
+        first, second = free_tcp_port(), free_tcp_port()
+        write('127.0.0.1:%d' % first)
+        assert cluster.admin_command('reload').returncode == 0
+        assert http_get(first, '/health') == (200, b'{"status":"ok"}\n')
+        write('127.0.0.1:%d' % second)
+        assert cluster.admin_command('reload').returncode == 0
+        assert http_get(second, '/health')[0] == 200
+        assert wait_for(lambda: refused(first), 'the old address to be closed')
+        write(None)
+        assert cluster.admin_command('reload').returncode == 0
+        assert wait_for(lambda: refused(second), 'the listener to be gone')
+        assert cluster.command('V') == '20040107'
+    finally:
+        cluster.stop()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason='no IPv6 loopback')
+def test_http_listener_on_ipv6_loopback(procs, tmp_path):
+    m1 = procs.member()
+    port = free_tcp_port('::1')
+    xml, control = config_xml({'main': [('m1', m1)]}, None,
+                              '<http><address>[::1]:%d</address></http>' % port)
+    cluster = ClusterProc.start(procs, tmp_path, (xml, control), wait_online=['m1'])
+    try:
+        with urllib.request.urlopen('http://[::1]:%d/health' % port, timeout=5) as reply:
+            assert (reply.status, reply.read()) == (200, b'{"status":"ok"}\n')
+        with pytest.raises(urllib.error.URLError):
+            http_get(port, '/health')        # not on IPv4
+    finally:
+        cluster.stop()
+
+
+def test_http_address_in_use_is_a_startup_error(procs, tmp_path):
+    m1 = procs.member()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        xml, _ = config_xml({'main': [('m1', m1)]}, port)
+        path = tmp_path / 'busy.xml'
+        path.write_text(xml)
+        result = subprocess.run([sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', str(path),
+                                 '-s', 'unix:%s' % (tmp_path / 'admin.sock'),
+                                 '-P', str(tmp_path / 'pid')],
+                                cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert 'http listener cannot listen on 127.0.0.1:%d' % port in result.stderr
+    assert not (tmp_path / 'admin.sock').exists()
