@@ -59,7 +59,9 @@ class HttpServer:
                                runtime.started, _sharing_status(runtime.sharing))
 
     def health(self) -> tuple[int, bytes]:
-        healthy, reasons = status.health(self.snapshot())
+        sharing = self.runtime.sharing
+        healthy, reasons = status.health_of(self.runtime.clusters.values(),
+                                            sharing is not None and sharing.duplicate_active)
         body = {'status': 'ok'} if healthy else {'status': 'unhealthy', 'reasons': reasons}
         return (200 if healthy else 503), _json(body)
 

@@ -67,10 +67,21 @@ def _redis(status: Mapping[str, Any]) -> dict[str, Any]:
 
 def health(data: Snapshot) -> tuple[bool, list[str]]:
     """(healthy, reasons): every cluster has an online ACTIVE member, no duplicate instance id."""
-    reasons = ['cluster %s has no online ACTIVE member' % cluster['name']
-               for cluster in data['clusters'] if cluster['active_online'] == 0]
+    unserved = [cluster['name'] for cluster in data['clusters'] if cluster['active_online'] == 0]
     redis = data['redis']
-    if redis is not None and redis['duplicate_instance']:
+    return _verdict(unserved, redis is not None and redis['duplicate_instance'])
+
+
+def health_of(clusters: Iterable[Any], duplicate_instance: bool) -> tuple[bool, list[str]]:
+    """`health` straight from the clusters: no snapshot (no session counting) per probe."""
+    unserved = [cluster.name for cluster in clusters
+                if not any(m.online and m.status == ACTIVE for m in cluster.members.values())]
+    return _verdict(unserved, duplicate_instance)
+
+
+def _verdict(unserved: list[str], duplicate_instance: bool) -> tuple[bool, list[str]]:
+    reasons = ['cluster %s has no online ACTIVE member' % name for name in unserved]
+    if duplicate_instance:
         reasons.append('another process writes to Redis with this instance id')
     return not reasons, reasons
 
@@ -192,4 +203,4 @@ def _text(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-__all__ = ['snapshot', 'health', 'render_html', 'REFRESH_SECONDS']
+__all__ = ['snapshot', 'health', 'health_of', 'render_html', 'REFRESH_SECONDS']

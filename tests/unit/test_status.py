@@ -37,23 +37,30 @@ def test_time_since_the_last_state_change_follows_the_clock():
     assert after - before == 3.0 or abs(after - before - 3.0) < 1e-6
 
 
+def both_healths(world: World) -> tuple[bool, list[str]]:
+    """health() of the snapshot, checked equal to health_of() of the clusters (what /health uses)."""
+    verdict = status.health(snap(world))
+    assert status.health_of(world.clusters.values(), False) == verdict
+    return verdict
+
+
 def test_healthy_while_every_cluster_has_an_online_active_member():
     world = World({'a': ['m1', 'm2'], 'b': ['m3']})
-    assert status.health(snap(world)) == (True, [])
+    assert both_healths(world) == (True, [])
     world.kill('a', 'm1')
-    assert status.health(snap(world)) == (True, [])
+    assert both_healths(world) == (True, [])
     world.kill('a', 'm2')
     assert world.clusters['a'].members['m2'].state == OFFLINE
-    assert status.health(snap(world)) == (False, ['cluster a has no online ACTIVE member'])
+    assert both_healths(world) == (False, ['cluster a has no online ACTIVE member'])
     world.clients['a', 'm2'].silent = False
     world.run(5.0)
-    assert status.health(snap(world)) == (True, [])
+    assert both_healths(world) == (True, [])
 
 
 def test_a_suspended_member_does_not_make_a_cluster_healthy():
     world = World({'a': ['m1']})
     world.clusters['a'].members['m1'].status = 'SUSPENDED'
-    healthy, reasons = status.health(snap(world))
+    healthy, reasons = both_healths(world)
     assert not healthy and reasons == ['cluster a has no online ACTIVE member']
 
 
@@ -63,6 +70,7 @@ def test_duplicate_instance_id_is_unhealthy():
                'foreign': 0, 'duplicate': {'token': 'x'}, 'last_error': '', 'peers': {}}
     healthy, reasons = status.health(snap(world, sharing))
     assert not healthy and 'instance id' in reasons[0]
+    assert status.health_of(world.clusters.values(), True) == (healthy, reasons)
     sharing['duplicate'] = {}
     assert status.health(snap(world, sharing)) == (True, [])
 
