@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all venv test demo bench bench-memory bench-sharing clean
+.PHONY: all venv test demo bench bench-memory bench-sharing bench-http clean
 
 all: test
 
@@ -56,6 +56,12 @@ bench-sharing: venv
 		--concurrency 16 --out bench/results/sharing-closed.json
 	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 10 --duration 5 \
 		--concurrency 256 --rate 1000 --hold 0.1 --out bench/results/sharing-paced.json
+
+# the metrics requirement: the HTTP listener on and /metrics scraped every second (B) against
+# the same cluster without it (A), interleaved in one run; B/A must stay within 3 %
+bench-http: venv
+	$(VENV)/bin/python -m bench.runner --b cluster-http --rounds 5 --duration 10 \
+		--concurrency 16,64 --out bench/results/http.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

@@ -28,6 +28,13 @@ def free_udp_port(host: str = '127.0.0.1') -> int:
         return s.getsockname()[1]
 
 
+def free_tcp_port(host: str = '127.0.0.1') -> int:
+    """A TCP port that is free on `host` right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def control_command(addr: tuple[str, int], cmd: str, timeout: float = 1.0) -> str | None:
     """One UDP control command; the reply body (with its newline), or None without an answer."""
     cookie = b'bq%x_%x' % (os.getpid(), time.monotonic_ns())
@@ -213,7 +220,8 @@ class Fleet:
 
     def cluster(self, port: int, members: list[tuple[str, tuple[str, int]]],
                 host: str = '127.0.0.1', capacity: int = 100000,
-                redis_url: str | None = None, name: str = 'rtp_cluster') -> Child:
+                redis_url: str | None = None, name: str = 'rtp_cluster',
+                http_port: int | None = None) -> Child:
         """The rtp_cluster daemon in the foreground, serving udp:HOST:PORT for `members`.
 
         Returns once the cluster has created (and deleted) a probe session, i.e. once at least
@@ -221,7 +229,8 @@ class Fleet:
         """
         conf = os.path.join(self.workdir, name + '.xml')
         with open(conf, 'w') as f:
-            f.write(cluster_config_xml('bench', (host, port), members, capacity, redis_url))
+            f.write(cluster_config_xml('bench', (host, port), members, capacity, redis_url,
+                                       http_port))
         argv = [sys.executable, '-m', 'rtp_cluster.app', '-f', '-c', conf,
                 '-s', 'unix:' + os.path.join(self.workdir, name + '-admin.sock'),
                 '-P', os.path.join(self.workdir, name + '.pid'),
@@ -237,6 +246,15 @@ class Fleet:
         return child
 
 
+    def scraper(self, url: str, interval: float = 1.0) -> Child:
+        """GETs `url` every `interval` seconds in its own process (bench/scraper.py)."""
+        argv = [sys.executable, '-m', 'bench.scraper', '--url', url, '--interval', str(interval)]
+        child = self._start(Child('scraper', argv,
+                                  log_path=os.path.join(self.workdir, 'scraper.log')))
+        child.wait_ready_line(15)
+        return child
+
+
 def write_results(path: str, results: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
@@ -245,8 +263,10 @@ def write_results(path: str, results: dict) -> None:
 
 def cluster_config_xml(name: str, addr: tuple[str, int],
                        members: list[tuple[str, tuple[str, int]]], capacity: int,
-                       redis_url: str | None = None) -> str:
+                       redis_url: str | None = None, http_port: int | None = None) -> str:
     parts = ['<?xml version="1.0" encoding="UTF-8"?>', '<rtp_cluster_config>']
+    if http_port:
+        parts += ['  <http><address>127.0.0.1:%d</address></http>' % http_port]
     if redis_url:
         parts += ['  <redis><url>%s</url><instance_id>bench-%d</instance_id></redis>'
                   % (redis_url, addr[1])]

@@ -26,8 +26,8 @@ import sys
 import time
 
 from bench.loadgen import LoadGen, Stats, format_table
-from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port,
-                           write_results)
+from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_tcp_port,
+                           free_udp_port, write_results)
 
 HOST = '127.0.0.1'
 RESULTS = os.path.join(ROOT, 'bench', 'results', 'latest.json')
@@ -262,6 +262,8 @@ def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True) -> list[Ta
     """The targets in the order each round measures them; B last."""
     if kind == 'cluster-redis':
         return list(sharing_targets(fleet, ranges))
+    if kind == 'cluster-http':
+        return list(http_targets(fleet, ranges))
     a_port = free_udp_port(HOST)
     a = fleet.rtpp_member('a-direct', a_port, ranges[0])
     target_a = Target('A', 'one rtp-io member, direct', (HOST, a_port), a.pid, [])
@@ -302,15 +304,34 @@ def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
                    shared.pid, [m1.pid, m2.pid], redis_port=redis_port))
 
 
+def http_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
+    """A = rtp_cluster without the HTTP listener, B = with it, scraped every second."""
+    ports = [free_udp_port(HOST) for _ in range(4)]
+    m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
+    m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
+    members = [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))]
+    plain = fleet.cluster(ports[2], members, HOST, name='cluster-plain')
+    http_port = free_tcp_port(HOST)
+    observed = fleet.cluster(ports[3], members, HOST, name='cluster-http', http_port=http_port)
+    fleet.scraper('http://%s:%d/metrics' % (HOST, http_port), 1.0)
+    return (Target('A', 'rtp_cluster, no HTTP listener', (HOST, ports[2]), plain.pid,
+                   [m1.pid, m2.pid]),
+            Target('B', 'rtp_cluster with the HTTP listener, /metrics scraped every second',
+                   (HOST, ports[3]), observed.pid, [m1.pid, m2.pid]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description='A/B benchmark: direct member vs rtp_cluster')
     ap.add_argument('--rounds', type=int, default=3, help='A/B rounds per concurrency (3)')
     ap.add_argument('--duration', type=float, default=10.0, help='seconds per measurement (10)')
     ap.add_argument('--warmup', type=float, default=1.0, help='uncounted seconds first (1)')
     ap.add_argument('--concurrency', default='1,16,64', help='comma list (1,16,64)')
-    ap.add_argument('--b', choices=('cluster', 'member', 'cluster-redis'), default='cluster',
+    ap.add_argument('--b', choices=('cluster', 'member', 'cluster-redis', 'cluster-http'),
+                    default='cluster',
                     help='B = rtp_cluster with two members (default), a second direct member, '
-                         'or (cluster-redis) A = the cluster without and B = with Redis sharing')
+                         'or (cluster-redis) A = the cluster without and B = with Redis sharing, '
+                         'or (cluster-http) A = the cluster without and B = with the HTTP '
+                         'listener scraped every second')
     ap.add_argument('--no-floor', dest='floor', action='store_false',
                     help='leave out F, the null forwarder (measured by default with --b cluster)')
     ap.add_argument('--rate', type=float, default=None,

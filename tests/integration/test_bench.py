@@ -159,3 +159,28 @@ def test_null_forwarder_keeps_each_call_on_one_member_and_returns_replies_by_coo
     finally:
         gen.close()
     assert stats['cycles'] == 200 and stats['errors'] == {} and stats['timeouts'] == {}
+
+
+def test_http_comparison_targets_and_the_scraper(tmp_path):
+    """--b cluster-http: A without the listener, B with it, scraped every second by a child."""
+    import time
+    import urllib.request
+    from bench.members import Fleet
+    from bench.runner import make_targets, media_ranges
+    from tests.support.procs import media_port_range
+    base = media_port_range(600)[0]
+    with Fleet(str(tmp_path)) as fleet:
+        a, b = make_targets('cluster-http', fleet, media_ranges(base, 200, 3))
+        assert 'no HTTP listener' in a.label and 'scraped every second' in b.label
+        assert control_command('udp:%s:%d' % a.addr, 'V').strip() == '20040107'
+        assert control_command('udp:%s:%d' % b.addr, 'V').strip() == '20040107'
+        config = open(tmp_path / 'cluster-http.xml').read()
+        port = int(config.split('<http><address>127.0.0.1:')[1].split('<')[0])
+        assert '<http>' not in open(tmp_path / 'cluster-plain.xml').read()
+        with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port, timeout=5) as reply:
+            assert b'rtp_cluster_member_up{cluster="bench",member="m1"} 1.0' in reply.read()
+        scraper = [child for child in fleet.children if child.name == 'scraper'][0]
+        time.sleep(2.5)
+        assert scraper.alive()
+        log = open(tmp_path / 'scraper.log').read()
+        assert 'scrape failed' not in log and log.count('scraped ') >= 2, log
