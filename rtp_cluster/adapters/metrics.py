@@ -58,6 +58,7 @@ class RuntimeCollector:
         yield from group_families([c.counters for c in clusters])
         yield from group_families([m.counters for c in clusters for m in c.members.values()])
         yield from _command_families(runtime, clusters)
+        yield from group_families(runtime.control_counters(c.name) for c in clusters)
         yield _sessions(clusters)
         yield from group_families([relay.counters for relay in runtime.relays.values()])
         if runtime.sharing is not None:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from ..core.cluster import Cluster, ClusterCounters
 from ..core.config import (ClusterConfig, Config, ConfigError, HttpConfig, MemberConfig,
                            load_config)
-from ..core.counters import CommandStats, Histogram, Registry
+from ..core.counters import CommandStats, CounterGroup, Histogram, Registry
 from ..core.loops import member_loop, own_sockets
 from ..core.member import Member, MemberCounters
 from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
@@ -22,8 +22,8 @@ from .logcontrol import LogLevels
 from .notify import NotifyRelay, RelayCounters
 from .systemd import SystemdNotifier, status_line
 from ..core.sessions import DEFAULT_SESSION_TTL, SessionStore
-from .transports import (StartupError, StreamControlFactory, UDPControlServer, listen_unix,
-                         make_member_client)
+from .transports import (ControlCounters, StartupError, StreamControlFactory, UDPControlServer,
+                         listen_unix, make_member_client)
 
 __all__ = ['Runtime', 'StartupError']
 
@@ -125,7 +125,8 @@ class Runtime:
             return listen_unix(self.reactor, endpoint.path, factory, self.sock_owner)
         server = UDPControlServer(cluster.handle, self.reactor, stats=stats,
                                   cache_bytes=config.reply_cache_bytes,
-                                  is_own_source=self._is_own_source)
+                                  is_own_source=self._is_own_source,
+                                  counters=self.control_counters(config.name))
         server.listen(self.reactor, endpoint.host, endpoint.port)
         return server
 
@@ -212,6 +213,9 @@ class Runtime:
 
     def command_stats(self, cluster: str) -> CommandStats:
         return self.metrics.get(COMMAND_STATS, CommandStats, cluster=cluster)
+
+    def control_counters(self, cluster: str) -> CounterGroup:
+        return self.metrics.group(ControlCounters, cluster=cluster)
 
     def rtt_histogram(self, cluster: str, member: str) -> Histogram:
         return self.metrics.histogram(RTT_HISTOGRAM, cluster=cluster, member=member)

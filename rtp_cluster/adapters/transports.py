@@ -17,7 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from ..core import protocol
-from ..core.counters import INVALID, CommandStats, CounterGroup, Histogram
+from ..core.counters import INVALID, CommandStats, CounterGroup, Field, Histogram, counter_group
 from ..core.member import MemberCounters
 from ..core.protocol import Command
 from ..core.replycache import DEFAULT_MAX_BYTES as REPLY_CACHE_BYTES
@@ -36,6 +36,12 @@ SWEEP_INTERVAL = 0.01                # s; retransmit/expiry check of member comm
 MEMBER_TIMEOUT = 1.5
 OWN_DATAGRAM_LOG_INTERVAL = 10.0     # s between log lines about dropped looped-back commands
 MAX_CONTROL_CONNECTIONS = 512        # per unix control socket (a real RTPproxy serves 100)
+
+
+ControlCounters = counter_group(
+    'ControlCounters', '',
+    Field('duplicates', 'Retransmitted commands answered from the reply cache or dropped '
+          'while their first copy was in flight.', metric='rtp_cluster_retransmits_total'))
 
 
 class StartupError(Exception):
@@ -76,7 +82,8 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
 
     def __init__(self, handler: Handler, clock, *, cache_generation: float = REPLY_CACHE_GENERATION,
                  cache_bytes: int = REPLY_CACHE_BYTES, stats: CommandStats | None = None,
-                 is_own_source: Callable[[tuple], bool] | None = None) -> None:
+                 is_own_source: Callable[[tuple], bool] | None = None,
+                 counters: CounterGroup | None = None) -> None:
         self.handler = handler
         self.is_own_source = is_own_source
         self.own_datagrams = 0
@@ -88,7 +95,11 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         self._inflight: set = set()
         self._rotation = None
         self.port = None
-        self.duplicates = 0
+        self.counters = counters if counters is not None else ControlCounters()
+
+    @property
+    def duplicates(self) -> int:
+        return self.counters.duplicates
 
     def listen(self, reactor, host: str, port: int) -> None:
         try:
@@ -123,11 +134,11 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
         key = (cookie, addr)
         cached = self.cache.get(key)
         if cached is not None:
-            self.duplicates += 1
+            self.counters.duplicates += 1
             self.port.socket.sendto(cached, addr)
             return
         if key in self._inflight:
-            self.duplicates += 1
+            self.counters.duplicates += 1
             return
         started = self.clock.seconds()
         if command_text is None:

@@ -9,6 +9,7 @@ from rtp_cluster.core.counters import (OTHER, CommandStats, Field, Histogram, Ki
 from rtp_cluster.core.member import MemberCounters
 from rtp_cluster.core.sharing import SharingCounters
 from rtp_cluster.adapters.notify import RelayCounters
+from rtp_cluster.adapters.transports import ControlCounters
 
 Sample = counter_group('Sample', 'sample', Field('hits', 'Hits.'),
                        Field('level', 'A level.', Kind.GAUGE),
@@ -62,7 +63,8 @@ def test_the_daemon_groups_keep_their_admin_order():
 
 def test_exported_names_are_unique_across_groups():
     names = [field.metric_name(cls.subsystem)
-             for cls in (ClusterCounters, SharingCounters, RelayCounters, MemberCounters)
+             for cls in (ClusterCounters, SharingCounters, RelayCounters, MemberCounters,
+                         ControlCounters)
              for field in cls.fields]
     exported = [name for name in names if name]
     assert len(exported) == len(set(exported))

@@ -92,6 +92,12 @@ def test_command_counts_replies_and_durations():
                  command='U') == pytest.approx(0.302)
 
 
+def test_retransmits_answered_by_the_control_server():
+    world = World({'a': ['m1']})
+    world.control_counters('a').duplicates += 3
+    assert value(scrape(world), 'rtp_cluster_retransmits_total', cluster='a') == 3
+
+
 def test_rtt_histogram_of_each_member():
     world = World({'a': ['m1']})
     world.rtt_histogram('a', 'm1').observe(0.0004)

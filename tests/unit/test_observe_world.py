@@ -6,7 +6,8 @@ from twisted.internet.task import Clock
 
 from rtp_cluster.core.cluster import Cluster, ClusterCounters
 from rtp_cluster.core.config import ClusterConfig, Endpoint, MemberConfig
-from rtp_cluster.core.counters import CommandStats, Histogram, Registry
+from rtp_cluster.adapters.transports import ControlCounters
+from rtp_cluster.core.counters import CommandStats, CounterGroup, Histogram, Registry
 from rtp_cluster.core.member import OFFLINE, Member, MemberCounters
 from tests.support.cluster_proc import FakeRtpp, ScriptedClient
 
@@ -48,6 +49,9 @@ class World:
 
     def command_stats(self, cluster: str) -> CommandStats:
         return self.metrics.get('commands', CommandStats, cluster=cluster)
+
+    def control_counters(self, cluster: str) -> CounterGroup:
+        return self.metrics.group(ControlCounters, cluster=cluster)
 
     def rtt_histogram(self, cluster: str, member: str) -> Histogram:
         return self.metrics.histogram('rtt', cluster=cluster, member=member)

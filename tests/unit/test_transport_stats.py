@@ -57,6 +57,7 @@ def test_udp_server_counts_once_per_command_not_per_retransmit():
     server.datagramReceived(b'c1 U call-1 127.0.0.1 4000 ft', peer)     # cached reply
     server.datagramReceived(b'c2 Q', peer)                              # parse error (E-code)
     assert len(pending) == 1
+    assert server.counters.duplicates == 2 == server.duplicates
     assert stats.commands() == {'U': 1, 'Q': 1}
     assert stats.durations['U'].sum == pytest.approx(0.01)
     assert sum(stats.replies.values.values()) == 2 and stats.replies.values['ok'] == 1
