@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet import threads
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -33,10 +34,12 @@ class HttpServer:
     def __init__(self, runtime: Any, config: HttpConfig) -> None:
         self.runtime = runtime
         self.config = config
-        self.registry = metrics.build_registry(runtime)
+        self.metrics = metrics.MetricsPage(runtime)
         self.port = None
+        self.reactor = None
 
     def listen(self, reactor) -> None:
+        self.reactor = reactor
         site = _QuietSite(_Root(self))
         try:
             self.port = reactor.listenTCP(self.config.port, site, interface=self.config.host)
@@ -99,9 +102,32 @@ class _Leaf(resource.Resource):
 
 
 class _Metrics(_Leaf):
-    def render_GET(self, request) -> bytes:
+    """Collected on the reactor, formatted in a thread (see adapters/metrics.py)."""
+
+    def render_GET(self, request):
+        page = self.http.metrics
+        families = page.collect()
+        gone = []
+        request.notifyFinish().addErrback(gone.append)     # the scraper hung up
+
+        def send(body: bytes) -> None:
+            if not gone:
+                request.setHeader(b'content-type', metrics.CONTENT_TYPE.encode())
+                request.write(body)
+                request.finish()
+
+        def failed(failure) -> None:
+            self.http.log.failure('formatting /metrics failed', failure)
+            if not gone:
+                request.setResponseCode(500)
+                request.finish()
+        threads.deferToThreadPool(self.http.reactor, self.http.reactor.getThreadPool(),
+                                  page.render, families).addCallbacks(send, failed)
+        return server.NOT_DONE_YET
+
+    def render_HEAD(self, request):
         request.setHeader(b'content-type', metrics.CONTENT_TYPE.encode())
-        return metrics.render(self.http.registry)
+        return b''
 
 
 class _Health(_Leaf):

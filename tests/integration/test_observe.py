@@ -207,6 +207,16 @@ def test_http_errors_and_methods(procs, tmp_path):
         data = json.loads(http_get(http_port, '/status.json')[1])
         assert [m['name'] for m in data['clusters'][0]['members']] == ['m1']
         assert cluster.command('V') == '20040107'      # the control path is unaffected
+        for path in ('/metrics', '/health', '/'):
+            head = urllib.request.Request('http://127.0.0.1:%d%s' % (http_port, path),
+                                          method='HEAD')
+            with urllib.request.urlopen(head, timeout=5) as reply:
+                assert reply.status == 200 and reply.read() == b''
+        # a scraper that hangs up before the text is formatted
+        with socket.create_connection(('127.0.0.1', http_port)) as conn:
+            conn.sendall(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+        assert http_get(http_port, '/metrics')[0] == 200
+        assert 'Traceback' not in cluster.log() and 'Unhandled' not in cluster.log()
     finally:
         cluster.stop()
 

@@ -204,3 +204,19 @@ def test_grafana_dashboard_uses_only_exported_metrics():
     readme = (Path(__file__).resolve().parents[2] / 'README.md').read_text()
     documented = {re.sub(r'_bucket$', '', name) for name in used}
     assert {name for name in documented if '`%s`' % name not in readme} == set()
+
+
+def test_metrics_page_collects_then_renders_the_same_text():
+    world = World({'a': ['m1', 'm2']})
+    world.command_stats('a').observe('U', 0.002, '0')
+    page = metrics.MetricsPage(world)
+    families = page.collect()           # on the reactor: the numbers are taken here
+    world.command_stats('a').observe('U', 0.002, '0')
+    text = page.render(families).decode()   # in a thread: formats what was taken
+    assert 'rtp_cluster_commands_total{cluster="a",command="U"} 1.0' in text
+    assert 'process_' in text or 'python_info' in text
+    ours = [line for line in text.splitlines() if line.startswith('rtp_cluster_')]
+    direct = [line for line in metrics.render(metrics.build_registry(world)).decode().splitlines()
+              if line.startswith('rtp_cluster_')]
+    assert len(ours) == len(direct)
+    assert 'rtp_cluster_commands_total{cluster="a",command="U"} 2.0' in direct
