@@ -63,8 +63,8 @@ class HttpServer:
 
     def health(self) -> tuple[int, bytes]:
         sharing = self.runtime.sharing
-        healthy, reasons = status.health_of(self.runtime.clusters.values(),
-                                            sharing is not None and sharing.duplicate_active)
+        duplicate = sharing is not None and sharing.state.duplicate_active
+        healthy, reasons = status.health_of(self.runtime.clusters.values(), duplicate)
         body = {'status': 'ok'} if healthy else {'status': 'unhealthy', 'reasons': reasons}
         return (200 if healthy else 503), _json(body)
 

@@ -26,7 +26,6 @@ from prometheus_client.utils import floatToGoString
 from .. import __version__
 from ..core.counters import CounterGroup, Histogram, Kind
 from ..core.member import ACTIVE, DRAINING, SUSPENDED
-from ..core.sharing import SharedSessionStore
 
 MEMBER_STATUSES = (ACTIVE, SUSPENDED, DRAINING)
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
@@ -181,11 +180,7 @@ def _sessions(clusters: list) -> Metric:
                                '(created here) and foreign (shared by a peer).',
                                labels=['cluster', 'ownership'])
     for cluster in clusters:
-        store = cluster.store
-        if isinstance(store, SharedSessionStore):
-            own, foreign = store.ownership_counts()
-        else:
-            own, foreign = len(store), 0
+        own, foreign = cluster.store.ownership_counts()
         family.add_metric([cluster.name, 'own'], own)
         family.add_metric([cluster.name, 'foreign'], foreign)
     return family
@@ -194,8 +189,9 @@ def _sessions(clusters: list) -> Metric:
 def _redis_families(sharing: Any) -> Iterator[Metric]:
     yield GaugeMetricFamily('rtp_cluster_redis_up', 'Redis writes succeed (not degraded).',
                             value=0 if sharing.degraded else 1)
+    state = sharing.state
     yield GaugeMetricFamily('rtp_cluster_redis_subscriber_up', 'The keyspace subscriber is '
-                            'connected.', value=1 if sharing.subscriber_connected else 0)
+                            'connected.', value=1 if state.subscriber_connected else 0)
     yield GaugeMetricFamily('rtp_cluster_redis_write_queue', 'Record writes waiting for Redis.',
                             value=sharing.queue_depth())
     yield CounterMetricFamily('rtp_cluster_redis_writes', 'Record writes Redis acknowledged.',
@@ -204,16 +200,16 @@ def _redis_families(sharing: Any) -> Iterator[Metric]:
                               value=sharing.writer.transactions)
     yield GaugeMetricFamily('rtp_cluster_redis_resync_duration_seconds',
                             'Duration of the last resync.',
-                            value=sharing.last_resync.get('duration', 0.0))
+                            value=state.last_resync.get('duration', 0.0))
     yield GaugeMetricFamily('rtp_cluster_redis_duplicate_instance', '1 while another process '
                             'writes with this instance id.',
-                            value=1 if sharing.duplicate_active else 0)
+                            value=1 if state.duplicate_active else 0)
     peers = GaugeMetricFamily('rtp_cluster_peers', 'Peer instances by state.', labels=['state'])
     alive = sum(1 for info in sharing.peers.values() if info.get('alive'))
     peers.add_metric(['alive'], alive)
     peers.add_metric(['dead'], len(sharing.peers) - alive)
     yield peers
-    yield from group_families([sharing.redis_counters])
+    yield from group_families([state.redis_counters])
     yield from group_families([sharing.counters])
 
 

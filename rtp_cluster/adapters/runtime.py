@@ -235,9 +235,10 @@ class Runtime:
             self.apply(new)
         finally:
             self.notifier.ready(status_line(self.clusters.values()))
+        nclusters, nmembers = len(new.clusters), sum(len(c.members) for c in new.clusters)
         self.log.info('reload: {nclusters} clusters, {nmembers} members', event='reload',
-                      nclusters=len(new.clusters), nmembers=sum(len(c.members) for c in new.clusters))
-        return len(new.clusters), sum(len(c.members) for c in new.clusters)
+                      nclusters=nclusters, nmembers=nmembers)
+        return nclusters, nmembers
 
     def apply(self, new: Config) -> None:
         wanted = {c.name for c in new.clusters}

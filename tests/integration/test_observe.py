@@ -471,3 +471,53 @@ def test_http_address_in_use_is_a_startup_error(procs, tmp_path):
     assert result.returncode == 1
     assert 'http listener cannot listen on 127.0.0.1:%d' % port in result.stderr
     assert not (tmp_path / 'admin.sock').exists()
+
+
+# --- with Redis sharing ----------------------------------------------------------------------------
+
+def metric_value(body: bytes, sample: str) -> float | None:
+    found = re.search(rb'^' + re.escape(sample.encode()) + rb' ([0-9.e+-]+)$', body, re.M)
+    return float(found.group(1)) if found else None
+
+
+@pytest.mark.redis
+def test_redis_metrics_and_duplicate_instance_health(procs, tmp_path):
+    from tests.support.redis_server import RedisServer
+    server = RedisServer().start()
+    try:
+        m1 = procs.member()
+        redis_xml = ('<redis><url>%s</url><instance_id>obs</instance_id>'
+                     '<resync_interval>1</resync_interval></redis>' % server.url)
+        http_port = free_tcp_port()
+        xml, control = config_xml({'main': [('m1', m1)]}, http_port, redis_xml)
+        first_dir = tmp_path / 'first'
+        first_dir.mkdir()
+        cluster = ClusterProc.start(procs, first_dir, (xml, control), wait_online=['m1'])
+        assert cluster.command('U obs-call 127.0.0.1 4000 ft').split()[0].isdigit()
+
+        def scrape() -> bytes:
+            return http_get(http_port, '/metrics')[1]
+        wait_for(lambda: (metric_value(scrape(), 'rtp_cluster_redis_resyncs_total') or 0) >= 1,
+                 'a finished resync counted')
+        body = scrape()
+        assert metric_value(body, 'rtp_cluster_redis_up') == 1
+        assert metric_value(body, 'rtp_cluster_redis_subscriber_up') == 1
+        assert metric_value(body, 'rtp_cluster_sessions{cluster="main",ownership="own"}') == 1
+        wait_for(lambda: (metric_value(scrape(), 'rtp_cluster_redis_writes_total') or 0) >= 1,
+                 'the record written to Redis')
+        assert http_get(http_port, '/health')[0] == 200
+
+        # a second process with the same instance id: both must report it, /health fails
+        twin_dir = tmp_path / 'twin'
+        twin_dir.mkdir()
+        twin_xml, twin_control = config_xml({'main': [('m1', m1)]}, None, redis_xml)
+        twin = ClusterProc.start(procs, twin_dir, (twin_xml, twin_control), wait_online=['m1'])
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
+            http_get(http_port, '/health')), '/health to report the duplicate instance id')
+        assert json.loads(body)['reasons'] == [
+            'another process writes to Redis with this instance id']
+        assert metric_value(scrape(), 'rtp_cluster_redis_duplicate_instance') == 1
+        twin.stop()
+        cluster.stop()
+    finally:
+        server.stop()

@@ -141,15 +141,15 @@ class _Sharing:
     """The attributes of RedisSharing that the collector reads."""
 
     def __init__(self) -> None:
-        from rtp_cluster.adapters.redis_sharing import RedisCounters
+        from types import SimpleNamespace
         from rtp_cluster.core.sharing import SharingCounters
+        from rtp_cluster.core.sharing_state import RedisCounters
         self.degraded = False
-        self.subscriber_connected = True
-        self.duplicate_active = False
         self.peers = {'node-b': {'alive': True}, 'node-c': {'alive': False}}
-        self.last_resync = {'duration': 0.25}
-        self.redis_counters = RedisCounters()
         self.counters = SharingCounters()
+        self.state = SimpleNamespace(subscriber_connected=True, duplicate_active=False,
+                                     last_resync={'duration': 0.25},
+                                     redis_counters=RedisCounters())
 
         class Writer:
             writes_ok = 40
@@ -163,7 +163,7 @@ class _Sharing:
 def test_redis_families():
     world = World({'a': ['m1']})
     world.sharing = _Sharing()
-    world.sharing.redis_counters.resyncs += 2
+    world.sharing.state.redis_counters.resyncs += 2
     world.sharing.counters.bad_records += 1
     world.sharing.counters.takeovers += 4
     samples = scrape(world)
