@@ -55,7 +55,7 @@ def test_the_daemon_groups_keep_their_admin_order():
         'removed_by_resync', 'bad_records', 'unknown_members', 'writes_queued', 'lookups_on_miss']
     assert list(ClusterCounters().as_dict()) == [
         'commands', 'new_sessions', 'broadcasts', 'reanchored', 'retried_new', 'member_timeouts',
-        'late_replies', 'expired_sessions']
+        'late_replies', 'expired_sessions', 'late_offers']
     assert list(RelayCounters().as_dict()) == [
         'received', 'delivered', 'dropped', 'refused_connections', 'bad_lines']
     assert list(MemberCounters().as_dict()) == ['timeouts', 'late_replies', 'state_changes']

@@ -70,7 +70,7 @@ def test_admin_set_loglevel():
                      'debug|info|warn|error|critical'),
     ('set loglevel a b', 'ERROR: one log level expected; expected: set loglevel '
                          'debug|info|warn|error|critical'),
-    ('set colour red', 'ERROR: unknown command, try help'),
+    ('set colour red', 'ERROR: unknown command'),
     ('set loglevel loud', 'ERROR: unknown log level "loud"; expected debug, info, warn, error '
                           'or critical'),
 ])
