@@ -16,11 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 
 import pytest
 
+from tests.support import waiting
 from tests.support.procs import control_command, free_udp_port
 from rtp_cluster import __version__
 from rtp_cluster import app
@@ -48,14 +48,7 @@ def write_config(path, port: int, members: list[str]) -> str:
 
 
 def wait_until(predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.05)
+    return waiting.wait_until(predicate, what, timeout)
 
 
 def answers_v(port: int) -> bool:

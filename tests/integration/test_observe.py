@@ -7,7 +7,6 @@ Debian packages (scripts/debian-deps.sh test).  Every process is stopped by the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -25,6 +24,7 @@ from rtp_cluster.core.status import REFRESH_SECONDS
 from tests.support.chromium import Chromium
 from tests.support.cluster_proc import ClusterProc, member_xml, run_calls
 from tests.support.procs import ROOT, free_tcp_port, free_udp_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 WAIT = 30.0
@@ -56,14 +56,7 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def wait_for(predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.1)
+    return wait_until(predicate, what, timeout, interval=0.1)
 
 
 def member_state(port: int, cluster: str, member: str) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import select
 import socket
 import threading
-import time
 
 from tests.support.procs import free_udp_port
+from tests.support.waiting import wait_until
 
 
 class UdpControlTap:
@@ -66,15 +66,8 @@ class UdpControlTap:
         return out
 
     def wait(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError('timed out after %.0f s waiting for %s; exchanges: %r'
-                                     % (timeout, what, self.exchanges()[-20:]))
-            time.sleep(0.05)
+        return wait_until(predicate, what, timeout,
+                          detail=lambda: 'exchanges: %r' % (self.exchanges()[-20:],))
 
     def close(self) -> None:
         self._stop.set()

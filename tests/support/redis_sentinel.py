@@ -17,6 +17,7 @@ import redis
 
 from tests.support.procs import free_tcp_port
 from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.waiting import wait_until
 
 MASTER_NAME = 'rtpc'
 
@@ -131,11 +132,7 @@ class SentinelTopology:
 
     @staticmethod
     def _wait(condition, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise RuntimeError(what)
-            time.sleep(0.05)
+        wait_until(condition, what, timeout)
 
     def stop(self) -> None:
         for sentinel in self.sentinels:
