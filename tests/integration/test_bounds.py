@@ -6,18 +6,13 @@ time, and answer every command received before a half-close.
 """
 from __future__ import annotations
 
-import os
 import select
 import socket
-import subprocess
-import sys
 import time
-
-import pytest
 
 from tests.support.cluster_proc import cluster_xml, member_xml
 from tests.support.daemon import Daemon
-from tests.support.procs import ROOT, free_udp_port
+from tests.support.procs import free_udp_port, start_scripted_member
 
 WAIT = 15.0
 
@@ -74,11 +69,7 @@ def flood(address, datagrams, window: int = 32, timeout: float = 2.0, source: in
 
 def fake_member(procs) -> str:
     """A scripted member (bench/fakemember.py): `V`/`VF` are answered once one is probed."""
-    port = free_udp_port()
-    proc = procs.add(subprocess.Popen(
-        [sys.executable, '-m', 'bench.fakemember', '--listen', '127.0.0.1:%d' % port],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True))
-    assert proc.stdout.readline().startswith('READY')
+    port = start_scripted_member(procs)
     return member_xml('m1', protocol='udp', address='127.0.0.1:%d' % port)
 
 

@@ -1,7 +1,7 @@
 """Redis operations (issue 18): the <redis> tunables and the checks of Redis's configuration,
 with a real rtp_cluster daemon and a real redis-server started (and stopped) by each test.
 
-The daemon has a cluster without members: what is observed is its Redis side only, through
+The daemon has a cluster without members (one scripted member where V must be answered): what is observed is its Redis side only, through
 its log, `ls redis` on its admin socket, Redis itself, and the kernel's view of its sockets.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from rtp_cluster.adapters.redis_sharing import Backoff, connection_kwargs
 from rtp_cluster.core.config import RedisConfig
 from rtp_cluster.core.keys import presence_key, session_key
 from rtp_cluster.core.sharing import Record
-from tests.support.daemon import Daemon, cluster_xml
+from tests.support.daemon import Daemon, cluster_xml, member_xml
+from tests.support.procs import start_scripted_member
 from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -51,8 +52,9 @@ def servers():
         server.stop()
 
 
-def start_daemon(procs, tmp_path, server: RedisServer, redis_extra: str = '') -> Daemon:
-    xml, spec = cluster_xml([])
+def start_daemon(procs, tmp_path, server: RedisServer, redis_extra: str = '',
+                 members: list[str] = ()) -> Daemon:
+    xml, spec = cluster_xml(list(members))
     redis_xml = ('<redis><url>%s</url><instance_id>ops</instance_id>%s</redis>'
                  % (server.url, redis_extra))
     xml = xml.replace('<rtp_cluster_config>', '<rtp_cluster_config>' + redis_xml, 1)
@@ -105,7 +107,9 @@ def checks_of(daemon: Daemon) -> list[str]:
 def test_redis_without_keyspace_notifications_is_a_clear_error_at_start(procs, tmp_path,
                                                                         servers):
     server = servers('--notify-keyspace-events', '')
-    daemon = start_daemon(procs, tmp_path, server, '<peers>b</peers>')
+    # a scripted member, so that V has a probed member to answer for
+    member = member_xml('m1', protocol='udp', address='127.0.0.1:%d' % start_scripted_member(procs))
+    daemon = start_daemon(procs, tmp_path, server, '<peers>b</peers>', [member])
     daemon.wait_log(NOTIFY_ERROR)
     wait_for(lambda: checks_of(daemon) != ['server checks: not run yet'], 5, 'the check')
     assert checks_of(daemon) == ['server check: ERROR ' + NOTIFY_ERROR[len('redis: '):]]

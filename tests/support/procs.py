@@ -165,6 +165,18 @@ def _start_member_in(workdir: str, protocol: str, host: str, port: int | None,
         time.sleep(0.05)
 
 
+def start_scripted_member(tracker: 'ProcessTracker', host: str = '127.0.0.1') -> int:
+    """A scripted member (bench/fakemember.py: instant answers, no media) in a child process
+    `tracker` stops; returns its UDP port once it is ready."""
+    port = free_udp_port(host)
+    proc = tracker.add(subprocess.Popen(
+        [sys.executable, '-m', 'bench.fakemember', '--listen', '%s:%d' % (host, port)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True))
+    if not proc.stdout.readline().startswith('READY'):
+        raise RuntimeError('the scripted member did not start')
+    return port
+
+
 def control_command(spec: str, cmd: str, timeout: float = 2.0) -> str:
     """One command to an RTPproxy-protocol socket ('udp:h:p', 'udp6:h:p', 'unix:/p'); the reply body."""
     kind, _, rest = spec.partition(':')
