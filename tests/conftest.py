@@ -3,6 +3,7 @@ from twisted.logger import globalLogPublisher
 
 from tests.support.procs import ProcessTracker
 from tests.support.reactor_thread import ReactorThread
+from tests.support.redis_server import RedisServer
 
 # a private temp directory per run; the run fails if a test leaves anything in it
 pytest_plugins = ['tests.support.tempdir_guard']
@@ -32,3 +33,13 @@ def rt():
         globalLogPublisher.removeObserver(observe)
         thread.stop()
     assert thread.failures == [], [e['log_failure'].getTraceback() for e in thread.failures]
+
+
+@pytest.fixture
+def redis_server():
+    """A private redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

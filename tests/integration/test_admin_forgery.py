@@ -15,15 +15,6 @@ from tests.support.redis_server import RedisServer
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def start_sharing_daemon(procs, tmp_path, redis_server: RedisServer) -> Daemon:
     member = procs.member('udp')
     xml, spec = cluster_xml([member_xml('m1', member)])

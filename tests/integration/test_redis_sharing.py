@@ -208,15 +208,6 @@ class Env:
 
 
 @pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def env(procs, tmp_path, redis_server):
     return Env(procs, tmp_path, redis_server)
 
