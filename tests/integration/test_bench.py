@@ -1,5 +1,4 @@
 """Smoke tests of the benchmark tooling (bench/): no timing assertions here."""
-import os
 import subprocess
 import sys
 

@@ -17,12 +17,13 @@ import pytest
 from tests.support.b2bua.harness import SILENT_UAC_XML, B2bua, CallRun, b2bua_command
 from tests.support.cluster_proc import ClusterProc, cluster_xml, member_xml
 from tests.support.control_tap import UdpControlTap
-from tests.support.kamailio.harness import Checks, member_range, missing_prerequisites
+from tests.support.kamailio.harness import (Checks, member_range, missing_prerequisites,
+                                            skip_unless_ci)
 from tests.support.procs import free_tcp_port, free_udp_port
 
 _missing = missing_prerequisites() or (None if b2bua_command() else 'sippy b2bua not installed')
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120),
-              pytest.mark.skipif(_missing is not None, reason=_missing or '')]
+              skip_unless_ci(_missing)]
 
 
 class Setup:

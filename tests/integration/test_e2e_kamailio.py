@@ -11,7 +11,6 @@ Media: the UAC plays g711a.pcap (PCMA, ~33 packets/s) for the call length, the U
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import tempfile
@@ -21,13 +20,13 @@ import pytest
 
 from tests.support.control_tap import UdpControlTap
 from tests.support.kamailio.harness import (E2E, HOST, LATE_UAC_XML, PCAP_PPS, Checks, RunResult,
-                                           info, missing_prerequisites, start_cluster,
+                                           info, missing_prerequisites, skip_unless_ci, start_cluster,
                                            start_direct, tail)
 from tests.support.procs import control_command
 
 _missing = missing_prerequisites()
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120),
-              pytest.mark.skipif(_missing is not None, reason=_missing or '')]
+              skip_unless_ci(_missing)]
 
 
 @pytest.fixture(params=['direct', 'cluster'])
