@@ -159,7 +159,8 @@ class Runtime:
         if relay is not None:
             relay.set_allowed(member.client.address[0] for member in cluster.members.values()
                               if not member.is_local)
-        cluster.allow_tcp_notify_target = relay.allow_tcp_target if relay is not None else None
+        allow = relay.allow_tcp_target if relay is not None else None
+        cluster.rewriter.allow_tcp_notify_target = allow
 
     def _sync_http(self, config: HttpConfig | None) -> None:
         """Start, move or stop the HTTP listener (metrics, health, status page)."""

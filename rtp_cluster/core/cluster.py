@@ -14,9 +14,12 @@ from .log import Logger
 
 from . import protocol
 from .counters import CounterGroup, Field, counter_group
-from .member import ACTIVE, DRAINING, NOTIFY_CAPABILITY, ONLINE, SUSPENDED, Member
-from .monotonic import RetiredTotals
+from .capabilities import Capabilities
+from .member import ACTIVE, DRAINING, ONLINE, SUSPENDED, Member
+from .placement import pick_member
 from .protocol import Command
+from .rewrite import CommandRewriter
+from .stats import StatsAggregator
 from .sessions import MemorySessionStore, SessionStore
 
 Respond = Callable[[str], None]
@@ -24,14 +27,6 @@ Respond = Callable[[str], None]
 NEW_SESSION_DEADLINE = 0.4      # s; well inside the 1 s retransmit interval of Kamailio/OpenSIPS
 DELETE_DEADLINE = 0.5           # s; a `D` is answered `0` by then even if the member is silent
 BROADCAST_DEADLINE = 0.5        # s; a member silent this long counts as not knowing the call
-# `V`/`VF` asked before any member finished its first probe wait this long for one: at boot
-# the members answer within milliseconds of the cluster's start, and 2 s stays inside the
-# sippy B2BUA's 3 s command budget (Kamailio retransmits every second; a retransmit of a
-# waiting command is not handled twice).
-CAPABILITY_WAIT = 2.0
-CAPABILITY_WAITERS_MAX = 1024
-# U/L error codes OpenSIPS reads as "this RTPproxy is broken" (it then disables the node).
-_NODE_DISABLING_ERRORS = frozenset({'E7', 'E8', 'E9', 'E10'})
 
 
 class MemberDraining(ValueError):
@@ -60,7 +55,6 @@ class Cluster:
                  rng: Callable[[], float] = random.random,
                  new_session_deadline: float = NEW_SESSION_DEADLINE,
                  counters: CounterGroup | None = None) -> None:
-        self.config = config
         self.clock = clock
         self.rng = rng
         self.new_session_deadline = new_session_deadline
@@ -71,13 +65,10 @@ class Cluster:
         self.counters = counters if counters is not None else ClusterCounters()
         self.on_member_removed: Callable[[Member], None] | None = None
         self._aging = None
-        self._retired_info = RetiredTotals()       # counters of removed members
-        self._retired_stats = RetiredTotals()
-        self._last_capabilities: frozenset[str] | None = None
-        self._capability_waiters: list[Callable[[], None]] = []
-        self._capability_timer = None
-        # set by the runtime when the cluster has a relay: may it deliver to `tcp:HOST:PORT`?
-        self.allow_tcp_notify_target: Callable[[str], bool] | None = None
+        self.capabilities = Capabilities(config, clock, self.members)
+        self.stats = StatsAggregator(self.members)
+        self.rewriter = CommandRewriter(config)
+        self.config = config
 
     @property
     def name(self) -> str:
@@ -94,20 +85,8 @@ class Cluster:
         member.observers.append(self._on_member_state)
 
     def _on_member_state(self, member: Member, old: str, new: str) -> None:
-        if new != ONLINE or self.members.get(member.name) is not member:
-            return
-        promised = self._last_capabilities
-        missing = promised - member.capabilities if promised is not None else frozenset()
-        if missing:
-            self.log.warn('cluster {cluster}: member {name} lacks capabilities {dates} that '
-                          'clients may have been told about already (VF answered 1)',
-                          cluster=self.name, name=member.name, dates=' '.join(sorted(missing)))
-        if (not member.is_local and self.config.disconnect_notify is not None
-                and not member.supports_notify_relay):
-            self.log.warn('cluster {cluster}: member {name} cannot send timeout notifications '
-                          'to the relay (VF 20081224 and 20150617 needed); VF 20081224 is '
-                          'answered 0', cluster=self.name, name=member.name)
-        self._answer_capability_waiters()
+        if new == ONLINE and self.members.get(member.name) is member:
+            self.capabilities.member_online(member)
 
     def drain_member(self, name: str) -> bool:
         """Take `name` out of rotation; it is removed once its sessions are gone."""
@@ -140,8 +119,7 @@ class Cluster:
     def _remove_member(self, member: Member) -> None:
         if self.members.get(member.name) is member:
             del self.members[member.name]
-            self._retired_info.retire(member.info_totals)
-            self._retired_stats.retire(member.stats_totals)
+            self.stats.retire(member)
             self.store.drop_member(member.name)
             member.stop()
             self.log.info('cluster {cluster}: member {name} removed', cluster=self.name,
@@ -176,8 +154,7 @@ class Cluster:
     def stop(self) -> None:
         if self._aging is not None and self._aging.active():
             self._aging.cancel()
-        if self._capability_timer is not None and self._capability_timer.active():
-            self._capability_timer.cancel()
+        self.capabilities.stop()
         for member in list(self.members.values()):
             member.stop()
 
@@ -193,11 +170,11 @@ class Cluster:
         if letter in protocol.SESSION_COMMANDS:
             self._session_command(cmd, respond)
         elif letter == 'V':
-            self._version(cmd, respond)
+            self.capabilities.answer(cmd, respond)
         elif letter == 'I':
-            respond(self.info(with_load='l' in cmd.mods.lower()))
+            respond(self.stats.info(with_load='l' in cmd.mods.lower()))
         elif letter == 'G':
-            self._stats(cmd, respond)
+            self.stats.stats(cmd, self.online_members(), respond)
         elif letter == 'X':
             self._delete_all(cmd, respond)
         else:
@@ -245,14 +222,14 @@ class Cluster:
 
     def _forward(self, cmd: Command, member: Member, respond: Respond,
                  timeout: float | None = None) -> None:
-        out = self._outgoing(cmd, member)
+        out = self.rewriter.outgoing(cmd, member)
 
         def done(reply: str | None) -> None:
             if reply is None:
                 self.counters.member_timeouts += 1
                 respond(protocol.E_MEMBER_TIMEOUT)
             else:
-                respond(self._client_reply(cmd, out, member, reply))
+                respond(self.rewriter.client_reply(cmd, out, member, reply))
         member.send(out.serialize(), done, timeout)
 
     def _delete(self, cmd: Command, member: Member, respond: Respond) -> None:
@@ -313,7 +290,7 @@ class Cluster:
                         address=member.control_spec)
         member.note_session_created()
         self.counters.new_sessions += 1
-        out = self._outgoing(cmd, member)
+        out = self.rewriter.outgoing(cmd, member)
 
         def done(reply: str | None) -> None:
             if reply is None:
@@ -330,7 +307,7 @@ class Cluster:
                 return
             if protocol.is_error(reply):
                 self.store.unbind(call_id)
-            respond(self._client_reply(cmd, out, member, reply))
+            respond(self.rewriter.client_reply(cmd, out, member, reply))
         member.send(out.serialize(), done, self.new_session_deadline if may_retry else None)
 
     def _discard_late_session(self, cmd: Command, member: Member) -> None:
@@ -352,28 +329,7 @@ class Cluster:
         self._new_session(cmd, respond, frozenset({dead.name}), may_retry=False)
 
     def pick_member(self, exclude: Iterable[str] = ()) -> Member | None:
-        """Weighted random pick among ACTIVE online members by weight × (1 − utilisation)."""
-        candidates: list[tuple[Member, float]] = []
-        total = 0.0
-        best: Member | None = None
-        best_score = float('-inf')
-        for member in self.members.values():
-            if member.status != ACTIVE or not member.online or member.name in exclude:
-                continue
-            score = member.weight * (1.0 - member.utilisation())
-            if score > 0:
-                candidates.append((member, score))
-                total += score
-            if score > best_score:
-                best, best_score = member, score
-        if candidates:
-            threshold = self.rng() * total
-            for member, score in candidates:
-                threshold -= score
-                if threshold < 0:
-                    return member
-            return candidates[-1][0]
-        return best if self.soft_limit else None
+        return pick_member(self.members.values(), self.rng, self.soft_limit, exclude)
 
     # --- unknown sessions -------------------------------------------------------------------------
 
@@ -398,7 +354,7 @@ class Cluster:
                 self._finish_broadcast(cmd, answers, respond)
 
         for member in online:
-            out = self._outgoing(query, member)
+            out = self.rewriter.outgoing(query, member)
             member.send(out.serialize(), lambda r, m=member, o=out: collect(m, o, r),
                         BROADCAST_DEADLINE)
 
@@ -411,7 +367,7 @@ class Cluster:
             member, out, reply = found[0]
             self.store.bind(cmd.call_id, member.name, cmd.from_tag, cmd.to_tag,
                             address=member.control_spec)
-            respond(self._client_reply(cmd, out, member, reply))
+            respond(self.rewriter.client_reply(cmd, out, member, reply))
             return
         replies = [reply for _, _, reply in answers]
         if found:
@@ -431,199 +387,21 @@ class Cluster:
         else:
             respond(_common_reply(replies) or replies[0])
 
-    # --- rewriting ---------------------------------------------------------------------------------
-
-    def _outgoing(self, cmd: Command, member: Member) -> Command:
-        """The command as the member must get it: LAN address, notify socket."""
-        if cmd.letter not in ('U', 'L'):
-            return cmd
-        out = cmd
-        if member.lan_address is not None:
-            out = out.with_local_address(member.lan_address)
-        if out.notify_socket is not None and not member.is_local:
-            out = self._notify_for_remote(out, member)
-        return out
-
-    def _notify_for_remote(self, cmd: Command, member: Member) -> Command:
-        """Point a remote member's timeout notifications at our relay, or drop them.
-
-        The member is told to notify `tcp:%%CC_SELF%%:<relay port>` with the tag
-        `<destination> <client's tag>`: the destination is the client's socket path after
-        `dest_socket_prefix` (a unix socket such as the sippy B2BUA's), or the client's
-        whole `tcp:HOST:PORT` (Kamailio's timeout_socket) once the relay accepted it.
-        """
-        relay = self.config.disconnect_notify
-        if relay is not None and member.supports_notify_relay:
-            destination = self._relay_destination(cmd.notify_socket, relay.dest_socket_prefix)
-            if destination is not None:
-                tag = '%s %s' % (destination, protocol.percent_unquote(cmd.notify_tag))
-                return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port,
-                                       protocol.percent_quote(tag))
-        return cmd.without_notify()
-
-    def _relay_destination(self, socket: str, prefix: str) -> str | None:
-        if protocol.parse_tcp_notify_socket(socket) is not None:
-            allow = self.allow_tcp_notify_target
-            return socket if allow is not None and allow(socket) else None
-        socket_path = protocol.notify_socket_path(socket)
-        prefix = protocol.notify_socket_path(prefix)
-        return socket_path[len(prefix):] if socket_path.startswith(prefix) else None
-
-    def _client_reply(self, cmd: Command, out: Command, member: Member, reply: str) -> str:
-        if cmd.letter not in ('U', 'L'):
-            return reply
-        if reply.split(' ', 1)[0] in _NODE_DISABLING_ERRORS:
-            return protocol.E_SYNTAX
-        wan = member.wan_address
-        if wan is None or not protocol.is_positive_ul_reply(reply):
-            return reply
-        if self._rewrite_to_wan(cmd, out, member):
-            return '%s %s' % (reply.split(None, 1)[0], wan)
-        return reply
-
-    @staticmethod
-    def _rewrite_to_wan(cmd: Command, out: Command, member: Member) -> bool:
-        # The original cluster's rule: the client's own routing (r) and local (l) choices
-        # decide whether the member's address is visible to the outside.
-        route, local = cmd.route_address, cmd.local_address
-        if route is not None and local != member.lan_address:
-            return True
-        return local is None or out.local_address == member.lan_address
-
     # --- locally answered commands -----------------------------------------------------------------
 
-    def _version(self, cmd: Command, respond: Respond) -> None:
-        """`V` and `VF`: answered once the members' capabilities are known.
+    @property
+    def config(self):
+        return self._config
 
-        Clients ask these once and keep the answers for their lifetime, so before any
-        member has been probed the answer waits (up to CAPABILITY_WAIT) for the first
-        probe to complete; if none does, `V` gets `E999`, which clients treat like an
-        RTPproxy that is not up yet: they ask again later (Kamailio after
-        rtpproxy_disable_tout, the sippy B2BUA after 60 s).
-        """
-        if self.capabilities_known():
-            respond(self._version_answer(cmd))
-        elif len(self._capability_waiters) >= CAPABILITY_WAITERS_MAX:
-            respond(protocol.E_NO_MEMBER_ONLINE)
-        else:
-            self._capability_waiters.append(lambda: respond(self._version_answer(cmd)))
-            if self._capability_timer is None:
-                self._capability_timer = self.clock.callLater(
-                    CAPABILITY_WAIT, self._answer_capability_waiters)
-
-    def _answer_capability_waiters(self) -> None:
-        if self._capability_timer is not None and self._capability_timer.active():
-            self._capability_timer.cancel()
-        self._capability_timer = None
-        waiters, self._capability_waiters = self._capability_waiters, []
-        for answer in waiters:
-            answer()
-
-    def _version_answer(self, cmd: Command) -> str:
-        if not self.capabilities_known():
-            return protocol.E_NO_MEMBER_ONLINE
-        if not cmd.args:
-            return protocol.PROTOCOL_VERSION
-        return '1' if self.supports(cmd.args[0]) else '0'
-
-    def capabilities_known(self) -> bool:
-        """True once a member of this cluster completed a probe (also after it went away)."""
-        return self._last_capabilities is not None or any(
-            m.capabilities_known for m in self.members.values())
-
-    def capabilities(self) -> frozenset[str]:
-        """Dates every member that may get a session supports (members probed so far).
-
-        Offline members count: they get sessions again when they come back.  Notification
-        support (20081224) also needs a way for the notifications to reach the client:
-        a member on a unix socket (same host) sends them itself, a remote one only
-        through this cluster's relay (`<disconnect_notify>`) and only with `%%CC_SELF%%`.
-        """
-        known = [m for m in self.members.values() if m.capabilities_known]
-        if not known:
-            return self._last_capabilities or frozenset()
-        dates = frozenset.intersection(*(m.capabilities for m in known))
-        dates |= {protocol.PROTOCOL_VERSION}
-        if not all(self.notifications_reach_client(m) for m in known):
-            dates -= {NOTIFY_CAPABILITY}
-        self._last_capabilities = dates
-        return dates
-
-    def notifications_reach_client(self, member: Member) -> bool:
-        if NOTIFY_CAPABILITY not in member.capabilities:
-            return False
-        if member.is_local:
-            return True
-        return self.config.disconnect_notify is not None and member.supports_notify_relay
-
-    def supports(self, date: str) -> bool:
-        """`VF date`: 1 only if every member we may route to supports it."""
-        return date in self.capabilities()
+    @config.setter
+    def config(self, config) -> None:
+        """The cluster's configuration; a reload replaces it for every part at once."""
+        self._config = config
+        self.capabilities.config = config
+        self.rewriter.config = config
 
     def info(self, with_load: bool = False) -> str:
-        """`I`: counters over every member ever seen (never decrease), gauges of online ones."""
-        totals = {name: self._retired_info.total(name) for name in protocol.INFO_COUNTERS}
-        for name in protocol.INFO_GAUGES:
-            totals[name] = 0
-        for member in self.members.values():
-            for name in protocol.INFO_COUNTERS:
-                totals[name] += member.info_totals.total(name)
-            if member.online and member.stats is not None:
-                for name in protocol.INFO_GAUGES:
-                    totals[name] += member.stats[name]
-        return protocol.format_info(totals, with_load)
-
-    def _stats(self, cmd: Command, respond: Respond) -> None:
-        names = tuple(cmd.args)
-        if not names:
-            respond('')
-            return
-        online = self.online_members()
-        if not online:
-            respond(protocol.E_NO_MEMBER_ONLINE)
-            return
-        verbose = 'v' in cmd.mods.lower()
-        request = 'G ' + ' '.join(names)
-        rows: list[list] = []
-        errors: list[str] = []
-        remaining = [len(online)]
-
-        def collect(member: Member, reply: str | None) -> None:
-            remaining[0] -= 1
-            values = protocol.parse_stats_reply(names, reply, False) if reply else None
-            if values is not None:
-                member.stats_cache[names] = values
-                for name, value in zip(names, values):
-                    if name not in protocol.STATS_GAUGES:
-                        member.stats_totals.update(name, value)
-            elif reply is not None and protocol.is_error(reply):
-                errors.append(reply)
-            else:
-                values = member.stats_cache.get(names)
-            if values is not None:
-                rows.append(values)
-            if remaining[0] == 0:
-                if rows:
-                    respond(protocol.format_stats(names, self._stats_totals(names, rows),
-                                                  verbose))
-                else:
-                    respond(errors[0] if errors else protocol.E_STATS_ALL_FAILED)
-
-        for member in online:
-            member.send(request, lambda r, m=member: collect(m, r), 1.0)
-
-    def _stats_totals(self, names: tuple[str, ...], rows: list[list]) -> list:
-        """Rates summed over this round's rows; counters over every member ever seen."""
-        totals = protocol.sum_stats(rows)
-        for i, name in enumerate(names):
-            if name in protocol.STATS_GAUGES:
-                continue
-            total = self._retired_stats.total(name)
-            for member in self.members.values():
-                total += member.stats_totals.total(name)
-            # keep the members' number type (a double stays a double)
-            totals[i] = float(total) if isinstance(totals[i], float) else total
-        return totals
+        return self.stats.info(with_load)
 
     def _delete_all(self, cmd: Command, respond: Respond) -> None:
         online = self.online_members()

@@ -237,10 +237,10 @@ def test_remote_member_with_capability_gets_relay_socket_and_folded_tag():
 def test_tcp_notify_socket_is_folded_whole_once_the_relay_accepts_it():
     cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
     accepted: list[str] = []
-    cluster.allow_tcp_notify_target = lambda spec: accepted.append(spec) or True
+    cluster.rewriter.allow_tcp_notify_target = lambda spec: accepted.append(spec) or True
     _route(cluster, 'U c1 1.2.3.4 5000 f1 tcp:192.0.2.7:9999 t%201')
     _route(cluster, 'U c2 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:9999 t2')   # cannot be reached
-    cluster.allow_tcp_notify_target = lambda spec: False              # relay full
+    cluster.rewriter.allow_tcp_notify_target = lambda spec: False              # relay full
     _route(cluster, 'U c3 1.2.3.4 5000 f1 tcp:192.0.2.8:9999 t3')
     assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 tcp%3A192.0.2.7%3A9999%20t%201',
                            'U c2 1.2.3.4 5000 f1', 'U c3 1.2.3.4 5000 f1']
