@@ -115,6 +115,10 @@ class SharingState:
         """
         self._ticks += 1
         self.write_presence()
+        if self.subscriber_connected:      # else the silence is ours, not the peers'
+            for peer in self.peers_view.expire_silent(self.wall(), PRESENCE_TTL_MS / 1000.0):
+                self.emit(Log('warn', 'redis: peer {peer} wrote no presence for {ttl} s; '
+                              'taking it for dead', {'peer': peer, 'ttl': PRESENCE_TTL_MS / 1000}))
         barrier = self.tombstones.barrier_due()
         if barrier is not None:
             self.emit(Barrier(barrier))
@@ -231,6 +235,7 @@ class SharingState:
     def on_subscribed(self) -> None:
         """A subscribe confirmation (first, or after a silent reconnect): events were lost."""
         self.subscriber_connected = True
+        self.peers_view.listening_since = self.wall()
         self.request_resync()
 
     def on_subscriber_down(self, error: str) -> None:
@@ -388,7 +393,7 @@ class SharingState:
         for peer, presence in presences.items():
             if peer == self.instance_id:
                 continue
-            self.peers_view.presence(peer, dict(presence))
+            self.peers_view.presence(peer, dict(presence), self.wall())
             self._discover(peer)
             # absence in Redis proves deletion only once the peer rewrote into this Redis
             if presence.get('synced_run_id') == run_id and run_id:

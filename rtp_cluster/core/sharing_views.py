@@ -19,6 +19,8 @@ class PeerView:
         self.auto = not identity.peers
         self.discovered: set[str] = set()      # found through presence records (auto)
         self.info: dict[str, dict] = {}        # peer: alive, last_event, presence
+        self.listening_since = 0.0             # events before it may have been lost
+        self._heard: dict[str, float] = {}     # peer: when its presence was last seen
 
     def followed(self) -> set[str]:
         peers = self.discovered if self.auto else self.subscribed
@@ -42,9 +44,24 @@ class PeerView:
         info['alive'] = alive
         if at is not None:
             info['last_event'] = at
+            self._heard[peer] = at
 
-    def presence(self, peer: str, presence: dict[str, str]) -> None:
+    def presence(self, peer: str, presence: dict[str, str], at: float) -> None:
         self.info.setdefault(peer, {}).update(alive=True, presence=presence)
+        self._heard.setdefault(peer, at)
+
+    def expire_silent(self, now: float, ttl: float) -> list[str]:
+        """Peers alive by their last event but silent for longer than the presence TTL.
+
+        A live peer rewrites its presence every second, and each write is an event; a dead
+        one's presence key expires in Redis only when Redis gets round to it (lazily, or by
+        its sampling expiry cycle, which can take minutes among 100,000 keys with TTLs).
+        """
+        silent = [peer for peer, info in self.info.items() if info.get('alive')
+                  and now - max(self._heard.get(peer, now), self.listening_since) > ttl]
+        for peer in silent:
+            self.info[peer]['alive'] = False
+        return silent
 
     def gone(self, peers: Iterable[str]) -> None:
         for peer in peers:

@@ -902,3 +902,18 @@ def test_a_third_instance_keeps_no_ghost_of_calls_taken_over_and_deleted(env):
     wait_for(lambda: c.counts() == (0, 0), 5, 'c forgets every call')
     c.resync_done()
     assert c.counts() == (0, 0), 'a resync brought calls back'
+
+
+def test_a_killed_peer_shows_dead_in_ls_peers_within_its_presence_ttl(env):
+    """Issue 18: a peer is dead in `ls peers` within its presence TTL (3 s) after a SIGKILL,
+    whether or not Redis has expired its presence key by then."""
+    a, b = env.instance('a'), env.instance('b')
+
+    def b_alive() -> str:
+        line = next(line for line in a.admin('ls peers') if line.startswith('b '))
+        return line.split(' alive=')[1].split(' ')[0]
+
+    wait_for(lambda: b_alive() == 'yes', 5, 'a sees b alive')
+    b.kill()
+    took = wait_for(lambda: b_alive() == 'no', 10, 'a takes b for dead')
+    assert took <= 3.0 + 1.5, 'b shown alive for %.1f s after it was killed' % took

@@ -381,3 +381,42 @@ def test_degraded_only_after_the_configured_errors_in_a_row():
     assert state.degraded and state.presence_record()['state'] == 'degraded'
     state.on_write_ok()
     assert not state.degraded
+
+
+# --- dead peers -------------------------------------------------------------------------------
+
+def test_a_peer_silent_for_longer_than_the_presence_ttl_is_dead_without_an_expiry_event():
+    core = Core()
+    core.state.start()
+    core.state.on_subscribed()
+    core.state.on_events([('rtpc:n:b', 'hset'), ('rtpc:n:c', 'hset')])
+    core.taken()
+    for _ in range(5):                      # b keeps writing its presence, c fell silent
+        core.wall.now += 1.0
+        core.state.on_events([('rtpc:n:b', 'hset')])
+        core.state.tick()
+    peers = core.state.peers_view.info
+    assert peers['b']['alive'] is True and peers['c']['alive'] is False
+    warnings = [a for a in core.taken(Log) if a.fields.get('peer') == 'c']
+    assert len(warnings) == 1 and 'taking it for dead' in warnings[0].text
+    core.state.on_events([('rtpc:n:c', 'hset')])          # c is back
+    assert peers['c']['alive'] is True
+
+
+def test_silence_while_our_subscriber_was_down_kills_no_peer():
+    core = Core()
+    core.state.start()
+    core.state.on_subscribed()
+    core.state.on_events([('rtpc:n:b', 'hset')])
+    core.state.on_subscriber_down('connection reset')
+    for _ in range(10):
+        core.wall.now += 1.0
+        core.state.tick()
+    assert core.state.peers_view.info['b']['alive'] is True
+    core.state.on_subscribed()              # the events of the outage are lost, not silence
+    core.wall.now += 2.0
+    core.state.tick()
+    assert core.state.peers_view.info['b']['alive'] is True
+    core.wall.now += 2.0
+    core.state.tick()
+    assert core.state.peers_view.info['b']['alive'] is False

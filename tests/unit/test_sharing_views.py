@@ -20,8 +20,8 @@ def test_configured_peers_and_ksrm_in_auto_mode_pin_the_list():
     assert not view.auto and view.follows('b') and not view.follows('c')
     assert not view.discover('c')
     auto = PeerView(Identity('a', 'rtpc'), 'a')
-    auto.presence('b', {})
-    auto.presence('c', {})
+    auto.presence('b', {}, 1.0)
+    auto.presence('c', {}, 1.0)
     auto.unsubscribe('b')                       # leaves auto mode with every other peer
     assert not auto.auto and auto.subscribed == {'c'}
     assert not auto.follows('b') and auto.follows('c')
@@ -30,7 +30,7 @@ def test_configured_peers_and_ksrm_in_auto_mode_pin_the_list():
 def test_peers_without_presence_after_a_resync_are_not_alive():
     view = PeerView(Identity('a', 'rtpc'), 'a')
     view.seen('b', True, 5.0)
-    view.presence('c', {'state': 'ok'})
+    view.presence('c', {'state': 'ok'}, 1.0)
     view.gone(['b'])
     assert view.info == {'b': {'alive': False, 'last_event': 5.0},
                          'c': {'alive': True, 'presence': {'state': 'ok'}}}
