@@ -311,8 +311,11 @@ class SharingState:
                 continue              # a resync reads every prefix; `ksrm` peers stay out
             if self.reads.removed_since(key, issued):
                 continue              # removed after this read was issued: stale
-            if not raw and source == 'event':
-                self._remove(parsed)
+            if not raw:
+                # gone between the scan (or the event) and the read: its deletion event
+                # removes it, and an empty hash is no record at all (not a bad one)
+                if source == 'event':
+                    self._remove(parsed)
                 continue
             self.apply_raw(key, raw)
         if source == 'event':

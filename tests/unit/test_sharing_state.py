@@ -420,3 +420,16 @@ def test_silence_while_our_subscriber_was_down_kills_no_peer():
     core.wall.now += 2.0
     core.state.tick()
     assert core.state.peers_view.info['b']['alive'] is False
+
+
+def test_a_key_deleted_between_the_resync_scan_and_its_read_is_no_bad_record():
+    core = Core()
+    core.state.start()
+    key, mapping = raw(record('gone-meanwhile'))
+    live_key, live = raw(record('still-here'))
+    core.state.on_records([(key, {}), (live_key, live)], 'resync')
+    assert core.state.counters.bad_records == 0
+    assert not [a for a in core.taken(Log) if 'ignoring record' in a.text]
+    assert 'still-here' in core.store and 'gone-meanwhile' not in core.store
+    core.state.on_records([(key, {'cid': 'x'})], 'resync')       # a real bad record still is
+    assert core.state.counters.bad_records == 1
