@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: all venv test demo bench bench-memory bench-sharing bench-http clean
+.PHONY: all venv test demo bench bench-memory bench-sharing bench-sharing-scale bench-http clean
 
 all: test
 
@@ -56,6 +56,10 @@ bench-sharing: venv
 		--concurrency 16 --out bench/results/sharing-closed.json
 	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 10 --duration 5 \
 		--concurrency 256 --rate 1000 --hold 0.1 --out bench/results/sharing-paced.json
+
+# issue 18's targets: three instances, 100,000 shared sessions, scripted members
+bench-sharing-scale: venv
+	$(VENV)/bin/python -m bench.sharing_scale --sessions 100000
 
 # the metrics requirement: the HTTP listener on and /metrics scraped every second (B) against
 # the same cluster without it (A), interleaved in one run; B/A must stay within 3 %

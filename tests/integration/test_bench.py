@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from bench.fakemember import FakeMember
 from bench.loadgen import LoadGen, check_info, check_port, check_query
 from tests.support.procs import ROOT, control_command, free_udp_port
@@ -183,3 +185,27 @@ def test_http_comparison_targets_and_the_scraper(tmp_path):
         assert scraper.alive()
         log = open(tmp_path / 'scraper.log').read()
         assert 'scrape failed' not in log and log.count('scraped ') >= 2, log
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_sharing_scale_benchmark_runs_every_phase_on_a_small_scale(tmp_path):
+    """bench/sharing_scale.py end to end with 300 sessions: every phase reports, failover
+    routes every sampled call without a broadcast (figures are the benchmark's business)."""
+    import json
+    out = tmp_path / 'scale.json'
+    subprocess.run([sys.executable, '-m', 'bench.sharing_scale', '--sessions', '300',
+                    '--rate', '200', '--seconds', '1', '--load-seconds', '1', '--sample', '30',
+                    '--out', str(out)], cwd=ROOT, check=True, timeout=240,
+                   stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    out.unlink()
+    assert result['propagation']['answered'] == 200
+    assert result['propagation']['known_by_b'] == 200
+    assert result['create_with_sharing']['sessions'] == 300
+    assert result['create_without_sharing']['errors'] == 0
+    assert result['fresh_instance_learns_after_start_s'] is not None
+    assert result['dead_peer_shown_after_s'] is not None
+    assert result['failover'] == {**result['failover'], 'sample': 30, 'answered_with_port': 30,
+                                  'broadcasts': 0}
+    assert result['load_during_resync']['errors'] == 0
