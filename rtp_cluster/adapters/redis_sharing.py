@@ -339,7 +339,7 @@ class RedisSharing:
     def _on_config_set(self, reply) -> None:
         self.checks.on_set(reply)
         self._ask_config()
-        self.state.request_resync()      # changes made while no events came are read now
+        self.state.request_resync(repair=True)   # changes made while no events came
 
     # --- subscriber thread ----------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class SharingState:
         self.degraded = False
         self.write_errors = 0                  # consecutive failed writes
         self.subscriber_connected = False
+        self._repair_since: float | None = None     # a repair resync is due or running
         self.reader_ok = True
         self.last_error = ''
         self.redis_run_id: str | None = None
@@ -236,7 +237,7 @@ class SharingState:
         """A subscribe confirmation (first, or after a silent reconnect): events were lost."""
         self.subscriber_connected = True
         self.peers_view.listening_since = self.wall()
-        self.request_resync()
+        self.request_resync(repair=True)
 
     def on_subscriber_down(self, error: str) -> None:
         if self.subscriber_connected:
@@ -375,7 +376,12 @@ class SharingState:
 
     # --- resync ----------------------------------------------------------------------------------
 
-    def request_resync(self) -> None:
+    def request_resync(self, repair: bool = False) -> None:
+        """Read the whole namespace.  `repair`: events may have been lost, so the view is
+        stale (unknown calls are looked up in Redis) until a resync started after now ends;
+        a periodic or operator resync only double-checks a view that events keep current."""
+        if repair and self._repair_since is None:
+            self._repair_since = self.mono()
         if self.reads.start_resync():
             self.tombstones.resync_started()
             self.emit(Resync(self.mono()))
@@ -406,6 +412,8 @@ class SharingState:
         self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
                             'removed': removed}
         self.redis_counters.resyncs += 1
+        if self._repair_since is not None and since >= self._repair_since:
+            self._repair_since = None
         self.own_load.complete()
         self.tombstones.resync_done()
         if self.reads.resync_done():
@@ -415,9 +423,9 @@ class SharingState:
 
     @property
     def stale(self) -> bool:
-        """Our view of the peers may miss sessions (subscriber down, resync not finished)."""
+        """Our view of the peers may miss sessions (subscriber down, repair resync not done)."""
         reads = self.reads
-        return not self.subscriber_connected or reads.resync_running or reads.resync_pending
+        return not self.subscriber_connected or self._repair_since is not None
 
     def lookup_unknown(self, cluster: str, call_id: str, then: Callable[[], None],
                        ends_call: bool = False) -> bool:

@@ -433,3 +433,45 @@ def test_a_key_deleted_between_the_resync_scan_and_its_read_is_no_bad_record():
     assert 'still-here' in core.store and 'gone-meanwhile' not in core.store
     core.state.on_records([(key, {'cid': 'x'})], 'resync')       # a real bad record still is
     assert core.state.counters.bad_records == 1
+
+
+# --- when the view is stale --------------------------------------------------------------------
+
+def test_only_a_repair_resync_makes_the_view_stale_not_a_periodic_one():
+    core = Core(resync_interval=2.0)
+    core.state.start()
+    assert core.state.stale                                # not subscribed yet
+    core.state.on_subscribed()                             # events may have been lost
+    repair = core.taken(Resync)
+    assert len(repair) == 1 and core.state.stale
+    core.state.on_resync_done(repair[0].since, [], {}, 'run-1', 0.5)
+    assert not core.state.stale
+    core.mono.now += 2.0
+    core.state.tick()
+    core.state.tick()                                      # the periodic resync is due
+    periodic = core.taken(Resync)
+    assert len(periodic) == 1 and core.state.reads.resync_running
+    assert not core.state.stale                            # events keep the view current
+    core.state.on_resync_done(periodic[0].since, [], {}, 'run-1', 0.5)
+    assert not core.state.stale
+
+
+def test_a_repair_asked_while_a_resync_runs_waits_for_the_next_resync():
+    core = Core()
+    core.state.start()
+    core.state.on_subscribed()
+    first = core.taken(Resync)[0]
+    core.state.on_resync_done(first.since, [], {}, 'run-1', 0.1)
+    core.mono.now += 1.0
+    core.state.request_resync()                            # an operator's resync runs
+    running = core.taken(Resync)[0]
+    core.mono.now += 1.0
+    core.state.on_subscriber_down('reset')
+    core.state.on_subscribed()                             # reconnected during it
+    assert core.taken(Resync) == [] and core.state.stale
+    core.state.on_resync_done(running.since, [], {}, 'run-1', 2.0)
+    assert core.state.stale                                # it started before the loss
+    follow_up = core.taken(Resync)
+    assert len(follow_up) == 1
+    core.state.on_resync_done(follow_up[0].since, [], {}, 'run-1', 0.1)
+    assert not core.state.stale
