@@ -102,27 +102,30 @@ def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
                   fields['ttag'], created, updated, owner, epoch, seq, fields['state'])
 
 
-def newest_records(namespace: str, records: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+def newest_records(namespace: str,
+                   records: list[tuple[str, dict]]) -> list[tuple[str, Record | dict]]:
     """Of the keys of one call in different prefixes, keep only the newest record.
 
     A dead owner's key outlives a takeover and the taker's tombstone until both expire; a
     resync reads them in scan order, and applying the stale record after the tombstone
-    would bring a deleted call back.  Unreadable records are kept (counted where applied).
+    would bring a deleted call back.  Decodable hashes come back decoded (a `Record`, so
+    the reactor does not decode them again); unreadable ones are kept as they were read
+    (counted where applied).
     """
     best: dict[tuple[str, str], tuple] = {}
-    decoded = []
+    decoded: list[tuple[str, Record | dict]] = []
     for key, raw in records:
         try:
             record = decode_record(key, namespace, raw)
         except BadRecord:
-            record = None
-        decoded.append(record)
-        if record is not None:
-            ident = (record.cluster, record.cid)
-            if ident not in best or record.order > best[ident]:
-                best[ident] = record.order
-    return [item for item, record in zip(records, decoded)
-            if record is None or record.order == best[(record.cluster, record.cid)]]
+            decoded.append((key, raw))
+            continue
+        decoded.append((key, record))
+        ident = (record.cluster, record.cid)
+        if ident not in best or record.order > best[ident]:
+            best[ident] = record.order
+    return [(key, item) for key, item in decoded
+            if not isinstance(item, Record) or item.order == best[(item.cluster, item.cid)]]
 
 
 class SharedSession(Session):

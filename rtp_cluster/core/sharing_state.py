@@ -293,8 +293,9 @@ class SharingState:
 
     # --- what was read ----------------------------------------------------------------------
 
-    def on_records(self, results: Iterable[tuple[str, Mapping]], source: str) -> None:
-        """Hashes read from Redis; `source` is 'event', 'resync' or 'own' (the load)."""
+    def on_records(self, results: Iterable[tuple[str, Mapping | Record]], source: str) -> None:
+        """Hashes read from Redis, or records decoded from them (`newest_records`);
+        `source` is 'event', 'resync' or 'own' (the load)."""
         self.reader_ok = True
         issued = self.reads.issued(source)
         for key, raw in results:
@@ -318,7 +319,10 @@ class SharingState:
                 if source == 'event':
                     self._remove(parsed)
                 continue
-            self.apply_raw(key, raw)
+            if isinstance(raw, Record):
+                self.apply(raw, key)
+            else:
+                self.apply_raw(key, raw)
         if source == 'event':
             self.reads.read_done()
             self._schedule_read()
