@@ -13,6 +13,7 @@ waits for it.
 from __future__ import annotations
 
 import time
+from sys import intern
 from typing import Callable, Mapping, NamedTuple
 
 from .counters import Field, counter_group
@@ -98,8 +99,11 @@ def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
         raise BadRecord('bad call-id or member')
     if parsed != (owner, cluster, cid):
         raise BadRecord('call-id/cluster do not match the key')
-    return Record(cid, cluster, fields['member'], fields['maddr'], fields['ftag'],
-                  fields['ttag'], created, updated, owner, epoch, seq, fields['state'])
+    # the names a record shares with thousands of others are kept once (interned), not
+    # once per session: ~180 bytes less per foreign session at 100,000
+    return Record(cid, intern(cluster), intern(fields['member']), intern(fields['maddr']),
+                  fields['ftag'], fields['ttag'], created, updated, intern(owner), epoch, seq,
+                  intern(fields['state']))
 
 
 def newest_records(namespace: str,

@@ -1004,3 +1004,11 @@ def test_tombstone_shadows_every_other_prefix_the_call_may_still_have_a_key_in()
     write = sharing.writer.queued('rtpc:s:a:test:c1')
     assert write.shadows == ['rtpc:s:b:test:c1', 'rtpc:s:c:test:c1', 'rtpc:s:d:test:c1']
     assert write()['state'] == DELETED_STATE
+
+
+def test_decoded_records_share_the_names_they_have_in_common():
+    key1, raw1 = encoded(record(cid='n1', owner='b', member='m2'))
+    key2, raw2 = encoded(record(cid='n2', owner='b', member='m2'))
+    one, two = decode_record(key1, NS, raw1), decode_record(key2, NS, raw2)
+    for name in ('owner', 'member', 'maddr', 'cluster', 'state'):
+        assert getattr(one, name) is getattr(two, name), name
