@@ -33,6 +33,7 @@ ACTIVE_STATE = 'active'
 DELETED_STATE = 'deleted'
 _FIELDS = ('v', 'cid', 'cluster', 'member', 'maddr', 'ftag', 'ttag', 'created', 'updated',
            'owner', 'epoch', 'seq', 'state')
+_FIELD_SET = frozenset(_FIELDS)
 
 
 class Record(NamedTuple):
@@ -63,6 +64,10 @@ class Record(NamedTuple):
                 'epoch': str(self.epoch), 'seq': str(self.seq), 'state': self.state}
 
 
+def _text(value) -> str:
+    return value.decode('latin-1') if isinstance(value, bytes) else str(value)
+
+
 class BadRecord(ValueError):
     """A record in Redis that cannot be used; the message says why."""
 
@@ -71,15 +76,16 @@ def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
     """Validate a hash read from Redis (bytes or str); raises BadRecord."""
     if not raw:
         raise BadRecord('empty or missing')
-    fields: dict[str, str] = {}
-    for name, value in raw.items():
-        name = name.decode('latin-1') if isinstance(name, bytes) else str(name)
-        value = value.decode('latin-1') if isinstance(value, bytes) else str(value)
-        if len(value) > MAX_FIELD:
-            raise BadRecord('field %s is %d bytes long' % (name[:40], len(value)))
-        fields[name] = value
-    missing = [f for f in _FIELDS if f not in fields]
-    if missing:
+    try:                    # redis-py's bytes: the common case of every resync, kept fast
+        fields = {name.decode('latin-1'): value.decode('latin-1')
+                  for name, value in raw.items()}
+    except AttributeError:
+        fields = {_text(name): _text(value) for name, value in raw.items()}
+    if max(map(len, fields.values())) > MAX_FIELD:
+        name = next(n for n, v in fields.items() if len(v) > MAX_FIELD)
+        raise BadRecord('field %s is %d bytes long' % (name[:40], len(fields[name])))
+    if not _FIELD_SET <= fields.keys():
+        missing = [f for f in _FIELDS if f not in fields]
         raise BadRecord('missing fields: %s' % ', '.join(missing))
     try:
         version, epoch, seq = int(fields['v']), int(fields['epoch']), int(fields['seq'])
