@@ -68,25 +68,19 @@ RedisConfig = schema.config_class('RedisConfig', 'redis', """Session sharing thr
     """)
 
 
-@dataclass(frozen=True)
-class DisconnectNotifyConfig:
-    """Relay of disconnect notifications: TCP listen address and destination socket prefix."""
+DisconnectNotifyConfig = schema.config_class('DisconnectNotifyConfig', 'disconnect_notify', """\
+Relay of disconnect notifications: TCP listen address, destination socket prefix, bounds.
 
-    inbound_host: str
-    inbound_port: int
-    dest_socket_prefix: str
+    One attribute per row of config_schema.ELEMENTS['disconnect_notify'] (<inbound_address>
+    fills inbound_host and inbound_port).
+    """)
 
+ClusterConfig = schema.config_class('ClusterConfig', 'rtp_cluster', """\
+One cluster: its control socket and its members, in file order.
 
-@dataclass(frozen=True)
-class ClusterConfig:
-    """One cluster: its control socket and its members, in file order."""
-
-    name: str
-    endpoint: Endpoint
-    members: tuple[MemberConfig, ...]
-    capacity_limit: str = 'soft'
-    disconnect_notify: DisconnectNotifyConfig | None = None
-    reply_cache_bytes: int = schema.DEFAULT_REPLY_CACHE_BYTES
+    One attribute per row of config_schema.ELEMENTS['rtp_cluster'] that fills one (<protocol>
+    and <address> make `endpoint`); name, endpoint and members come first.
+    """, leading=('name', 'endpoint', 'members'))
 
 
 @dataclass(frozen=True)
@@ -323,7 +317,7 @@ class _Reader:
         """
         values: dict[str, Any] = {}
         for row in schema.children(element):
-            if row.tag in done or row.parse is None or row.field is None:
+            if row.tag in done or row.parse is None or not (row.field or row.parts):
                 continue
             if row.required:
                 found = self.required(el, groups, row.tag, owner)
@@ -331,7 +325,28 @@ class _Reader:
                 found = self.optional(groups, row.tag, owner)
                 if found is None:
                     continue
-            values[row.field] = self.value(found, owner, row.parse)
+            value = self.value(found, owner, row.parse)
+            if row.parts:
+                values.update(zip((name for name, _ in row.parts), value))
+            else:
+                values[row.field] = value
+        return values
+
+    def nested(self, el: etree._Element, groups: dict[str, list[etree._Element]],
+               owner: _Owner, element: str, readers: Mapping[str, Callable[..., Any]],
+               ) -> dict[str, Any]:
+        """The attributes that the container rows of `element` fill, each read by
+        `readers[tag](elements)`; an absent optional container is left to its default."""
+        values: dict[str, Any] = {}
+        for row in schema.children(element):
+            if not row.container or row.field is None:
+                continue
+            if row.many:
+                values[row.field] = readers[row.tag](groups.get(row.tag, []))
+            else:
+                found = self.optional(groups, row.tag, owner)
+                if found is not None:
+                    values[row.field] = readers[row.tag](found)
         return values
 
     def unique_name(self, name_el: etree._Element, owner: _Owner, name: str,
@@ -397,23 +412,19 @@ class _Reader:
         self.unique_name(name_el, owner, name, names, 'among clusters')
         owner = _Owner('rtp_cluster', f'"{name}"')
         endpoint = self.endpoint(el, groups, owner)
-        limit_el = self.optional(groups, 'capacity_limit', owner)
-        notify_el = self.optional(groups, 'disconnect_notify', owner)
         cache_el = self.optional(groups, 'reply_cache_bytes', owner)
         if cache_el is not None and endpoint.protocol == 'unix':
             raise self.error(cache_el, owner.child_subject('reply_cache_bytes'),
                              'a unix control socket has no reply cache; expected it only '
                              'in udp and udp6 clusters')
-        return ClusterConfig(
-            name=name,
-            endpoint=endpoint,
-            members=self.members(groups.get('rtpproxy', []), name),
-            capacity_limit='soft' if limit_el is None else self.capacity_limit(limit_el, owner),
-            disconnect_notify=(None if notify_el is None
-                               else self.disconnect_notify(notify_el, name)),
-            reply_cache_bytes=(schema.DEFAULT_REPLY_CACHE_BYTES if cache_el is None
-                               else self.value(cache_el, owner, schema.reply_cache_bytes)),
-        )
+        readers = {
+            'rtpproxy': lambda els: self.members(els, name),
+            'capacity_limit': lambda limit_el: self.capacity_limit(limit_el, owner),
+            'disconnect_notify': lambda notify_el: self.disconnect_notify(notify_el, name),
+        }
+        return ClusterConfig(name=name, endpoint=endpoint,
+                             **self.fields(el, groups, owner, 'rtp_cluster', ('name',)),
+                             **self.nested(el, groups, owner, 'rtp_cluster', readers))
 
     def endpoint(self, el: etree._Element, groups: dict[str, list[etree._Element]],
                  owner: _Owner) -> Endpoint:
@@ -434,10 +445,7 @@ class _Reader:
     def disconnect_notify(self, el: etree._Element, cluster: str) -> DisconnectNotifyConfig:
         groups = self.group(el)
         owner = _Owner('disconnect_notify', f'of rtp_cluster "{cluster}"')
-        inbound_el = self.required(el, groups, 'inbound_address', owner)
-        host, port = self.value(inbound_el, owner, lambda text: split_host_port(text, None))
-        return DisconnectNotifyConfig(inbound_host=host, inbound_port=port,
-                                      **self.fields(el, groups, owner, 'disconnect_notify'))
+        return DisconnectNotifyConfig(**self.fields(el, groups, owner, 'disconnect_notify'))
 
     def members(self, elements: list[etree._Element], cluster: str) -> tuple[MemberConfig, ...]:
         names: dict[str, int] = {}
@@ -541,7 +549,7 @@ def _write_element(el: etree._Element, element: str, obj: Any) -> None:
     """The children of `el` in table order: text rows from `obj`, then nested elements."""
     for row in schema.children(element):
         if row.container:
-            for value in _nested(row.tag, obj):
+            for value in _nested(row, obj):
                 _write_nested(etree.SubElement(el, row.tag), row.tag, value)
             continue
         text = row.text_of(obj)
@@ -549,9 +557,9 @@ def _write_element(el: etree._Element, element: str, obj: Any) -> None:
             etree.SubElement(el, row.tag).text = text
 
 
-def _nested(tag: str, obj: Any) -> tuple[Any, ...]:
-    """The configuration objects written as `<tag>` elements inside `obj`'s element."""
-    value = getattr(obj, _NESTED_FIELDS[tag])
+def _nested(row: schema.Child, obj: Any) -> tuple[Any, ...]:
+    """The configuration objects written as `<row.tag>` elements inside `obj`'s element."""
+    value = getattr(obj, row.field or '')
     if isinstance(value, tuple):
         return value
     return () if value is None else (value,)
@@ -563,8 +571,3 @@ def _write_nested(el: etree._Element, tag: str, value: Any) -> None:
             el.set(attribute.name, str(value))
     else:
         _write_element(el, tag, value)
-
-
-_NESTED_FIELDS = {'rtp_cluster': 'clusters', 'redis': 'redis', 'http': 'http',
-                  'rtpproxy': 'members', 'disconnect_notify': 'disconnect_notify',
-                  'capacity_limit': 'capacity_limit'}

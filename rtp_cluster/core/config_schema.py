@@ -8,7 +8,9 @@ reader, the writer, the structure checks, the ``modify add`` keys and the docume
 lists in `rtp_cluster.core.config` and the admin adapter are all driven by these rows; the
 shipped ``rtp_cluster.dtd`` must declare the same elements (tests/unit/test_config_schema.py).
 
-Adding a member field: one `Child` row in `ELEMENTS['rtpproxy']` and one DTD line.
+Adding a member, cluster or relay field: one `Child` row in `ELEMENTS['rtpproxy']`,
+`ELEMENTS['rtp_cluster']` or `ELEMENTS['disconnect_notify']` and one DTD line; the
+configuration classes (`config_class`) are generated from the rows.
 """
 from __future__ import annotations
 
@@ -20,14 +22,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, unix_path
+from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, split_host_port, unix_path
 from .log import LEVELS
 from .replycache import DEFAULT_MAX_BYTES as DEFAULT_REPLY_CACHE_BYTES
 from .replycache import MIN_MAX_BYTES as MIN_REPLY_CACHE_BYTES
 
 __all__ = [
     'Child', 'AddKey', 'Attribute', 'ELEMENTS', 'ATTRIBUTES', 'ROOT', 'children', 'child',
-    'leaf_tags', 'expected', 'config_class', 'add_keys', 'required_add_keys', 'add_usage',
+    'leaf_tags', 'expected', 'config_class', 'attribute_names', 'add_keys', 'required_add_keys', 'add_usage',
     'add_problem', 'describe',
     'render_text', 'render_man', 'local_host_name', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
     'LOG_LEVELS', 'parse_log_level', 'HTTP_ADDRESS_TEXT',
@@ -75,6 +77,8 @@ class Child:
     parse: Callable[[str], Any] | None = None    # text -> value; ValueError names the problem
     field: str | None = None           # attribute of the configuration object it fills
     type: Any = str                    # that attribute's type
+    # instead of `field`: the parsed value is a tuple spread over these (attribute, type)s
+    parts: tuple[tuple[str, Any], ...] = ()
     required: bool = False
     default: Any = None                # the attribute's value when the element is absent
     default_factory: Callable[[], Any] | None = None
@@ -291,6 +295,11 @@ def _whole(obj: Any) -> Any:
     return obj
 
 
+def parse_inbound_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPV6]:PORT` of the notify relay: (host, port), the port mandatory."""
+    return split_host_port(text, None)
+
+
 def _write_inbound(notify: Any) -> str:
     host = notify.inbound_host
     return f'[{host}]:{notify.inbound_port}' if ':' in host else f'{host}:{notify.inbound_port}'
@@ -351,12 +360,13 @@ def _non_default_cache_bytes(cluster: Any) -> int | None:
 
 ELEMENTS: dict[str, tuple[Child, ...]] = {
     ROOT: (
-        Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', many=True,
-              container=True),
-        Child('redis', 'a <redis> element', 'session sharing through Redis',
+        Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', field='clusters',
+              many=True, container=True),
+        Child('redis', 'a <redis> element', 'session sharing through Redis', field='redis',
               container=True),
         Child('http', 'an <http> element',
-              'HTTP listener: Prometheus /metrics, /health, the status page', container=True),
+              'HTTP listener: Prometheus /metrics, /health, the status page', field='http',
+              container=True),
         Child('log_level', LOG_LEVEL_TEXT, 'the log level (default: info)', parse_log_level,
               'log_level', default='info', value_of=_log_level_if_not_default),
     ),
@@ -365,17 +375,19 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
         _protocol('the control socket protocol: udp, udp6 or unix'),
         _address('the control socket: HOST[:PORT] (port 22222 if omitted) or /PATH'),
         Child('disconnect_notify', 'a <disconnect_notify> element',
-              'relay of disconnect notifications to a B2BUA', container=True),
+              'relay of disconnect notifications to a B2BUA', field='disconnect_notify',
+              type='DisconnectNotifyConfig | None', container=True),
         Child('capacity_limit', 'a <capacity_limit type="soft|hard" /> element',
               'type="soft" (default): a full member still takes calls when all are full; '
-              'type="hard": they are refused', container=True),
+              'type="hard": they are refused', field='capacity_limit', default='soft',
+              container=True),
         Child('reply_cache_bytes', REPLY_CACHE_TEXT,
               'udp/udp6 only: memory for the replies retransmitted commands get '
               f'(default: {DEFAULT_REPLY_CACHE_BYTES}, 64 MiB)', reply_cache_bytes,
               'reply_cache_bytes', int, default=DEFAULT_REPLY_CACHE_BYTES,
               value_of=_non_default_cache_bytes),
-        Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy',
-              many=True, container=True),
+        Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy', field='members',
+              type='tuple[MemberConfig, ...]', many=True, container=True),
     ),
     'rtpproxy': (
         _name('the member name, unique within the cluster',
@@ -399,7 +411,8 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
     ),
     'disconnect_notify': (
         Child('inbound_address', 'HOST:PORT',
-              'TCP address the members send their notifications to', required=True,
+              'TCP address the members send their notifications to', parse_inbound_address,
+              parts=(('inbound_host', str), ('inbound_port', int)), required=True,
               value_of=_whole, write=_write_inbound),
         Child('dest_socket_prefix', 'an absolute socket path prefix such as /var/run/b2bua.sock',
               'prefix of the B2BUA unix sockets notifications are relayed to',
@@ -497,23 +510,40 @@ def expected(tag: str) -> str:
     raise KeyError(tag)
 
 
-def config_class(name: str, element: str, doc: str) -> type:
-    """A frozen dataclass with one attribute per row of `element` that has a `field`."""
-    fields = []
-    for row in ELEMENTS[element]:
-        if row.field is None:
-            continue
-        if row.default_factory is not None:
-            spec = dataclasses.field(default_factory=row.default_factory)
-        elif row.required and row.default is None:
-            spec = dataclasses.field()
-        else:
-            spec = dataclasses.field(default=row.default)
-        fields.append((row.field, row.type, spec))
+def config_class(name: str, element: str, doc: str, leading: tuple[str, ...] = ()) -> type:
+    """A frozen dataclass with one attribute per row of `element` that has a `field` (or
+    `parts`), in table order; the attributes named in `leading` come first, in that order.
+
+    An attribute has no default when its row is required without a default, or repeats
+    (`many`: the tuple of the nested objects is always given).
+    """
+    fields = [spec for row in ELEMENTS[element] for spec in _dataclass_fields(row)]
+    rank = {field: index for index, field in enumerate(leading)}
+    fields.sort(key=lambda spec: rank.get(spec[0], len(rank)))   # stable: table order after
     cls = dataclasses.make_dataclass(name, fields, frozen=True,
                                      namespace={'__doc__': doc})
     cls.__module__ = 'rtp_cluster.core.config'
     return cls
+
+
+def attribute_names(element: str) -> list[str]:
+    """The configuration attributes the rows of `element` fill, in table order."""
+    return [spec[0] for row in ELEMENTS[element] for spec in _dataclass_fields(row)]
+
+
+def _dataclass_fields(row: Child) -> list[tuple[str, Any, Any]]:
+    if row.parts:
+        return [(name, kind, dataclasses.field() if row.required
+                 else dataclasses.field(default=None)) for name, kind in row.parts]
+    if row.field is None:
+        return []
+    if row.default_factory is not None:
+        spec = dataclasses.field(default_factory=row.default_factory)
+    elif row.default is None and (row.required or row.many):
+        spec = dataclasses.field()
+    else:
+        spec = dataclasses.field(default=row.default)
+    return [(row.field, row.type, spec)]
 
 
 def add_keys() -> tuple[Child, ...]:

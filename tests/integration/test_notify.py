@@ -207,7 +207,8 @@ class RecordingClient:
 def _cluster_with(member_protocol: str, address: str, notify: DisconnectNotifyConfig | None,
                   capabilities=CAPABILITY_DATES):
     clock = Clock()
-    config = ClusterConfig('c', parse_endpoint('udp', '127.0.0.1:1'), (), 'soft', notify)
+    config = ClusterConfig('c', parse_endpoint('udp', '127.0.0.1:1'), (), capacity_limit='soft',
+                           disconnect_notify=notify)
     cluster = Cluster(config, clock)
     client = RecordingClient()
     member = Member(MemberConfig('m', parse_endpoint(member_protocol, address), 1, 100), client, clock)

@@ -10,7 +10,8 @@ from lxml import etree
 
 from rtp_cluster.core import config_schema as schema
 from rtp_cluster.core.config import (
-    ConfigError, FieldError, MemberConfig, RedisConfig, config_to_xml, member_from_fields, parse_config,
+    ClusterConfig, ConfigError, DisconnectNotifyConfig, FieldError, MemberConfig, RedisConfig,
+    config_to_xml, member_from_fields, parse_config,
 )
 from rtp_cluster.core.endpoints import Endpoint
 
@@ -80,6 +81,47 @@ def test_configuration_classes_have_one_attribute_per_field_row_in_table_order()
         assert [f.name for f in dataclasses.fields(cls)] == [row.field for row in rows]
     assert MemberConfig('m', Endpoint('unix', path='/m'), 1, 2).status == 'ACTIVE'
     assert RedisConfig('redis://h', 'a').resync_interval == 60
+
+
+def test_cluster_and_relay_classes_are_generated_from_their_tables():
+    assert [f.name for f in dataclasses.fields(DisconnectNotifyConfig)] == \
+        schema.attribute_names('disconnect_notify')
+    assert schema.attribute_names('disconnect_notify')[:3] == [
+        'inbound_host', 'inbound_port', 'dest_socket_prefix']
+    leading = ['name', 'endpoint', 'members']
+    rest = [name for name in schema.attribute_names('rtp_cluster') if name not in leading]
+    assert [f.name for f in dataclasses.fields(ClusterConfig)] == leading + rest
+    assert rest[:3] == ['disconnect_notify', 'capacity_limit', 'reply_cache_bytes']
+    cluster = ClusterConfig('c', Endpoint('unix', path='/c'), ())
+    assert (cluster.capacity_limit, cluster.disconnect_notify) == ('soft', None)
+    with pytest.raises(TypeError):
+        ClusterConfig('c', Endpoint('unix', path='/c'))       # members are always given
+
+
+def test_a_new_cluster_row_and_dtd_line_are_all_a_new_field_needs(monkeypatch):
+    """One `Child` row plus one DTD line: read, defaulted and written back."""
+    from rtp_cluster.core import config as config_module
+    row = schema.Child('colour', 'a name', 'test only', schema.check_name, 'colour',
+                       default='blue')
+    monkeypatch.setitem(schema.ELEMENTS, 'rtp_cluster', schema.ELEMENTS['rtp_cluster'] + (row,))
+    dtd = dtd_text().replace('| reply_cache_bytes | rtpproxy)*>',
+                             '| reply_cache_bytes | rtpproxy | colour)*>')
+    dtd += '<!ELEMENT colour (#PCDATA)>\n'
+    assert disagreements(dtd) == []
+    monkeypatch.setattr(config_module, '_load_dtd', lambda: etree.DTD(BytesIO(dtd.encode())))
+    monkeypatch.setattr(config_module, '_CHILDREN', {
+        element: tuple(r.tag for r in rows) for element, rows in schema.ELEMENTS.items()})
+    cls = schema.config_class('ClusterConfig', 'rtp_cluster', '',
+                              leading=('name', 'endpoint', 'members'))
+    monkeypatch.setattr(config_module, 'ClusterConfig', cls)
+    cluster = ('<rtp_cluster><name>c</name><protocol>unix</protocol><address>/c</address>'
+               '%s</rtp_cluster>')
+    document = '<rtp_cluster_config>%s</rtp_cluster_config>'
+    red = parse_config((document % (cluster % '<colour>red</colour>')).encode(), 'x.xml')
+    plain = parse_config((document % (cluster % '')).encode(), 'x.xml')
+    assert (red.clusters[0].colour, plain.clusters[0].colour) == ('red', 'blue')
+    assert b'<colour>red</colour>' in config_to_xml(red)
+    assert parse_config(config_to_xml(red), 'y.xml') == red
 
 
 def test_add_usage_is_generated_in_the_original_key_order():
