@@ -346,10 +346,20 @@ def _host(tag: str, help_text: str, rank: int) -> Child:
                  add=AddKey(rank, 'HOST', False))
 
 
-def _tunable(tag: str, low: int, high: int, unit: str, help_text: str, default: int) -> Child:
+def _tunable(tag: str, low: int, high: int, unit: str, help_text: str, default: int,
+             write_default: bool = True) -> Child:
     return Child(tag, f'an integer from {low} to {high} ({unit})',
                  f'{help_text} (default: {default})', int_between(low, high), tag, int,
-                 default=default)
+                 default=default,
+                 value_of=None if write_default else _unless_default(tag, default))
+
+
+def _unless_default(field: str, default: Any) -> Callable[[Any], Any]:
+    """Written back only when set, so that a file of the original's format stays one."""
+    def value_of(obj: Any) -> Any:
+        value = getattr(obj, field)
+        return None if value == default else value
+    return value_of
 
 
 def _non_default_cache_bytes(cluster: Any) -> int | None:
@@ -417,6 +427,15 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
         Child('dest_socket_prefix', 'an absolute socket path prefix such as /var/run/b2bua.sock',
               'prefix of the B2BUA unix sockets notifications are relayed to',
               check_socket_prefix, 'dest_socket_prefix', required=True),
+        _tunable('max_destinations', 1, 100_000, 'sockets',
+                 'client sockets the relay keeps at a time; notifications for another '
+                 'are dropped', 256, write_default=False),
+        _tunable('max_queued_bytes', 4096, 1 << 30, 'bytes',
+                 'undelivered notifications the relay holds, all destinations together',
+                 1 << 20, write_default=False),
+        _tunable('idle_timeout', 1, 86_400, 'seconds',
+                 'a destination without notifications this long is closed and forgotten',
+                 300, write_default=False),
     ),
     'redis': (
         Child('url', REDIS_URL_TEXT, 'the Redis server', check_redis_url, 'url', required=True),

@@ -490,6 +490,43 @@ def test_sample_config_commented_examples_validate():
                                        password_env='RTPC_REDIS_PASSWORD')
 
 
+_RELAY = ('<disconnect_notify><inbound_address>127.0.0.1:12131</inbound_address>'
+          '<dest_socket_prefix>/var/run/b2bua.sock</dest_socket_prefix>%s</disconnect_notify>')
+
+
+def test_relay_bounds_have_defaults_and_are_read():
+    plain = parse_config(document(cluster(extra=_RELAY % '')), SRC).clusters[0].disconnect_notify
+    assert (plain.max_destinations, plain.max_queued_bytes, plain.idle_timeout) == (
+        256, 1048576, 300)
+    bounds = ('<max_destinations>8</max_destinations><max_queued_bytes>65536</max_queued_bytes>'
+              '<idle_timeout>30</idle_timeout>')
+    config = parse_config(document(cluster(extra=_RELAY % bounds)), SRC)
+    assert config.clusters[0].disconnect_notify == DisconnectNotifyConfig(
+        '127.0.0.1', 12131, '/var/run/b2bua.sock', 8, 65536, 30)
+    written = config_to_xml(config)
+    assert b'<idle_timeout>30</idle_timeout>' in written
+    assert b'idle_timeout' not in config_to_xml(parse_config(document(cluster(
+        extra=_RELAY % '')), SRC))          # defaults are not written: the original's format
+    assert parse_config(written, SRC) == config
+
+
+@pytest.mark.parametrize('child, problem', [
+    ('<max_destinations>0</max_destinations>',
+     '<max_destinations> of disconnect_notify of rtp_cluster "C1": "0" is out of range; '
+     'expected 1 to 100000'),
+    ('<max_queued_bytes>100</max_queued_bytes>',
+     '<max_queued_bytes> of disconnect_notify of rtp_cluster "C1": "100" is out of range; '
+     'expected 4096 to 1073741824'),
+    ('<idle_timeout>soon</idle_timeout>',
+     '<idle_timeout> of disconnect_notify of rtp_cluster "C1": "soon" is not a positive '
+     'integer'),
+])
+def test_relay_bounds_out_of_range_are_refused(child, problem):
+    with pytest.raises(ConfigError) as info:
+        parse_config(document(cluster(extra=_RELAY % child)), SRC)
+    assert str(info.value).endswith(problem)
+
+
 def test_original_example_validates():
     config = parse_config(ORIGINAL_EXAMPLE, 'original.xml')
     assert config == Config(clusters=(ClusterConfig(
@@ -717,7 +754,10 @@ _members = st.builds(
     cmd_out_address=st.none() | _ipv6)
 _notify = st.builds(DisconnectNotifyConfig, inbound_host=_ipv4 | _ipv6 | _hostnames,
                     inbound_port=_ports,
-                    dest_socket_prefix=_paths | _paths.map(lambda p: 'unix:' + p))
+                    dest_socket_prefix=_paths | _paths.map(lambda p: 'unix:' + p),
+                    max_destinations=st.integers(1, 100_000),
+                    max_queued_bytes=st.integers(4096, 1 << 30),
+                    idle_timeout=st.integers(1, 86_400))
 _clusters = st.builds(
     ClusterConfig, name=_names, endpoint=_endpoints,
     members=st.lists(_members, max_size=3, unique_by=lambda m: m.name).map(tuple),
