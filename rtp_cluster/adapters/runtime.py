@@ -6,6 +6,7 @@ weight/capacity/status apply at once, members that disappeared are drained.
 """
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from twisted.internet import defer
@@ -17,6 +18,7 @@ from ..core.config import (ClusterConfig, Config, ConfigError, HttpConfig, Membe
 from ..core.counters import CommandStats, CounterGroup, Histogram, Registry
 from ..core.loops import member_loop, own_sockets
 from ..core.member import Member, MemberCounters
+from ..core.notify_auth import KEY_BYTES, NotifyAuthenticator
 from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
 from .logcontrol import LogLevels
 from .notify import NotifyRelay, RelayCounters
@@ -50,6 +52,8 @@ class Runtime:
         self._servers: dict[str, Any] = {}
         self.admin = None
         self.relays: dict[str, NotifyRelay] = {}
+        # signs the notify tags the relays deliver; kept for the process (reloads included)
+        self.notify_key = secrets.token_bytes(KEY_BYTES)
         self._member_ports: set[int] = set()    # UDP ports our member clients send from
         self.sharing = None
         if config.redis is not None:
@@ -153,14 +157,16 @@ class Runtime:
                 relay = None
         if relay is None and wanted is not None:
             relay = NotifyRelay(wanted, self.reactor,
+                                NotifyAuthenticator(self.notify_key, cluster.name),
                                 counters=self.metrics.group(RelayCounters, cluster=cluster.name))
             relay.listen()
             self.relays[cluster.name] = relay
         if relay is not None:
             relay.set_allowed(member.client.address[0] for member in cluster.members.values()
                               if not member.is_local)
-        allow = relay.allow_tcp_target if relay is not None else None
-        cluster.rewriter.allow_tcp_notify_target = allow
+        cluster.rewriter.allow_tcp_notify_target = (
+            relay.allow_tcp_target if relay is not None else None)
+        cluster.rewriter.notify_auth = relay.auth if relay is not None else None
 
     def _sync_http(self, config: HttpConfig | None) -> None:
         """Start, move or stop the HTTP listener (metrics, health, status page)."""

@@ -12,6 +12,7 @@ from typing import Callable
 
 from . import protocol
 from .member import Member
+from .notify_auth import NotifyAuthenticator
 from .protocol import Command
 
 # U/L error codes OpenSIPS reads as "this RTPproxy is broken" (it then disables the node).
@@ -21,13 +22,15 @@ _NODE_DISABLING_ERRORS = frozenset({'E7', 'E8', 'E9', 'E10'})
 class CommandRewriter:
     """The rewriting rules of one cluster.
 
-    `config` is the cluster's configuration (replaced on reload); `allow_tcp_notify_target`
-    is set by the runtime when the cluster has a relay: may it deliver to `tcp:HOST:PORT`?
+    `config` is the cluster's configuration (replaced on reload).  The runtime sets, when
+    the cluster has a relay, `allow_tcp_notify_target` (may it deliver to `tcp:HOST:PORT`?)
+    and `notify_auth` (the relay's authenticator, which every relayed tag carries).
     """
 
     def __init__(self, config) -> None:
         self.config = config
         self.allow_tcp_notify_target: Callable[[str], bool] | None = None
+        self.notify_auth: NotifyAuthenticator | None = None
 
     def outgoing(self, cmd: Command, member: Member) -> Command:
         """The command as the member must get it: LAN address, notify socket."""
@@ -44,17 +47,19 @@ class CommandRewriter:
         """Point a remote member's timeout notifications at our relay, or drop them.
 
         The member is told to notify `tcp:%%CC_SELF%%:<relay port>` with the tag
-        `<destination> <client's tag>`: the destination is the client's socket path after
-        `dest_socket_prefix` (a unix socket such as the sippy B2BUA's), or the client's
-        whole `tcp:HOST:PORT` (Kamailio's timeout_socket) once the relay accepted it.
+        `<authenticator> <destination> <client's tag>` (`NotifyAuthenticator.issue`): the
+        destination is the client's socket path after `dest_socket_prefix` (a unix socket
+        such as the sippy B2BUA's), or the client's whole `tcp:HOST:PORT` (Kamailio's
+        timeout_socket) once the relay accepted it.
         """
-        relay = self.config.disconnect_notify
-        if relay is not None and member.supports_notify_relay:
+        relay, auth = self.config.disconnect_notify, self.notify_auth
+        if relay is not None and auth is not None and member.supports_notify_relay:
             destination = self._relay_destination(cmd.notify_socket, relay.dest_socket_prefix)
             if destination is not None:
-                tag = '%s %s' % (destination, protocol.percent_unquote(cmd.notify_tag))
-                return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port,
-                                       protocol.percent_quote(tag))
+                tag = auth.issue(destination, protocol.percent_unquote(cmd.notify_tag))
+                if tag is not None:
+                    return cmd.with_notify('tcp:%%%%CC_SELF%%%%:%d' % relay.inbound_port,
+                                           protocol.percent_quote(tag))
         return cmd.without_notify()
 
     def _relay_destination(self, socket: str, prefix: str) -> str | None:
@@ -63,7 +68,11 @@ class CommandRewriter:
             return socket if allow is not None and allow(socket) else None
         socket_path = protocol.notify_socket_path(socket)
         prefix = protocol.notify_socket_path(prefix)
-        return socket_path[len(prefix):] if socket_path.startswith(prefix) else None
+        if not socket_path.startswith(prefix):
+            return None
+        suffix = socket_path[len(prefix):]
+        # the relay would take such a suffix for a TCP destination
+        return None if suffix.startswith('tcp:') else suffix
 
     def client_reply(self, cmd: Command, out: Command, member: Member, reply: str) -> str:
         """The member's reply to `out` as the client of `cmd` must get it."""

@@ -12,11 +12,13 @@ import pytest
 from twisted.internet.task import Clock
 
 from tests.support.daemon import Daemon, cluster_xml, member_xml
+from tests.support.notify_tags import TEST_KEY, quoted_tag
 from tests.support.procs import free_tcp_port
 from rtp_cluster.core import protocol
 from rtp_cluster.core.cluster import Cluster
 from rtp_cluster.core.config import ClusterConfig, DisconnectNotifyConfig, MemberConfig, parse_endpoint
 from rtp_cluster.core.member import CAPABILITY_DATES, Member
+from rtp_cluster.core.notify_auth import NotifyAuthenticator
 
 
 class UnixListener:
@@ -210,6 +212,7 @@ def _cluster_with(member_protocol: str, address: str, notify: DisconnectNotifyCo
     config = ClusterConfig('c', parse_endpoint('udp', '127.0.0.1:1'), (), capacity_limit='soft',
                            disconnect_notify=notify)
     cluster = Cluster(config, clock)
+    cluster.rewriter.notify_auth = NotifyAuthenticator(TEST_KEY, 'c')   # the runtime's part
     client = RecordingClient()
     member = Member(MemberConfig('m', parse_endpoint(member_protocol, address), 1, 100), client, clock)
     cluster.add_member(member)
@@ -232,7 +235,29 @@ def _route(cluster, text: str) -> str:
 def test_remote_member_with_capability_gets_relay_socket_and_folded_tag():
     cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
     _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag%20x')
-    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 .7%20tag%20x']
+    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 '
+                           + quoted_tag('c', '.7', 'tag x')]
+    assert quoted_tag('c', '.7', 'tag x').endswith('%20.7%20tag%20x')
+
+
+def test_socket_equal_to_the_prefix_is_relayed_with_an_empty_destination():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 /var/run/b2b t')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 ' + quoted_tag('c', '', 't')]
+
+
+@pytest.mark.parametrize('tag', ['a%0Ab', 'a%0Db', 'a%00b'])
+def test_a_tag_that_cannot_come_back_as_one_line_is_not_relayed(tag):
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 ' + tag)
+    assert client.sent == ['U c1 1.2.3.4 5000 f1']
+
+
+def test_without_the_relay_authenticator_nothing_is_relayed():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    cluster.rewriter.notify_auth = None
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 unix:/var/run/b2b.7 tag')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1']
 
 
 def test_tcp_notify_socket_is_folded_whole_once_the_relay_accepts_it():
@@ -243,8 +268,10 @@ def test_tcp_notify_socket_is_folded_whole_once_the_relay_accepts_it():
     _route(cluster, 'U c2 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:9999 t2')   # cannot be reached
     cluster.rewriter.allow_tcp_notify_target = lambda spec: False              # relay full
     _route(cluster, 'U c3 1.2.3.4 5000 f1 tcp:192.0.2.8:9999 t3')
-    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 tcp%3A192.0.2.7%3A9999%20t%201',
+    assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 '
+                           + quoted_tag('c', 'tcp:192.0.2.7:9999', 't 1'),
                            'U c2 1.2.3.4 5000 f1', 'U c3 1.2.3.4 5000 f1']
+    assert quoted_tag('c', 'tcp:192.0.2.7:9999', 't 1').endswith('%20tcp%3A192.0.2.7%3A9999%20t%201')
     assert accepted == ['tcp:192.0.2.7:9999']
 
 

@@ -57,7 +57,8 @@ def test_the_daemon_groups_keep_their_admin_order():
         'commands', 'new_sessions', 'broadcasts', 'reanchored', 'retried_new', 'member_timeouts',
         'late_replies', 'expired_sessions', 'late_offers']
     assert list(RelayCounters().as_dict()) == [
-        'received', 'delivered', 'dropped', 'refused_connections', 'bad_lines']
+        'received', 'delivered', 'dropped', 'refused_connections', 'bad_lines', 'forged',
+        'connect_failures', 'forgotten', 'destinations', 'queued_bytes']
     assert list(MemberCounters().as_dict()) == ['timeouts', 'late_replies', 'state_changes']
 
 
@@ -77,6 +78,8 @@ def test_exported_names_are_unique_across_groups():
     assert 'rtp_cluster_notify_delivered_total' in exported
     assert 'rtp_cluster_notify_dropped_total' in exported
     assert 'rtp_cluster_notify_rejected_total' in exported
+    assert 'rtp_cluster_notify_forged_total' in exported
+    assert 'rtp_cluster_notify_destinations' in exported          # a gauge: no _total
 
 
 def test_labelled_counter_is_bounded():

@@ -1,15 +1,12 @@
 """Notification tags the cluster issues and the relay checks (core/notify_auth.py)."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from rtp_cluster.core import protocol
+from tests.support.notify_tags import expected_mac
 from rtp_cluster.core.notify_auth import (
     MAC_CHARS, MAX_LINE, Notification, NotifyAuthenticator, Rejection,
 )
@@ -22,14 +19,6 @@ destinations = st.text(_latin1.filter(lambda c: c != ' '), max_size=40)
 tags = st.text(_latin1, min_size=1, max_size=60)
 macs = st.text(st.sampled_from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
                                '0123456789-_'), min_size=MAC_CHARS, max_size=MAC_CHARS)
-
-
-def expected_mac(key: bytes, cluster: str, destination: str, tag: str) -> str:
-    """Computed here from the documented construction, not through the module."""
-    parts = [cluster.encode(), destination.encode('latin-1'), tag.encode('latin-1')]
-    message = b''.join(b'%d:%s' % (len(p), p) for p in parts)
-    digest = hmac.new(key, message, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(digest).decode().rstrip('=')
 
 
 def test_issued_tag_is_the_truncated_hmac_then_destination_then_tag():
