@@ -7,13 +7,16 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.request
 
 import pytest
 from twisted.internet.task import Clock
 
+from tests.support.control_tap import UdpControlTap
 from tests.support.daemon import Daemon, cluster_xml, member_xml
 from tests.support.notify_tags import TEST_KEY, quoted_tag
 from tests.support.procs import free_tcp_port
+from tests.support.waiting import wait_until
 from rtp_cluster.core import protocol
 from rtp_cluster.core.cluster import Cluster
 from rtp_cluster.core.config import ClusterConfig, DisconnectNotifyConfig, MemberConfig, parse_endpoint
@@ -78,6 +81,18 @@ class UnixListener:
             os.unlink(self.path)
 
 
+def _start_relay_daemon(procs, tmp_path, relay_port: int, prefix: str, member_xml_text: str,
+                        http_port: int | None = None) -> Daemon:
+    notify = ('<disconnect_notify><inbound_address>127.0.0.1:%d</inbound_address>'
+              '<dest_socket_prefix>unix:%s</dest_socket_prefix></disconnect_notify>'
+              % (relay_port, prefix))
+    xml, control = cluster_xml([member_xml_text], extra=notify)
+    if http_port is not None:
+        xml = xml.replace('</rtp_cluster_config>', '<http><address>127.0.0.1:%d</address>'
+                          '</http></rtp_cluster_config>' % http_port)
+    return Daemon.start(procs, tmp_path, (xml, control), wait_online=['m1'])
+
+
 @pytest.fixture
 def relay_setup(procs, tmp_path):
     relay_port = free_tcp_port()
@@ -85,13 +100,60 @@ def relay_setup(procs, tmp_path):
     b2bua_dir = tempfile.mkdtemp(prefix='b2bua-')      # short: unix socket paths live here
     try:
         prefix = os.path.join(b2bua_dir, 'b2bua.sock')
-        notify = ('<disconnect_notify><inbound_address>127.0.0.1:%d</inbound_address>'
-                  '<dest_socket_prefix>unix:%s</dest_socket_prefix></disconnect_notify>' % (relay_port, prefix))
-        daemon = Daemon.start(procs, tmp_path, cluster_xml([member_xml('m1', member)], extra=notify),
-                              wait_online=['m1'])
+        daemon = _start_relay_daemon(procs, tmp_path, relay_port, prefix, member_xml('m1', member))
         yield daemon, member, relay_port, prefix
     finally:
         shutil.rmtree(b2bua_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def tapped_relay(procs, tmp_path):
+    """The relay daemon with a tap between it and its member (to read the tags it issues) and
+    an HTTP listener (to read the relay's counters)."""
+    relay_port, http_port = free_tcp_port(), free_tcp_port()
+    member = procs.member('udp', extra=['-n', 'tcp:%%CC_SELF%%:' + str(relay_port)])
+    host, port = member.address.rsplit(':', 1)
+    tap = UdpControlTap(host, int(port))
+    b2bua_dir = tempfile.mkdtemp(prefix='b2bua-')
+    try:
+        prefix = os.path.join(b2bua_dir, 'b2bua.sock')
+        daemon = _start_relay_daemon(procs, tmp_path, relay_port, prefix,
+                                     member_xml('m1', protocol='udp', address=tap.spec[4:]),
+                                     http_port)
+        yield daemon, tap, relay_port, prefix, http_port
+    finally:
+        tap.close()
+        shutil.rmtree(b2bua_dir, ignore_errors=True)
+
+
+def issued_line(daemon: Daemon, tap: UdpControlTap, call: str, socket_spec: str, tag: str) -> bytes:
+    """The line a member would write for `call`: the tag the cluster gave it, %-decoded.
+
+    The session is deleted at once, so the member itself never sends it."""
+    assert protocol.is_positive_ul_reply(
+        daemon.command('U %s 127.0.0.1 5000 f %s %s' % (call, socket_spec, tag)))
+    sent = [protocol.parse_command(c) for c in tap.commands if c.startswith('U %s ' % call)]
+    assert len(sent) == 1 and sent[0].notify_socket.startswith('tcp:%%CC_SELF%%:')
+    assert daemon.command('D %s f' % call) == '0\n'
+    return protocol.percent_unquote(sent[0].notify_tag).encode('latin-1') + b'\n'
+
+
+def relay_metrics(http_port: int) -> dict[str, float]:
+    """The notify relay's samples of cluster "test" from /metrics, by metric name."""
+    with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % http_port, timeout=5) as reply:
+        body = reply.read().decode()
+    samples = {}
+    for line in body.splitlines():
+        name, _, value = line.partition('{cluster="test"} ')
+        if name.startswith('rtp_cluster_notify_') and value:
+            samples[name] = float(value)
+    return samples
+
+
+def cpu_seconds(pid: int) -> float:
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 @pytest.mark.slow
@@ -149,8 +211,8 @@ def _connect_from(source: str, port: int) -> socket.socket:
 
 
 @pytest.mark.slow
-def test_stranger_is_refused_and_garbage_is_survived(relay_setup):
-    daemon, member, relay_port, prefix = relay_setup
+def test_stranger_is_refused_and_garbage_is_survived(tapped_relay):
+    daemon, tap, relay_port, prefix, http_port = tapped_relay
     listener = UnixListener(prefix + 'G')
     stuck = UnixListener(prefix + 'S', read=False)
     try:
@@ -163,24 +225,71 @@ def test_stranger_is_refused_and_garbage_is_survived(relay_setup):
             pass        # the relay's reset may already hit connect() or send()
         daemon.wait_log('refused connection from 127.0.0.2')
 
+        delivered = issued_line(daemon, tap, 'g1', prefix + 'G', 'delivered')
+        flood = issued_line(daemon, tap, 's1', prefix + 'S', 'flood')
+        missing = issued_line(daemon, tap, 'm1', prefix + 'missing-socket', 'tag')
         friend = _connect_from('127.0.0.1', relay_port)
         try:
             friend.sendall(b'nospace\n' + b'x' * 10000 + b'\n' + b'\xff\xfe\x00 bad\n'
                            + b'/../../etc/x evil\n' + b'missing-socket tag\n'
-                           + b'tcp:127.0.0.1:%d never-registered\n' % relay_port)
-            friend.sendall(b''.join(b'S flood%d\n' % i for i in range(3000)))
-            friend.sendall(b'G delivered\n')
+                           + b'tcp:127.0.0.1:%d never-registered\n' % relay_port
+                           + b'G stolen\n' + delivered.replace(b'delivered', b'forged'))
+            friend.sendall(missing + flood * 3000)
+            friend.sendall(delivered)
             assert listener.wait_lines(1, 5) == [b'delivered']
         finally:
             friend.close()
         assert daemon.command('V') == '20040107\n', 'control path must keep serving'
         daemon.wait_log('malformed notification')
+        daemon.wait_log('not issued by this cluster')
         daemon.wait_log('cannot reach')
         daemon.wait_log('queue for %sS full' % prefix)
         assert daemon.proc.poll() is None
+        counters = relay_metrics(http_port)
+        assert counters['rtp_cluster_notify_rejected_total'] == 8
+        assert counters['rtp_cluster_notify_forged_total'] == 1
+        assert counters['rtp_cluster_notify_destinations'] == 3       # G, S, missing-socket
+        assert counters['rtp_cluster_notify_rejected_connections_total'] >= 1
     finally:
         listener.close()
         stuck.close()
+
+
+@pytest.mark.slow
+def test_a_local_flood_of_made_up_lines_creates_nothing_and_stays_quiet(tapped_relay):
+    """Issue 16: 5,000 lines with made-up suffixes from a process on a member's address."""
+    daemon, tap, relay_port, prefix, http_port = tapped_relay
+    listener = UnixListener(prefix + 'real')
+    try:
+        real = issued_line(daemon, tap, 'r1', prefix + 'real', 'real-tag')
+        mac = real.split(b' ', 1)[0]
+        log_before = len(daemon.log())
+        lines = [b'made-up-%d tag\n' % i for i in range(2500)]               # the old format
+        lines += [b'%s .made-up-%d tag\n' % (mac, i) for i in range(2500)]   # a borrowed MAC
+        intruder = _connect_from('127.0.0.1', relay_port)
+        try:
+            intruder.sendall(b''.join(lines))
+            wait_until(lambda: relay_metrics(http_port).get(
+                'rtp_cluster_notify_received_total') == 5000, 'the 5,000 lines read', 15)
+        finally:
+            intruder.close()
+        counters = relay_metrics(http_port)
+        assert counters['rtp_cluster_notify_destinations'] == 0
+        assert counters['rtp_cluster_notify_rejected_total'] == 5000
+        assert counters['rtp_cluster_notify_forged_total'] == 2500
+        assert counters['rtp_cluster_notify_delivered_total'] == 0
+        cpu_before = cpu_seconds(daemon.proc.pid)
+        time.sleep(3.0)
+        assert cpu_seconds(daemon.proc.pid) - cpu_before < 0.3, 'the daemon must stay idle'
+        relay_lines = [line for line in daemon.log()[log_before:].splitlines()
+                       if 'notify relay' in line]
+        assert len(relay_lines) <= 2, relay_lines          # one warning of each kind at most
+        with socket.create_connection(('127.0.0.1', relay_port), timeout=3) as member_side:
+            member_side.sendall(real)                      # the relay still delivers
+            assert listener.wait_lines(1, 5) == [b'real-tag']
+        assert relay_metrics(http_port)['rtp_cluster_notify_destinations'] == 1
+    finally:
+        listener.close()
 
 
 # --- what a member gets (sans-IO): rewrite, strip, untouched ---------------------------------------
