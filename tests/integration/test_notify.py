@@ -362,6 +362,12 @@ def test_a_tag_that_cannot_come_back_as_one_line_is_not_relayed(tag):
     assert client.sent == ['U c1 1.2.3.4 5000 f1']
 
 
+def test_a_unix_suffix_the_relay_would_take_for_tcp_is_not_relayed():
+    cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
+    _route(cluster, 'U c1 1.2.3.4 5000 f1 /var/run/b2btcp:192.0.2.7:9999 tag')
+    assert client.sent == ['U c1 1.2.3.4 5000 f1']
+
+
 def test_without_the_relay_authenticator_nothing_is_relayed():
     cluster, client = _cluster_with('udp', '10.0.0.5:22222', RELAY)
     cluster.rewriter.notify_auth = None
