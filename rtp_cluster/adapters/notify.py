@@ -224,6 +224,9 @@ class _Destination:
 
     def connected(self, protocol: _Outbound) -> None:
         self.connecting = False
+        if self.relay.stopped or self.relay.destinations.get(self.path) is not self:
+            protocol.transport.loseConnection()     # forgotten while connecting
+            return
         self.delay = RECONNECT_MIN
         self.protocol = protocol
         self.paused = False

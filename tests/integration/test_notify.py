@@ -292,6 +292,34 @@ def test_a_local_flood_of_made_up_lines_creates_nothing_and_stays_quiet(tapped_r
         listener.close()
 
 
+@pytest.mark.slow
+def test_reload_applies_new_relay_bounds_and_keeps_the_key(tapped_relay):
+    daemon, tap, relay_port, prefix, http_port = tapped_relay
+    first, second = UnixListener(prefix + 'A'), UnixListener(prefix + 'B')
+    try:
+        to_first = issued_line(daemon, tap, 'a1', prefix + 'A', 'to-a')
+        to_second = issued_line(daemon, tap, 'b1', prefix + 'B', 'to-b')
+        with open(daemon.config_path) as f:
+            text = f.read()
+        with open(daemon.config_path, 'w') as f:
+            f.write(text.replace('</disconnect_notify>',
+                                 '<max_destinations>1</max_destinations></disconnect_notify>'))
+        assert daemon.admin_command('reload').returncode == 0
+        with socket.create_connection(('127.0.0.1', relay_port), timeout=3) as member_side:
+            member_side.sendall(to_first + to_second)
+            assert first.wait_lines(1, 5) == [b'to-a']     # issued before the reload
+            wait_until(lambda: relay_metrics(http_port).get(
+                'rtp_cluster_notify_received_total') == 2, 'both lines read', 5)
+        counters = relay_metrics(http_port)
+        assert counters['rtp_cluster_notify_destinations'] == 1
+        assert counters['rtp_cluster_notify_dropped_total'] == 1
+        assert second.lines == []
+        daemon.wait_log('(max_destinations)')
+    finally:
+        first.close()
+        second.close()
+
+
 # --- what a member gets (sans-IO): rewrite, strip, untouched ---------------------------------------
 
 class RecordingClient:

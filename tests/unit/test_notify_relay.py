@@ -225,6 +225,15 @@ def test_idle_destinations_are_forgotten_with_their_queue():
     assert len(r.attempts(PREFIX + '.2')) == 1
 
 
+def test_a_connection_that_completes_after_the_destination_was_forgotten_is_closed():
+    r = Relay(idle_timeout=4)
+    r.notify('.1', 't')
+    r.reactor.advance(5)                        # forgotten while its connect is pending
+    assert r.relay.destinations == {}
+    late = r.connect(PREFIX + '.1')
+    assert late.disconnecting and late.value() == b''
+
+
 def test_reload_applies_new_bounds_and_prefix():
     r = Relay()
     for suffix in ('.1', '.2', '.3'):
