@@ -290,7 +290,8 @@ class NotifyRelay:
         self.malformed = _Throttle(self, 'notify relay: {count} malformed notification(s) '
                                          'dropped, the last {line!r}')
         self.forged = _Throttle(self, 'notify relay: {count} notification(s) not issued by '
-                                      'this cluster dropped (wrong authenticator)')
+                                      'this cluster dropped (wrong authenticator), the last '
+                                      '{line!r}')
         self.too_many = _Throttle(self, 'notify relay: {count} notification(s) dropped: '
                                         'already {limit} destinations (max_destinations)')
 
@@ -358,7 +359,7 @@ class NotifyRelay:
         if verdict is Rejection.FORGED:
             self.counters.bad_lines += 1
             self.counters.forged += 1
-            self.forged.event()
+            self.forged.event(line=line[:80])
             return
         if not isinstance(verdict, Notification) or not self._deliverable(verdict):
             self.counters.bad_lines += 1

@@ -66,6 +66,12 @@ def test_dtd_and_tables_agree():
     (('<!ELEMENT status (#PCDATA)>', '<!ELEMENT status EMPTY>'),
      '<status>: not #PCDATA in the DTD'),
     (('type CDATA', 'kind CDATA'), '<capacity_limit>: not EMPTY with the attributes of the table'),
+    (('| max_queued_bytes | idle_timeout)', '| max_queued_bytes)'),
+     '<idle_timeout> in <disconnect_notify>: only in the tables'),
+    (('| reply_cache_bytes | rtpproxy)', '| reply_cache_bytes | rtpproxy | colour)'),
+     '<colour> in <rtp_cluster>: only in the DTD'),
+    (('| capacity_limit | reply_cache_bytes', '| capacity_limit'),
+     '<reply_cache_bytes> in <rtp_cluster>: only in the tables'),
 ])
 def test_the_agreement_check_notices_each_kind_of_drift(edit, problem):
     old, new = edit
