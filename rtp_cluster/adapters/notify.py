@@ -18,7 +18,7 @@ warnings are logged at most once per LOG_INTERVAL, with the count since the last
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from twisted.internet import protocol as tx_protocol
@@ -36,6 +36,7 @@ RECONNECT_MAX = 30.0        # s, the longest wait between two attempts
 CONNECT_TIMEOUT = 5         # s
 LOG_INTERVAL = 60.0         # s between two warnings of the same kind (per destination)
 TCP_TARGETS_MAX = 64        # distinct tcp:HOST:PORT notify sockets clients may use
+INBOUND_MAX = 64            # member connections at a time (RTPproxy keeps one per target)
 
 
 RelayCounters = counter_group(
@@ -50,6 +51,8 @@ RelayCounters = counter_group(
           metric='rtp_cluster_notify_rejected_total'),
     Field('forged', 'Lines rejected because their authenticator is wrong (part of rejected).'),
     Field('connect_failures', 'Failed attempts to connect to a destination socket.'),
+    Field('evicted_connections', 'Member connections closed, the least recently active first, '
+          'to make room for a new one.'),
     Field('forgotten', 'Destinations closed and forgotten: idle for idle_timeout, or beyond '
           'a lowered max_destinations at reload.',
           metric='rtp_cluster_notify_destinations_forgotten_total'),
@@ -90,8 +93,15 @@ class _Inbound(tx_protocol.Protocol):
             self.relay.counters.refused_connections += 1
             self.relay.refusals.event(host=host)
             self.transport.abortConnection()
+            return
+        self.relay.admit(self)
+
+    def connectionLost(self, reason=None) -> None:
+        self.relay.inbound.pop(self, None)
 
     def dataReceived(self, data: bytes) -> None:
+        if self in self.relay.inbound:
+            self.relay.inbound.move_to_end(self)
         *lines, self._buffer = (self._buffer + data).split(b'\n')
         for line in lines:
             if self._discarding:
@@ -292,6 +302,10 @@ class NotifyRelay:
         self.forged = _Throttle(self, 'notify relay: {count} notification(s) not issued by '
                                       'this cluster dropped (wrong authenticator), the last '
                                       '{line!r}')
+        self.inbound: OrderedDict[_Inbound, None] = OrderedDict()   # least recently active first
+        self.evictions = _Throttle(self, 'notify relay: closed {count} member connection(s), '
+                                         'the least recently active, to make room (at most '
+                                         '{limit} at a time)')
         self.too_many = _Throttle(self, 'notify relay: {count} notification(s) dropped: '
                                         'already {limit} destinations (max_destinations)')
 
@@ -311,6 +325,9 @@ class NotifyRelay:
         self._sweep = None
         for destination in list(self.destinations.values()):
             self._forget(destination)
+        for connection in list(self.inbound):
+            connection.transport.loseConnection()
+        self.inbound.clear()
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
@@ -334,6 +351,20 @@ class NotifyRelay:
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
             self._schedule_sweep()
+
+    def admit(self, connection: _Inbound) -> None:
+        """Take a member connection; beyond INBOUND_MAX the least recently active goes.
+
+        A member whose idle connection was closed reconnects when it next notifies, so many
+        connections from a member's address cannot exhaust file descriptors nor lock
+        members out.
+        """
+        while len(self.inbound) >= INBOUND_MAX:
+            oldest, _ = self.inbound.popitem(last=False)
+            oldest.transport.loseConnection()
+            self.counters.evicted_connections += 1
+            self.evictions.event(limit=INBOUND_MAX)
+        self.inbound[connection] = None
 
     def set_allowed(self, hosts) -> None:
         self.allowed = set(hosts)

@@ -58,7 +58,7 @@ def test_the_daemon_groups_keep_their_admin_order():
         'late_replies', 'expired_sessions', 'late_offers']
     assert list(RelayCounters().as_dict()) == [
         'received', 'delivered', 'dropped', 'refused_connections', 'bad_lines', 'forged',
-        'connect_failures', 'forgotten', 'destinations', 'queued_bytes']
+        'connect_failures', 'evicted_connections', 'forgotten', 'destinations', 'queued_bytes']
     assert list(MemberCounters().as_dict()) == ['timeouts', 'late_replies', 'state_changes']
 
 

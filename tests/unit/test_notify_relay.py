@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rtp_cluster.adapters.notify import LOG_INTERVAL, RECONNECT_MAX, NotifyRelay
+from rtp_cluster.adapters.notify import INBOUND_MAX, LOG_INTERVAL, RECONNECT_MAX, NotifyRelay
 from rtp_cluster.core.config import DisconnectNotifyConfig
 from rtp_cluster.core.notify_auth import NotifyAuthenticator
 from tests.support.notify_tags import TEST_KEY
@@ -121,6 +121,22 @@ def test_a_stranger_is_refused_and_counted():
     inbound.makeConnection(transport)
     assert transport.disconnecting and r.counters.refused_connections == 1
     assert r.warnings('refused connection from {host}')[0]['host'] == '10.0.0.9'
+
+
+def test_member_connections_are_bounded_the_least_recently_active_goes_first():
+    r = Relay()
+    first = r.member_writes(b'')
+    others = [r.member_writes(b'') for _ in range(INBOUND_MAX - 1)]
+    first_protocol = next(iter(r.relay.inbound))
+    first_protocol.dataReceived(b'')            # active again: the second is now the oldest
+    newcomer = r.member_writes(AUTH.issue('.7', 't').encode() + b'\n')
+    assert others[0].disconnecting and not first.disconnecting
+    assert not newcomer.disconnecting and r.attempts(PREFIX + '.7')
+    assert len(r.relay.inbound) == INBOUND_MAX and r.counters.evicted_connections == 1
+    assert len(r.warnings('to make room')) == 1
+    for _ in range(3 * INBOUND_MAX):
+        r.member_writes(b'')
+    assert len(r.relay.inbound) == INBOUND_MAX
 
 
 def test_over_long_lines_are_dropped_and_the_connection_kept():
