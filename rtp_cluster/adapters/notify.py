@@ -23,7 +23,9 @@ from typing import Any
 
 from twisted.internet import protocol as tx_protocol
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..core.counters import CounterGroup, Field, Kind, counter_group
 from ..core.notify_auth import MAX_LINE, Notification, NotifyAuthenticator, Rejection
@@ -158,6 +160,7 @@ class _OutboundFactory(tx_protocol.ClientFactory):
         self.destination.failed(reason.getErrorMessage())
 
 
+@implementer(IPushProducer)
 class _Destination:
     """One client socket (unix path or TCP address): a queue and at most one connection.
 
@@ -179,7 +182,8 @@ class _Destination:
         self.unreachable = _Throttle(relay, 'notify relay: cannot reach {path}: {why} '
                                             '({count} failed attempt(s); retrying in {delay} s)')
         self.full = _Throttle(relay, 'notify relay: queue for {path} full, {count} '
-                                     'notification(s) dropped')
+                                     'notification(s) dropped (at most {limit} waiting for '
+                                     'it, {max_bytes} bytes for all destinations)')
 
     def send(self, data: bytes) -> None:
         relay = self.relay
@@ -187,7 +191,8 @@ class _Destination:
         if (len(self.queue) >= relay.queue_limit
                 or relay.counters.queued_bytes + len(data) > relay.config.max_queued_bytes):
             relay.counters.dropped += 1
-            self.full.event(path=self.path)
+            self.full.event(path=self.path, limit=relay.queue_limit,
+                            max_bytes=relay.config.max_queued_bytes)
             return
         self.queue.append(data)
         relay.counters.queued_bytes += len(data)
