@@ -29,8 +29,8 @@ from .replycache import MIN_MAX_BYTES as MIN_REPLY_CACHE_BYTES
 
 __all__ = [
     'Child', 'AddKey', 'Attribute', 'ELEMENTS', 'ATTRIBUTES', 'ROOT', 'children', 'child',
-    'leaf_tags', 'expected', 'config_class', 'attribute_names', 'add_keys', 'required_add_keys', 'add_usage',
-    'add_problem', 'describe',
+    'leaf_tags', 'expected', 'config_class', 'attribute_names', 'add_keys', 'required_add_keys',
+    'add_usage', 'add_problem', 'describe',
     'render_text', 'render_man', 'local_host_name', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
     'LOG_LEVELS', 'parse_log_level', 'HTTP_ADDRESS_TEXT',
 ]

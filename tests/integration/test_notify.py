@@ -414,7 +414,8 @@ def test_tcp_notify_socket_is_folded_whole_once_the_relay_accepts_it():
     assert client.sent == ['U c1 1.2.3.4 5000 f1 tcp:%%CC_SELF%%:8888 '
                            + quoted_tag('c', 'tcp:192.0.2.7:9999', 't 1'),
                            'U c2 1.2.3.4 5000 f1', 'U c3 1.2.3.4 5000 f1']
-    assert quoted_tag('c', 'tcp:192.0.2.7:9999', 't 1').endswith('%20tcp%3A192.0.2.7%3A9999%20t%201')
+    assert quoted_tag('c', 'tcp:192.0.2.7:9999', 't 1').endswith(
+        '%20tcp%3A192.0.2.7%3A9999%20t%201')
     assert accepted == ['tcp:192.0.2.7:9999']
 
 
