@@ -362,12 +362,6 @@ def _unless_default(field: str, default: Any) -> Callable[[Any], Any]:
     return value_of
 
 
-def _non_default_cache_bytes(cluster: Any) -> int | None:
-    """Written back only when set: the element is refused in unix clusters."""
-    value = cluster.reply_cache_bytes
-    return None if value == DEFAULT_REPLY_CACHE_BYTES else value
-
-
 ELEMENTS: dict[str, tuple[Child, ...]] = {
     ROOT: (
         Child('rtp_cluster', 'at least one <rtp_cluster>', 'one cluster', field='clusters',
@@ -395,7 +389,8 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
               'udp/udp6 only: memory for the replies retransmitted commands get '
               f'(default: {DEFAULT_REPLY_CACHE_BYTES}, 64 MiB)', reply_cache_bytes,
               'reply_cache_bytes', int, default=DEFAULT_REPLY_CACHE_BYTES,
-              value_of=_non_default_cache_bytes),
+              # written back only when set: the element is refused in unix clusters
+              value_of=_unless_default('reply_cache_bytes', DEFAULT_REPLY_CACHE_BYTES)),
         Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy', field='members',
               type='tuple[MemberConfig, ...]', many=True, container=True),
     ),
