@@ -18,7 +18,6 @@ RTPproxy %-decodes, no separator, and short enough for the 8 KiB command and lin
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 from enum import Enum
@@ -82,7 +81,7 @@ class NotifyAuthenticator:
                 + _field(tag.encode('latin-1'))
         except UnicodeEncodeError:
             return None         # RTPproxy's lines are bytes: read as latin-1, never above
-        digest = hmac.new(self._key, message, hashlib.sha256).digest()[:MAC_BYTES]
+        digest = hmac.digest(self._key, message, 'sha256')[:MAC_BYTES]
         return base64.urlsafe_b64encode(digest).rstrip(b'=').decode('ascii')
 
 
