@@ -32,6 +32,7 @@ from .endpoints import (
     CONFIG_PROTOCOLS, DEFAULT_PORT, MAX_UNIX_PATH, Endpoint, check_host, parse_admin_socket,
     parse_endpoint, parse_port, parse_socket_spec, split_host_port,
 )
+from .sentinel import SentinelConfig, check_master_name
 
 __all__ = [
     'ConfigError', 'Endpoint', 'parse_endpoint', 'parse_socket_spec', 'parse_admin_socket',
@@ -39,7 +40,7 @@ __all__ = [
     'Config', 'load_config', 'parse_config', 'config_to_xml', 'member_from_fields',
     'FieldError', 'DEFAULT_PORT', 'CONFIG_PROTOCOLS', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
     'MAX_UNIX_PATH', 'check_host', 'parse_port', 'split_host_port', 'LOG_LEVELS',
-    'parse_log_level',
+    'parse_log_level', 'SentinelConfig',
 ]
 
 # Guards against pointing -c at something like /dev/zero.
@@ -205,6 +206,11 @@ def _content_problem(el: etree._Element) -> _Problem | None:
     children = [c for c in el if isinstance(c.tag, str)]
     if el.tag in _CHILDREN:
         return _container_problem(el, children)
+    if el.tag in _ATTRIBUTES and schema.holds_text(el.tag):
+        if children:
+            return (f'<{children[0].tag}> in <{el.tag}>', children[0].sourceline,
+                    'unexpected element; expected only text')
+        return None
     if el.tag in _ATTRIBUTES:
         if children or (el.text or '').strip():
             return ('<capacity_limit>', el.sourceline,
@@ -466,12 +472,30 @@ class _Reader:
     def redis(self, el: etree._Element) -> RedisConfig:
         groups = self.group(el)
         owner = _Owner('redis')
-        values = self.fields(el, groups, owner, 'redis')
+        values = self.fields(el, groups, owner, 'redis', ('sentinel',))
+        sentinel_el = self.optional(groups, 'sentinel', owner)
+        if sentinel_el is not None:
+            values['sentinel'] = self.sentinel(sentinel_el, owner)
         if 'instance_id' not in values:
             values['instance_id'] = self.default_instance_id(el, owner)
         config = RedisConfig(**values)
         self.check_redis_combination(el, owner, config)
         return config
+
+    def sentinel(self, el: etree._Element, owner: _Owner) -> SentinelConfig:
+        subject = owner.child_subject('sentinel')
+        master = el.get('master')
+        if master is None:
+            raise self.error(el, subject, 'missing attribute master; expected '
+                             + schema.SENTINEL_ELEMENT_TEXT)
+        try:
+            master = check_master_name(master.strip())
+            db = schema.int_between(0, 99999)(el.get('db', '0').strip())
+            tls = schema.yes_no(el.get('tls', 'no').strip())
+        except ValueError as e:
+            raise self.error(el, subject, str(e)) from None
+        addresses = self.value(el, owner, schema.child('redis', 'sentinel').parse)
+        return SentinelConfig(master=master, addresses=addresses, db=db, tls=tls)
 
     def default_instance_id(self, el: etree._Element, owner: _Owner) -> str:
         hostname = self.host_name()
@@ -484,6 +508,16 @@ class _Reader:
 
     def check_redis_combination(self, el: etree._Element, owner: _Owner,
                                 config: RedisConfig) -> None:
+        if config.url is None and config.sentinel is None:
+            raise self.error(el, owner.subject(),
+                             f'missing <url>; expected {schema.expected("url")}, or '
+                             f'{schema.SENTINEL_ELEMENT_TEXT}')
+        if config.url is not None and config.sentinel is not None:
+            raise self.error(el, owner.subject(), 'both <url> and <sentinel>; expected one of '
+                             'them (with <sentinel>, the sentinels name the server)')
+        if config.sentinel_password_file and config.sentinel is None:
+            raise self.error(el, owner.subject(), '<sentinel_password_file> without '
+                             f'<sentinel>; expected {schema.SENTINEL_ELEMENT_TEXT}')
         if config.password_file and config.password_env:
             raise self.error(el, owner.subject(), 'both <password_file> and <password_env>; '
                              'expected at most one of them')
@@ -495,7 +529,11 @@ class _Reader:
                              f'is above <reconnect_max_ms> {config.reconnect_max_ms}; expected '
                              'min <= max')
         uses_tls_files = config.tls_ca or config.tls_cert
-        if uses_tls_files and not config.url.lower().startswith('rediss:'):
+        if config.sentinel is not None:
+            if uses_tls_files and not config.sentinel.tls:
+                raise self.error(el, owner.subject(), 'TLS files given but <sentinel> has no '
+                                 'tls="yes"; expected <sentinel tls="yes" ...>')
+        elif uses_tls_files and not config.url.lower().startswith('rediss:'):
             raise self.error(el, owner.subject(), 'TLS files given but <url> is not rediss://; '
                              'expected a rediss:// url')
 
@@ -568,6 +606,8 @@ def _nested(row: schema.Child, obj: Any) -> tuple[Any, ...]:
 def _write_nested(el: etree._Element, tag: str, value: Any) -> None:
     if tag in schema.ATTRIBUTES:
         for attribute in schema.ATTRIBUTES[tag]:
-            el.set(attribute.name, str(value))
+            el.set(attribute.name, attribute.value_of(value))
+        if schema.holds_text(tag):
+            el.text = schema.child('redis', tag).write(value)
     else:
         _write_element(el, tag, value)

@@ -26,13 +26,14 @@ from .endpoints import CONFIG_PROTOCOLS, Endpoint, check_host, split_host_port, 
 from .log import LEVELS
 from .replycache import DEFAULT_MAX_BYTES as DEFAULT_REPLY_CACHE_BYTES
 from .replycache import MIN_MAX_BYTES as MIN_REPLY_CACHE_BYTES
+from .sentinel import SENTINEL_TEXT, SentinelConfig, format_address, parse_sentinel_addresses
 
 __all__ = [
     'Child', 'AddKey', 'Attribute', 'ELEMENTS', 'ATTRIBUTES', 'ROOT', 'children', 'child',
     'leaf_tags', 'expected', 'config_class', 'attribute_names', 'add_keys', 'required_add_keys',
     'add_usage', 'add_problem', 'describe',
     'render_text', 'render_man', 'local_host_name', 'MEMBER_STATUSES', 'CAPACITY_LIMITS',
-    'LOG_LEVELS', 'parse_log_level', 'HTTP_ADDRESS_TEXT',
+    'LOG_LEVELS', 'parse_log_level', 'HTTP_ADDRESS_TEXT', 'holds_text', 'SENTINEL_ELEMENT_TEXT',
 ]
 
 ROOT = 'rtp_cluster_config'
@@ -47,6 +48,7 @@ _IDENT = re.compile(r'[A-Za-z0-9._-]{1,64}')
 _ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 IDENT_TEXT = '1-64 characters of A-Z a-z 0-9 . _ -'
 REDIS_URL_TEXT = 'redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH[?db=N]'
+SENTINEL_ELEMENT_TEXT = '<sentinel master="NAME">HOST:PORT HOST:PORT ...</sentinel>'
 
 
 def local_host_name() -> str:
@@ -102,6 +104,7 @@ class Attribute:
     expected: str
     help: str
     default: str
+    value_of: Callable[[Any], Any] = str    # the element's value -> the attribute text
 
 
 # --------------------------------------------------------------------------
@@ -300,6 +303,22 @@ def parse_inbound_address(text: str) -> tuple[str, int]:
     return split_host_port(text, None)
 
 
+def _write_sentinels(sentinel: SentinelConfig) -> str:
+    return ' '.join(format_address(address) for address in sentinel.addresses)
+
+
+def _sentinel_master(sentinel: SentinelConfig) -> str:
+    return sentinel.master
+
+
+def _sentinel_db(sentinel: SentinelConfig) -> str:
+    return str(sentinel.db)
+
+
+def _sentinel_tls(sentinel: SentinelConfig) -> str:
+    return _write_yes_no(sentinel.tls)
+
+
 def _write_inbound(notify: Any) -> str:
     host = notify.inbound_host
     return f'[{host}]:{notify.inbound_port}' if ':' in host else f'{host}:{notify.inbound_port}'
@@ -433,7 +452,8 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
                  300, write_default=False),
     ),
     'redis': (
-        Child('url', REDIS_URL_TEXT, 'the Redis server', check_redis_url, 'url', required=True),
+        Child('url', REDIS_URL_TEXT, 'the Redis server (or <sentinel>: exactly one of them)',
+              check_redis_url, 'url', str | None),
         Child('instance_id', IDENT_TEXT, 'this instance (default: the host name)', check_ident,
               'instance_id', default_factory=local_host_name),
         Child('namespace', IDENT_TEXT, 'prefix of every key (default: rtpc)', check_ident,
@@ -443,12 +463,12 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
         Child('password_env', 'an environment variable name',
               'environment variable holding the Redis password', check_env_name,
               'password_env', str | None),
-        Child('tls_ca', _ABS_PATH, 'CA certificates for rediss://', check_abs_path, 'tls_ca',
-              str | None),
-        Child('tls_cert', _ABS_PATH, 'client certificate for rediss://', check_abs_path,
-              'tls_cert', str | None),
-        Child('tls_key', _ABS_PATH, 'client key for rediss://', check_abs_path, 'tls_key',
-              str | None),
+        Child('tls_ca', _ABS_PATH, 'CA certificates for rediss:// (and tls="yes" sentinels)',
+              check_abs_path, 'tls_ca', str | None),
+        Child('tls_cert', _ABS_PATH, 'client certificate for rediss:// (and tls="yes" sentinels)',
+              check_abs_path, 'tls_cert', str | None),
+        Child('tls_key', _ABS_PATH, 'client key for rediss:// (and tls="yes" sentinels)',
+              check_abs_path, 'tls_key', str | None),
         Child('tls_verify_hostname', 'yes or no', 'check the server name (default: yes)',
               yes_no, 'tls_verify_hostname', bool, default=True, write=_write_yes_no),
         Child('peers', 'auto or a whitespace-separated list of instance ids',
@@ -479,6 +499,15 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
               'set notify-keyspace-events with CONFIG SET when it lacks classes sharing needs '
               '(default: no)', yes_no, 'configure_notifications', bool, default=False,
               write=_write_yes_no),
+        # last: the configuration class's first fields stay (url, instance_id, ...)
+        Child('sentinel', SENTINEL_ELEMENT_TEXT,
+              'instead of <url>: the sentinels that name the master; attributes master (the '
+              'name they monitor it under), db (default: 0), tls (yes or no, default: no; '
+              'for the sentinels and the data nodes)', parse_sentinel_addresses, 'sentinel',
+              SentinelConfig | None, container=True, write=_write_sentinels),
+        Child('sentinel_password_file', _ABS_PATH,
+              'file holding the password of the sentinels (the data nodes use <password_file> '
+              'or <password_env>)', check_abs_path, 'sentinel_password_file', str | None),
     ),
     # after every element with an <address> of the endpoint grammar: expected('address')
     # finds theirs first
@@ -492,6 +521,13 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
 ATTRIBUTES: dict[str, tuple[Attribute, ...]] = {
     'capacity_limit': (Attribute('type', 'soft or hard', 'soft or hard, case-insensitive',
                                  'soft'),),
+    'sentinel': (Attribute('master', 'a name without white space',
+                           'the name the sentinels monitor the master under', '',
+                           _sentinel_master),
+                 Attribute('db', 'a database number', 'the database (default: 0)', '0',
+                           _sentinel_db),
+                 Attribute('tls', 'yes or no', 'TLS to sentinels and data nodes (default: no)',
+                           'no', _sentinel_tls)),
 }
 
 
@@ -508,6 +544,13 @@ def child(element: str, tag: str) -> Child:
         if row.tag == tag:
             return row
     raise KeyError(f'<{tag}> is not a child of <{element}>')
+
+
+def holds_text(tag: str) -> bool:
+    """Whether the element `tag` with attributes also holds text (<sentinel>), or is empty
+    (<capacity_limit>)."""
+    return any(row.tag == tag and row.container and row.parse is not None
+               for rows in ELEMENTS.values() for row in rows)
 
 
 def leaf_tags() -> set[str]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rtp_cluster.core import config as cfgmod
 from rtp_cluster.core.config import (
     ClusterConfig, Config, ConfigError, DisconnectNotifyConfig, Endpoint, MemberConfig,
-    RedisConfig, config_to_xml, load_config, parse_config,
+    RedisConfig, SentinelConfig, config_to_xml, load_config, parse_config,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -254,7 +254,61 @@ INVALID = {
     'redis without url': (
         document(extra=redis('<namespace>x</namespace>')), '<redis>', 1,
         '<redis>: missing <url>; expected redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] '
-        'or unix:///PATH[?db=N]'),
+        'or unix:///PATH[?db=N], or <sentinel master="NAME">HOST:PORT HOST:PORT ...</sentinel>'),
+    'url and sentinel': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<sentinel master="m">127.0.0.1:26379</sentinel>')), '<redis>', 1,
+        '<redis>: both <url> and <sentinel>; expected one of them (with <sentinel>, the '
+        'sentinels name the server)'),
+    'sentinel without master': (
+        document(extra=redis('<sentinel>127.0.0.1:26379</sentinel>')), '<sentinel>', 1,
+        '<sentinel> of redis: missing attribute master; expected '
+        '<sentinel master="NAME">HOST:PORT HOST:PORT ...</sentinel>'),
+    'sentinel master with a space': (
+        document(extra=redis('<sentinel master="my master">127.0.0.1:26379</sentinel>')),
+        '<sentinel ', 1,
+        '<sentinel> of redis: master name "my master" contains white space or control '
+        'characters; expected one word'),
+    'sentinel without port': (
+        document(extra=redis('<sentinel master="m">127.0.0.1:26379 10.0.0.2</sentinel>')),
+        '<sentinel ', 1,
+        '<sentinel> of redis: "10.0.0.2" is not HOST:PORT; expected HOST:PORT or [IPV6]:PORT, '
+        'separated by white space (sentinels usually listen on 26379)'),
+    'sentinel listed twice': (
+        document(extra=redis('<sentinel master="m">h1:26379 h1:26379</sentinel>')),
+        '<sentinel ', 1,
+        '<sentinel> of redis: "h1:26379" is listed twice; expected distinct sentinels'),
+    'sentinel empty': (
+        document(extra=redis('<sentinel master="m"> </sentinel>')), '<sentinel ', 1,
+        '<sentinel> of redis: is empty; expected '
+        '<sentinel master="NAME">HOST:PORT HOST:PORT ...</sentinel>'),
+    'sentinel bad port': (
+        document(extra=redis('<sentinel master="m">h1:0</sentinel>')), '<sentinel ', 1,
+        '<sentinel> of redis: "h1:0": the port is not valid; expected 1-65535'),
+    'sentinel bad db': (
+        document(extra=redis('<sentinel master="m" db="x">h1:1</sentinel>')), '<sentinel ', 1,
+        '<sentinel> of redis: "x" is not a positive integer'),
+    'sentinel bad tls': (
+        document(extra=redis('<sentinel master="m" tls="on">h1:1</sentinel>')), '<sentinel ', 1,
+        '<sentinel> of redis: "on" is not yes or no'),
+    'sentinel unknown attribute': (
+        document(extra=redis('<sentinel master="m" quorum="2">h1:1</sentinel>')),
+        '<sentinel ', 1,
+        '<sentinel>: unknown attribute "quorum"; expected only master, db, tls'),
+    'sentinel with a child': (
+        document(extra=redis('<sentinel master="m"><url>x</url></sentinel>')), '<url>', 1,
+        '<url> in <sentinel>: unexpected element; expected only text'),
+    'sentinel password without sentinel': (
+        document(extra=redis('<url>redis://127.0.0.1</url>',
+                             '<sentinel_password_file>/etc/s</sentinel_password_file>')),
+        '<redis>', 1,
+        '<redis>: <sentinel_password_file> without <sentinel>; expected '
+        '<sentinel master="NAME">HOST:PORT HOST:PORT ...</sentinel>'),
+    'sentinel tls files without tls': (
+        document(extra=redis('<sentinel master="m">h1:1</sentinel>', '<tls_ca>/etc/ca</tls_ca>')),
+        '<redis>', 1,
+        '<redis>: TLS files given but <sentinel> has no tls="yes"; expected '
+        '<sentinel tls="yes" ...>'),
     'bad redis url scheme': (
         document(extra=redis('<url>http://127.0.0.1:6379</url>')), '<url>', 1,
         '<url> of redis: "http://127.0.0.1:6379": scheme "http" is not supported; expected '
@@ -810,3 +864,28 @@ def test_corrupted_files_give_config_error_or_config(start, length, junk):
         assert str(e).startswith(f'{SRC}:')
     else:
         assert isinstance(result, Config)
+
+
+def test_sentinel_instead_of_url_is_read_and_written_back_equal():
+    data = document(extra=redis(
+        '<sentinel master="rtpc-main" db="3" tls="yes">10.0.0.1:26379  [::1]:26380\n'
+        ' sentinel-c.example:26381</sentinel>',
+        '<sentinel_password_file>/etc/rtpc/sentinel.pw</sentinel_password_file>',
+        '<password_file>/etc/rtpc/redis.pw</password_file>', '<tls_ca>/etc/ca.pem</tls_ca>',
+        '<instance_id>a</instance_id>'))
+    config = parse_config(data, SRC)
+    assert config.redis.url is None
+    assert config.redis.sentinel == SentinelConfig(
+        master='rtpc-main', addresses=(('10.0.0.1', 26379), ('::1', 26380),
+                                       ('sentinel-c.example', 26381)), db=3, tls=True)
+    assert config.redis.sentinel_password_file == '/etc/rtpc/sentinel.pw'
+    written = config_to_xml(config)
+    assert (b'<sentinel master="rtpc-main" db="3" tls="yes">10.0.0.1:26379 [::1]:26380 '
+            b'sentinel-c.example:26381</sentinel>') in written
+    assert parse_config(written, 'y.xml') == config
+
+
+def test_sentinel_defaults_database_0_without_tls():
+    config = parse_config(document(extra=redis('<sentinel master="m">h:26379</sentinel>',
+                                               '<instance_id>a</instance_id>')), SRC)
+    assert config.redis.sentinel == SentinelConfig('m', (('h', 26379),), db=0, tls=False)

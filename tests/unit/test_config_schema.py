@@ -48,9 +48,10 @@ def disagreements(text: str) -> list[str]:
     for element, attributes in schema.ATTRIBUTES.items():
         if element in decls:
             decl = decls[element]
-            if decl.type != 'empty' or ({a.name for a in decl.iterattributes()}
-                                        != {a.name for a in attributes}):
-                problems.append('<%s>: not EMPTY with the attributes of the table' % element)
+            kind, what = ('mixed', '#PCDATA') if schema.holds_text(element) else ('empty', 'EMPTY')
+            if decl.type != kind or ({a.name for a in decl.iterattributes()}
+                                     != {a.name for a in attributes}):
+                problems.append('<%s>: not %s with the attributes of the table' % (element, what))
     return problems
 
 
@@ -72,6 +73,11 @@ def test_dtd_and_tables_agree():
      '<colour> in <rtp_cluster>: only in the DTD'),
     (('| capacity_limit | reply_cache_bytes', '| capacity_limit'),
      '<reply_cache_bytes> in <rtp_cluster>: only in the tables'),
+    (('db CDATA', 'database CDATA'),
+     '<sentinel>: not #PCDATA with the attributes of the table'),
+    (('<!ELEMENT sentinel (#PCDATA)>', '<!ELEMENT sentinel EMPTY>'),
+     '<sentinel>: not #PCDATA with the attributes of the table'),
+    (('| sentinel\n', '\n'), '<sentinel> in <redis>: only in the tables'),
 ])
 def test_the_agreement_check_notices_each_kind_of_drift(edit, problem):
     old, new = edit
