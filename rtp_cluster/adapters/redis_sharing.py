@@ -13,6 +13,11 @@ Writes and reads take different roads (measurements and reasons: README, "Design
 - reader thread (redis-py): HGETALLs for changed keys and SCAN-based resyncs, bulk work that
   would stall the reactor; results go to the reactor.
 
+With <sentinel>, the writer asks the sentinels for the master (`SentinelLocator`), checks
+that the node it reached is one (`INFO replication`), and a `SentinelWatch` follows
+`+switch-master`; the threads use redis-py's Sentinel client, and a switch (or a node found
+to be a replica) makes them reconnect at once: the subscriber resubscribes, which resyncs.
+
 Every decision is taken by the sans-IO `core.sharing_state.SharingState` on the reactor
 thread; this module only carries out its actions and feeds it what Redis answered.  Threads
 only see immutable snapshots.
@@ -28,14 +33,18 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 import redis
+import redis.sentinel
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from .. import __version__
-from .redis_writer import RedisWriter, TombstoneWrite, database_number, keepalive_options
+from .redis_connection import database_of, uses_tls
+from .redis_sentinel import SentinelLocator, SentinelWatch
+from .redis_writer import RedisWriter, TombstoneWrite, keepalive_options
 from ..core import sharing_state as actions
 from ..core.redis_checks import NOTIFY, POLICY, ServerChecks
 from ..core.keys import parse_presence_key, presence_pattern, session_prefix, sessions_pattern
+from ..core.sentinel import Address, format_address
 from ..core.sessions import DEFAULT_SESSION_TTL
 from ..core.sharing import SharedSessionStore, SharingCounters, newest_records
 from ..core.sharing_state import PRESENCE_INTERVAL, Identity, SharingState
@@ -47,19 +56,24 @@ SCAN_COUNT = 1000
 APPLY_CHUNK = 1000
 
 
-def connection_kwargs(config) -> dict[str, Any]:
-    """redis-py options for the configured URL, password, TLS settings and tunables."""
+def connection_kwargs(config, password: str | None | bool = True) -> dict[str, Any]:
+    """redis-py options for the configured URL, password, TLS settings and tunables;
+    `password`: the one to use instead of the data nodes' (None: no AUTH)."""
     kwargs: dict[str, Any] = {'socket_timeout': config.command_timeout_ms / 1000.0,
                               'socket_connect_timeout': config.connect_timeout_ms / 1000.0,
                               'encoding': 'latin-1'}     # as every text in the daemon
-    if config.tcp_keepalive and urlparse(config.url).scheme != 'unix':
+    unix = config.url is not None and urlparse(config.url).scheme == 'unix'
+    if config.tcp_keepalive and not unix:
         kwargs.update(socket_keepalive=True,
                       socket_keepalive_options=keepalive_options(config.tcp_keepalive))
-    password = read_password(config)
+    if password is True:
+        password = read_password(config)
     if password is not None:
         kwargs['password'] = password
-    if urlparse(config.url).scheme == 'rediss':
+    if uses_tls(config):
         kwargs.update(ssl_cert_reqs='required', ssl_check_hostname=config.tls_verify_hostname)
+        if config.sentinel is not None:
+            kwargs['ssl'] = True          # a rediss:// url says so itself
         if config.tls_ca:
             kwargs['ssl_ca_certs'] = config.tls_ca
         if config.tls_cert:
@@ -76,6 +90,32 @@ def read_password(config) -> str | None:
     if config.password_env:
         return os.environ.get(config.password_env)
     return None
+
+
+def read_sentinel_password(config) -> str | None:
+    if config.sentinel_password_file:
+        with open(config.sentinel_password_file) as f:
+            return f.read().strip()
+    return None
+
+
+def sentinel_client(config) -> redis.Redis:
+    """A redis-py client of the master the sentinels name (asked at every new connection)."""
+    sentinels = redis.sentinel.Sentinel(
+        list(config.sentinel.addresses),
+        sentinel_kwargs=connection_kwargs(config, read_sentinel_password(config)),
+        **connection_kwargs(config))
+    return sentinels.master_for(config.sentinel.master, db=config.sentinel.db)
+
+
+def describe_server(config, master: Address | None = None) -> str:
+    """The server as `ls redis` shows it: the url without password, or the sentinels and
+    the master they named last."""
+    if config.sentinel is None:
+        return _redact(config.url)
+    sentinels = ','.join(format_address(a) for a in config.sentinel.addresses)
+    found = format_address(master) if master is not None else 'not found yet'
+    return 'sentinel %s@%s (master %s)' % (config.sentinel.master, sentinels, found)
 
 
 class Backoff:
@@ -114,7 +154,7 @@ class RedisSharing:
     def __init__(self, config, reactor, client_factory: Callable[[], Any] | None = None) -> None:
         self.config = config
         self.reactor = reactor
-        self.db = database_number(config.url)
+        self.db = database_of(config)
         self._client_factory = client_factory or self._default_client
         identity = Identity(config.instance_id, config.namespace, peers=tuple(config.peers),
                             session_ttl=config.session_ttl,
@@ -125,12 +165,28 @@ class RedisSharing:
                                   mono_clock=time.monotonic)
         self.checks = ServerChecks(config.configure_notifications)
         self._logged_findings: tuple = ()
+        self.locator: SentinelLocator | None = None
+        self.watch: SentinelWatch | None = None
+        endpoint_factory = None
+        if config.sentinel is not None:
+            self.locator = SentinelLocator(config, reactor,
+                                           lambda: read_sentinel_password(config))
+            endpoint_factory = self.locator.endpoint
+            self.watch = SentinelWatch(config, reactor,
+                                       password=lambda: read_sentinel_password(config),
+                                       on_switch=self._on_switch, on_watching=self._recheck)
         self.writer = RedisWriter(config, reactor, on_ok=self.state.on_write_ok,
                                   on_failed=self.state.on_write_failed,
                                   on_server=self.state.on_server,
                                   on_connected=self._check_server,
+                                  on_not_master=self._not_master,
+                                  endpoint_factory=endpoint_factory,
+                                  check_role=config.sentinel is not None,
                                   password=lambda: read_password(config),
                                   name='rtpc-%s' % config.instance_id)
+        # set (from the reactor) when the master moved: each thread reconnects, and one
+        # waiting out a back-off wakes up
+        self._moved = {'subscriber': threading.Event(), 'reader': threading.Event()}
         self._reads: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -211,7 +267,8 @@ class RedisSharing:
     def status(self) -> dict[str, Any]:
         state = self.state
         own, foreign = state.ownership_counts()
-        return {'instance_id': state.instance_id, 'url': _redact(self.config.url),
+        master = self.locator.current if self.locator is not None else None
+        return {'instance_id': state.instance_id, 'url': describe_server(self.config, master),
                 'state': 'degraded' if state.degraded else 'connected',
                 'subscriber': 'connected' if state.subscriber_connected else 'disconnected',
                 'queue_depth': self.queue_depth(), 'last_error': state.last_error,
@@ -228,10 +285,14 @@ class RedisSharing:
     # --- life cycle ----------------------------------------------------------------------------
 
     def _default_client(self):
+        if self.config.sentinel is not None:
+            return sentinel_client(self.config)
         return redis.Redis.from_url(self.config.url, **connection_kwargs(self.config))
 
     def start(self) -> None:
         self.writer.start()
+        if self.watch is not None:
+            self.watch.start()
         self.state.start()
         for target, name in ((self._subscriber_loop, 'subscriber'), (self._reader_loop, 'reader')):
             thread = threading.Thread(target=target, name='redis-' + name, daemon=True)
@@ -245,7 +306,11 @@ class RedisSharing:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self.writer.stop()
+        if self.watch is not None:
+            self.watch.stop()
         self._stop.set()
+        for moved in self._moved.values():
+            moved.set()                   # wakes a thread waiting out a back-off
         self._reads.put(('stop', None))
         for thread in self._threads:
             thread.join(2.0)
@@ -309,6 +374,29 @@ class RedisSharing:
         emit = {'info': self.log.info, 'warn': self.log.warn}.get(action.level, self.log.error)
         emit(action.text, **action.fields)
 
+    # --- the master moved (reactor) ----------------------------------------------------------
+
+    def _on_switch(self, address: Address) -> None:
+        """+switch-master: the writer leaves the old master now, the threads follow."""
+        self.log.warn('redis: the sentinels switched the master of {name} to {address}',
+                      name=self.config.sentinel.master, address=format_address(address))
+        self.writer.master_switched('the sentinels switched the master to %s'
+                                    % format_address(address))
+
+    def _recheck(self) -> None:
+        """(Re)subscribed to +switch-master: a switch published meanwhile was missed."""
+        def compare(address: Address) -> None:
+            current = self.locator.current
+            if current is not None and address != current:
+                self._on_switch(address)
+        self.locator.locate().addCallbacks(compare, lambda failure: None)
+
+    def _not_master(self, why: str) -> None:
+        """The writer's node is not the master, or the master was switched."""
+        self.state.on_new_master(why)
+        for moved in self._moved.values():
+            moved.set()
+
     # --- checks of the server's configuration, at every (re)connect of the writer ----------
 
     def _check_server(self) -> None:
@@ -349,12 +437,14 @@ class RedisSharing:
     def _subscriber_loop(self) -> None:
         pubsub = None
         backoff = Backoff(self.config)
+        moved = self._moved['subscriber']
         while not self._stop.is_set():
             try:
-                if pubsub is None or self._patterns_changed.is_set():
+                if pubsub is None or self._patterns_changed.is_set() or moved.is_set():
                     if pubsub is not None:
                         pubsub.close()
                     self._patterns_changed.clear()
+                    moved.clear()
                     pubsub = self._client_factory().pubsub()
                     pubsub.psubscribe(*self._patterns)
                 self._pump(pubsub)
@@ -368,7 +458,7 @@ class RedisSharing:
                         pass
                 pubsub = None
                 self.reactor.callFromThread(self.state.on_subscriber_down, str(exc))
-                self._stop.wait(backoff.next())
+                moved.wait(backoff.next())
         if pubsub is not None:
             pubsub.close()
 
@@ -405,10 +495,14 @@ class RedisSharing:
     def _reader_loop(self) -> None:
         client = None
         backoff = Backoff(self.config)
+        moved = self._moved['reader']
         while not self._stop.is_set():
             kind, payload = self._reads.get()
             if kind == 'stop':
                 return
+            if moved.is_set():
+                moved.clear()
+                client = None             # the next read asks the sentinels again
             try:
                 if client is None:
                     client = self._client_factory()
@@ -419,7 +513,7 @@ class RedisSharing:
                 client = None
                 failed = payload[0] if kind == 'lookup' else payload
                 self.reactor.callFromThread(self.state.on_read_failed, kind, failed, str(exc))
-                self._stop.wait(backoff.next())
+                moved.wait(backoff.next())
 
     def _carry_out_read(self, client, kind: str, payload) -> None:
         state = self.state

@@ -15,28 +15,30 @@ holding the interpreter lock delays the reactor (README, "Design").
 from __future__ import annotations
 
 import collections
-import socket
 import time
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
 
-from twisted.internet import defer, error, protocol, ssl
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from ..core import config_schema as schema
-from ..core.resp import ProtocolError, ReplyError, ReplyParser, encode, encode_hset
+from ..core.resp import encode, encode_hset
+from ..core.sentinel import is_readonly, not_master_reason
 from ..core.sharing import LiveRecord
+from .redis_connection import (  # noqa: F401  (re-exported: the writer's public names)
+    COMMAND_TIMEOUT, KEEPALIVE_PROBES, ConnectionLostError, RedisCommandError, RespConnection,
+    check_replies, client_endpoint, database_number, describe_failure, enable_keepalive,
+    handshake_commands, keepalive_options, tls_options,
+)
 
 FLUSH_INTERVAL = 0.02        # s: a burst of changes coalesces into one transaction
 WRITE_BATCH = 500            # keys per transaction
 ENCODE_SLICE = 16            # keys encoded per reactor turn (about 0.1 ms)
 REFRESH_BATCH = 1000         # PEXPIREs of the TTL refresh per transaction
 # the defaults of the <redis> tunables, in seconds
-COMMAND_TIMEOUT = schema.child('redis', 'command_timeout_ms').default / 1000.0
 MIN_BACKOFF = schema.child('redis', 'reconnect_min_ms').default / 1000.0
 MAX_BACKOFF = schema.child('redis', 'reconnect_max_ms').default / 1000.0
-KEEPALIVE_PROBES = 3         # unanswered probes before the kernel drops the connection
+_ROLE = encode('INFO', 'replication')
 
 _MULTI = encode('MULTI')
 _EXEC = encode('EXEC')
@@ -79,239 +81,6 @@ class TombstoneWrite:
         fields = [x for pair in self.build().items() for x in pair]
         return encode('EVAL', TOMBSTONE_SCRIPT, 1 + len(self.shadows), key,
                       *[k.encode('latin-1') for k in self.shadows], ttl_ms, *fields)
-
-
-class RedisCommandError(Exception):
-    """Redis refused a command (error reply), or the reply was not the one expected."""
-
-
-class ConnectionLostError(ConnectionError):
-    """The connection went away before the reply; the message says why, ready to log."""
-
-
-# --- where to connect ------------------------------------------------------------------------
-
-def database_number(url: str) -> int:
-    parts = urlsplit(url)
-    path = parts.path.strip('/') if parts.scheme != 'unix' else ''
-    if path.isdigit():
-        return int(path)
-    for name, value in parse_qsl(parts.query):
-        if name == 'db' and value.isdigit():
-            return int(value)
-    return 0
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
-def _certificates(pem: str) -> list[ssl.Certificate]:
-    """Every certificate of a PEM bundle (loadPEM reads only the first)."""
-    marker = '-----END CERTIFICATE-----'
-    blocks = [block + marker for block in pem.split(marker) if 'BEGIN CERTIFICATE' in block]
-    return [ssl.Certificate.loadPEM(block) for block in blocks]
-
-
-def tls_options(config, hostname: str):
-    """Client TLS for rediss://: the chain is always verified, the name unless switched off."""
-    trust = (ssl.trustRootFromCertificates(_certificates(_read(config.tls_ca)))
-             if config.tls_ca else ssl.platformTrust())
-    client_cert = None
-    if config.tls_cert:
-        key = _read(config.tls_key) if config.tls_key else ''
-        client_cert = ssl.PrivateCertificate.loadPEM(_read(config.tls_cert) + key)
-    if config.tls_verify_hostname:
-        return ssl.optionsForClientTLS(hostname, trustRoot=trust, clientCertificate=client_cert)
-    extra: dict[str, Any] = {}
-    if client_cert is not None:
-        extra = {'privateKey': client_cert.privateKey.original,
-                 'certificate': client_cert.original}
-    return ssl.CertificateOptions(trustRoot=trust, **extra)
-
-
-def client_endpoint(config, reactor):
-    """A Twisted client endpoint for the configured URL (TCP, TLS or unix socket)."""
-    parts = urlsplit(config.url)
-    timeout = config.connect_timeout_ms / 1000.0
-    if parts.scheme == 'unix':
-        return UNIXClientEndpoint(reactor, parts.path, timeout=timeout)
-    endpoint = HostnameEndpoint(reactor, parts.hostname, parts.port or 6379, timeout=timeout)
-    if parts.scheme == 'rediss':
-        endpoint = wrapClientTLS(tls_options(config, parts.hostname), endpoint)
-    return endpoint
-
-
-def keepalive_options(idle: int) -> dict[int, int]:
-    """TCP keepalive socket options: probes after `idle` s, KEEPALIVE_PROBES of them."""
-    options = {}
-    interval = max(1, idle // KEEPALIVE_PROBES)
-    for name, value in (('TCP_KEEPIDLE', idle), ('TCP_KEEPINTVL', interval),
-                        ('TCP_KEEPCNT', KEEPALIVE_PROBES)):
-        if hasattr(socket, name):      # Linux, FreeBSD; elsewhere the system's timers apply
-            options[getattr(socket, name)] = value
-    return options
-
-
-def enable_keepalive(transport, idle: int) -> bool:
-    """Turn TCP keepalive on for the socket under `transport` (through a TLS wrapper);
-    False if there is none to set (a unix socket, keepalive off)."""
-    while not hasattr(transport, 'socket') and hasattr(transport, 'transport'):
-        transport = transport.transport
-    sock = getattr(transport, 'socket', None)
-    if idle <= 0 or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in keepalive_options(idle).items():
-        sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    return True
-
-
-def handshake_commands(config, password: str | None, name: str) -> list[bytes]:
-    """AUTH (with the URL's user name, if any), SELECT and CLIENT SETNAME, as needed."""
-    commands = []
-    user = urlsplit(config.url).username
-    if password is not None:
-        commands.append(encode('AUTH', user, password) if user else encode('AUTH', password))
-    db = database_number(config.url)
-    if db:
-        commands.append(encode('SELECT', db))
-    commands.append(encode('CLIENT', 'SETNAME', name))
-    return commands
-
-
-def describe_failure(reason) -> str:
-    """One line an operator can act on, from a connection or TLS failure."""
-    exc = getattr(reason, 'value', reason)
-    if isinstance(exc, (ConnectionLostError, RedisCommandError)):
-        return str(exc)
-    name = type(exc).__name__
-    if name == 'VerificationError':
-        return ('TLS: certificate verify failed: the server certificate does not match the '
-                'host name (name mismatch): %s' % exc)
-    text = str(exc)
-    if 'certificate verify failed' in text:
-        return 'TLS: certificate verify failed (untrusted or invalid server certificate): %s' % text
-    if isinstance(exc, error.ConnectionDone):
-        return 'connection closed by Redis'
-    return '%s: %s' % (name, text) if text else name
-
-
-# --- one connection ------------------------------------------------------------------------
-
-class RespConnection(protocol.Protocol):
-    """Pipelined requests, each waiting for a known number of replies, in order."""
-
-    def __init__(self, reactor, timeout: float = COMMAND_TIMEOUT) -> None:
-        self.reactor = reactor
-        self.timeout = timeout
-        self._parser = ReplyParser()
-        self._waiting: collections.deque = collections.deque()  # [count, replies, deferred]
-        self._timer = None
-        self.lost: defer.Deferred = defer.Deferred()
-        self.lost_reason = ''
-        self.connected = False
-
-    def connectionMade(self) -> None:
-        self.connected = True
-
-    def request(self, data: bytes, count: int) -> defer.Deferred:
-        """Send `data` (`count` commands); fires with their `count` replies, in order."""
-        return self._send(data, count, None)
-
-    def transaction(self, data: bytes, count: int) -> defer.Deferred:
-        """Send MULTI, `count` commands, EXEC (all in `data`); fires with None once all are
-        done, or fails with RedisCommandError naming the first error."""
-        return self._send(data, count + 2, count)
-
-    def _send(self, data: bytes, count: int, transaction: int | None) -> defer.Deferred:
-        d: defer.Deferred = defer.Deferred()
-        if not self.connected:
-            d.errback(ConnectionLostError(self.lost_reason or 'not connected'))
-            return d
-        self._waiting.append([count, [], d, transaction])
-        self.transport.write(data)
-        if self._timer is None:
-            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
-        return d
-
-    def dataReceived(self, data: bytes) -> None:
-        self._parser.feed(data)
-        try:
-            while self._waiting:
-                count, replies, _, transaction = self._waiting[0]
-                if transaction is not None and not replies:
-                    fast = self._parser.take_integer_transaction(transaction)
-                    if fast is None:
-                        return
-                    if fast:
-                        self._complete(None)
-                        continue
-                more = self._parser.replies(count - len(replies))
-                if not more:
-                    return
-                replies += more
-                if len(replies) == count:
-                    self._complete(replies if transaction is None else _transaction_result(replies))
-            if self._parser.pending:
-                self._drop('a reply nobody asked for')
-        except ProtocolError as exc:
-            self._drop('not a Redis reply: %s' % exc)
-
-    def _complete(self, result) -> None:
-        _, _, d, _ = self._waiting.popleft()
-        self._rearm()
-        if isinstance(result, Exception):
-            d.errback(result)
-        else:
-            d.callback(result)
-
-    def _rearm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = (self.reactor.callLater(self.timeout, self._timed_out)
-                       if self._waiting else None)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._drop('no reply within %g s' % self.timeout)
-
-    def _drop(self, why: str) -> None:
-        self.lost_reason = why
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason=protocol.connectionDone) -> None:
-        self.connected = False
-        if not self.lost_reason:
-            self.lost_reason = describe_failure(reason)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        waiting, self._waiting = self._waiting, collections.deque()
-        for _, _, d, _ in waiting:
-            d.errback(ConnectionLostError(self.lost_reason))
-        self.lost.callback(self.lost_reason)
-
-
-def _transaction_result(replies: list) -> RedisCommandError | None:
-    """None if MULTI, every command and EXEC succeeded, else the error to report."""
-    try:
-        check_replies(replies)
-    except RedisCommandError as exc:
-        return exc
-    if replies[-1] is None:
-        return RedisCommandError('transaction aborted')
-    return None
-
-
-def check_replies(replies: list) -> None:
-    """RedisCommandError if any reply (or any result of an EXEC) is an error."""
-    for reply in replies:
-        if isinstance(reply, ReplyError):
-            raise RedisCommandError(str(reply))
-        if isinstance(reply, list):
-            check_replies(reply)
 
 
 def frozen(op: Thunk | None) -> Thunk | None:
@@ -362,7 +131,10 @@ class RedisWriter:
     when the connection or a write fails, on_connected() after every (re)connect (checks
     go out with `command`), on_server(run_id, presence_token) with every
     presence write: the server's run_id and the run token the presence record had before
-    this write (None if it had none).
+    this write (None if it had none), on_not_master(why) when the node turns out not to be
+    the master (READONLY, or with `check_role` `INFO replication` says role:slave) or the
+    sentinels switched it: whatever it holds may lack our writes, and the next connect goes
+    back to `endpoint_factory` (which may ask the sentinels; it may return a Deferred).
     """
 
     log = Logger()
@@ -371,13 +143,16 @@ class RedisWriter:
                  on_failed: Callable[[str], None],
                  on_server: Callable[[str, str | None], None],
                  on_connected: Callable[[], None] = lambda: None,
+                 on_not_master: Callable[[str], None] = lambda why: None,
                  endpoint_factory: Callable[[], Any] | None = None,
                  password: Callable[[], str | None] = lambda: None,
-                 name: str = 'rtpc-writer') -> None:
+                 name: str = 'rtpc-writer', check_role: bool = False) -> None:
         self.config = config
         self.reactor = reactor
         self.on_ok, self.on_failed, self.on_server = on_ok, on_failed, on_server
-        self.on_connected = on_connected
+        self.on_connected, self.on_not_master = on_connected, on_not_master
+        self.check_role = check_role
+        self._generation = 0        # +1 at every master switch: older connects are stale
         self._endpoint_factory = endpoint_factory or (lambda: client_endpoint(config, reactor))
         self._password = password      # read at every connect: a rotated file is picked up
         self._name = name
@@ -424,19 +199,27 @@ class RedisWriter:
         self._connecting = True
         factory = protocol.Factory.forProtocol(
             lambda: RespConnection(self.reactor, self.command_timeout))
-        try:
-            d = self._endpoint_factory().connect(factory)
-        except Exception as exc:        # a TLS file that cannot be read, a bad certificate
-            d = defer.fail(exc)
+        # a TLS file that cannot be read, a bad certificate, no master found: same path
+        d = defer.maybeDeferred(self._endpoint_factory)
+        d.addCallback(lambda endpoint: endpoint.connect(factory))
         d.addCallback(self._handshake_on)   # reading the password may fail: same path
-        d.addCallbacks(self._ready, self._connect_failed)
+        d.addCallbacks(self._ready, self._connect_failed, callbackArgs=(self._generation,))
 
     def _handshake_on(self, conn: RespConnection):
         commands = handshake_commands(self.config, self._password(), self._name)
+        if self.check_role:
+            commands.append(_ROLE)
         d = conn.request(b''.join(commands), len(commands))
 
         def checked(replies):
             check_replies(replies)
+            if self.check_role:
+                info = replies[-1]
+                why = not_master_reason(info.decode('latin-1') if isinstance(info, bytes)
+                                        else '')
+                if why is not None:
+                    self.on_not_master(why)
+                    raise RedisCommandError(why)
             return conn
 
         def failed(failure):
@@ -445,10 +228,14 @@ class RedisWriter:
             return failure
         return d.addCallback(checked).addErrback(failed)
 
-    def _ready(self, conn: RespConnection) -> None:
+    def _ready(self, conn: RespConnection, generation: int) -> None:
         self._connecting = False
         if not self.running:
             conn.transport.loseConnection()
+            return
+        if generation != self._generation:     # the master switched while connecting
+            conn.transport.loseConnection()
+            self._connect()
             return
         self.conn = conn
         self._backoff = self.min_backoff
@@ -472,6 +259,30 @@ class RedisWriter:
         if self.running and self._retry_call is None:
             self._retry_call = self.reactor.callLater(self._backoff, self._connect)
             self._backoff = min(self._backoff * 2, self.max_backoff)
+
+    def master_switched(self, why: str) -> None:
+        """The sentinels named a new master: leave the old one now and connect again."""
+        self._generation += 1
+        self._backoff = self.min_backoff
+        self.on_not_master(why)
+        if self.conn is not None:
+            self._drop(why)                # _lost reconnects after the shortest back-off
+        elif self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+            self._connect()
+
+    def _drop(self, why: str) -> None:
+        if self.conn is not None and self.conn.connected:
+            self.conn.lost_reason = why
+            self.conn.transport.abortConnection()
+
+    def _refused_as_replica(self, error: str) -> bool:
+        """A write answered READONLY: this node is a replica now; find the master."""
+        if not is_readonly(error):
+            return False
+        self.on_not_master(error)
+        self._drop('write failed: %s' % error)
+        return True
 
     # --- what the sharing layer hands over -----------------------------------------------------
 
@@ -579,7 +390,10 @@ class RedisWriter:
         self._kick(0 if backlog else FLUSH_INTERVAL)
 
     def _write_failed(self, failure, batch: list, refresh: list) -> None:
-        if failure.check(RedisCommandError):       # refused by Redis (OOM, read-only, ...)
+        if failure.check(RedisCommandError) and self._refused_as_replica(str(failure.value)):
+            self._refresh.extendleft(reversed(refresh))   # _lost puts the batch back
+            return
+        if failure.check(RedisCommandError):       # refused by Redis (OOM, ...)
             self._put_back(batch, refresh)
             self._failed('write failed: %s' % failure.value)
             self._kick(self._backoff)
@@ -618,8 +432,9 @@ class RedisWriter:
         try:
             check_replies(replies)
         except RedisCommandError as exc:
-            self._failed('write failed: %s' % exc)
-            self._kick(self._backoff)
+            if not self._refused_as_replica(str(exc)):
+                self._failed('write failed: %s' % exc)
+                self._kick(self._backoff)
             return
         run_id = ''
         if isinstance(info, bytes):

@@ -17,7 +17,12 @@ The orderings it keeps:
   call is still unknown when its own record arrives (the `D` went out by broadcast), the
   record is dropped and its key deleted instead of bringing the call back;
 - a peer's key missing from a resync proves a deletion only once that peer rewrote its
-  sessions into this Redis (its presence names the Redis run id).
+  sessions into this Redis (its presence names the Redis run id); a peer seen alive but not
+  yet rewritten gets one more resync as soon as its presence changes, so calls it ended
+  while Redis was away are dropped within seconds, not at the next periodic resync;
+- after a new master (restart: the run id changed; or the node turned out to be a replica,
+  or the sentinels switched it) every own session is written again, and until that is
+  written our presence names no synced run id.
 """
 from __future__ import annotations
 
@@ -80,6 +85,8 @@ class SharingState:
         self.last_error = ''
         self.redis_run_id: str | None = None
         self.synced_run_id = ''
+        self.rewrite_due = ''                  # why the next server must get everything again
+        self.unsynced_peers: set[str] = set()  # alive, not yet rewritten into this Redis
         self.last_resync: dict[str, Any] = {}
         self.events_received = 0
         self.bad_events = 0
@@ -190,8 +197,18 @@ class SharingState:
                           'own <instance_id>.  Own keys missing from the table are not deleted '
                           'until this stops',
                           {'id': self.instance_id, 'token': self.duplicate['token'][:16]}))
-        if run_id != self.redis_run_id:
+        if run_id != self.redis_run_id or self.rewrite_due:
             self._new_server(run_id)
+
+    def on_new_master(self, why: str) -> None:
+        """The node written to is not (or no longer) the master, or the sentinels switched
+        it: the next master may lack writes the old one took (replication is asynchronous),
+        so every own session is written again once a master answers."""
+        if not self.rewrite_due:
+            self.emit(Log('warn', 'redis: looking for the master ({why}); own sessions are '
+                          'written again once it answers', {'why': why}))
+        self.rewrite_due = why
+        self.synced_run_id = ''    # peers must not take a missing key of ours as deleted
 
     @property
     def duplicate(self) -> dict[str, Any]:
@@ -203,9 +220,14 @@ class SharingState:
         return self.twin.active(self.wall())
 
     def _new_server(self, run_id: str) -> None:
-        if self.redis_run_id is not None:
+        if self.rewrite_due:
+            self.emit(Log('info', 'redis: writing own sessions to the master (run {run})',
+                          {'run': run_id[:8]}))
+        elif self.redis_run_id is not None:
             self.emit(Log('warn', 'redis: server restarted (run_id changed); rewriting own '
                           'sessions'))
+        self.rewrite_due = ''
+        self.synced_run_id = ''
         self.redis_run_id = run_id
         rewritten = sum(store.rewrite_all_own() for store in self.stores.values())
         self.emit(WhenFlushed(run_id))
@@ -272,6 +294,8 @@ class SharingState:
             self.peers_view.seen(peer, alive, self.wall() if alive else None)
             if alive:
                 self._discover(peer)
+                if peer in self.unsynced_peers and event == 'hset':
+                    self.request_resync()     # maybe it has rewritten its sessions now
 
     def follows(self, peer: str) -> bool:
         return self.peers_view.follows(peer)
@@ -410,9 +434,15 @@ class SharingState:
             self._discover(peer)
             # absence in Redis proves deletion only once the peer rewrote into this Redis
             if presence.get('synced_run_id') == run_id and run_id:
+                self.unsynced_peers.discard(peer)
                 for name, store in self.stores.items():
                     removed += store.drop_unseen(peer, seen.get((peer, name), set()), since)
+            else:
+                self.unsynced_peers.add(peer)
         self.peers_view.gone(set(self.peers_view.info) - set(presences))
+        # a peer without presence may not have reconnected yet (or be dead: then no presence
+        # write of it ever comes, and waiting costs nothing)
+        self.unsynced_peers |= self.peers_view.known() - set(presences) - {self.instance_id}
         self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
                             'removed': removed}
         self.redis_counters.resyncs += 1

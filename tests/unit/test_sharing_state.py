@@ -123,6 +123,28 @@ def test_a_new_redis_server_rewrites_own_sessions_and_lists_own_keys():
     assert core.state.presence_record()['synced_run_id'] == 'run-1'
 
 
+def test_a_new_master_with_the_same_run_id_still_gets_every_own_session_again():
+    """A node demoted to replica and promoted again keeps its run id but took the other
+    node's data set meanwhile: READONLY, role:slave or +switch-master force the rewrite."""
+    core = Core()
+    core.store.bind('own', 'm1', 'ft')
+    core.state.on_server('run-1', None)
+    core.state.on_synced('run-1')
+    core.taken()
+    core.state.on_new_master('READONLY You can\'t write against a read only replica.')
+    assert core.state.presence_record()['synced_run_id'] == ''   # no longer complete there
+    [log] = core.taken(Log)
+    assert log.level == 'warn' and 'READONLY' in log.fields['why']
+    core.state.on_new_master('again')                   # one warning per search
+    assert core.taken(Log) == []
+    core.state.on_server('run-1', 'ours')
+    actions = [a for a in core.taken() if not isinstance(a, Log)]
+    assert [type(a) for a in actions] == [Write, WhenFlushed, ListOwn]
+    assert actions[0].key == 'rtpc:s:a:test:own'
+    core.state.on_server('run-1', 'ours')               # written: nothing more to do
+    assert core.taken(Write) == []
+
+
 def test_duplicate_instance_window_follows_the_injected_clock():
     core = Core()
     core.state.on_server('run-1', 'previous-run')       # our first write: not a twin
@@ -252,6 +274,41 @@ def test_a_resync_proves_deletions_only_for_peers_synced_with_this_redis():
                               {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
     assert 'gone' not in core.store and 'kept' in core.store
     assert core.state.last_resync['removed'] == 1
+
+
+def test_a_peer_not_yet_rewritten_gets_a_resync_at_its_next_presence_write():
+    """After a Redis restart, calls b ended during the outage go as soon as b has rewritten
+    its sessions (its presence names the run id), not at the next periodic resync."""
+    core = Core()
+    core.state.apply(record('ended-during-outage'))
+    core.mono.now += 10
+    core.state.request_resync()
+    core.state.on_resync_done(core.taken(Resync)[0].since, [],
+                              {'b': {'synced_run_id': 'old-run'}}, 'run-2', 0.1)
+    assert 'ended-during-outage' in core.store and core.state.unsynced_peers == {'b'}
+    core.state.on_events([('rtpc:n:b', 'expire')])      # not a write of the presence
+    assert core.taken(Resync) == []
+    core.state.on_events([('rtpc:n:b', 'hset')])
+    [resync] = core.taken(Resync)
+    core.state.on_resync_done(resync.since, [], {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
+    assert 'ended-during-outage' not in core.store and core.state.unsynced_peers == set()
+    core.state.on_events([('rtpc:n:b', 'hset')])        # synced: presence writes cost nothing
+    assert core.taken(Resync) == []
+
+
+def test_a_peer_whose_presence_is_not_back_yet_gets_a_resync_when_it_is():
+    """Our resync after the restart ran before b wrote anything into the new Redis."""
+    core = Core()
+    core.state.apply(record('ended-during-outage'))
+    core.state.on_events([('rtpc:n:b', 'hset')])        # b known and alive before
+    core.mono.now += 10
+    core.state.request_resync()
+    core.state.on_resync_done(core.taken(Resync)[0].since, [], {}, 'run-2', 0.1)
+    assert 'ended-during-outage' in core.store and core.state.unsynced_peers == {'b'}
+    core.state.on_events([('rtpc:n:b', 'hset')])        # b is back
+    [resync] = core.taken(Resync)
+    core.state.on_resync_done(resync.since, [], {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
+    assert 'ended-during-outage' not in core.store and core.state.unsynced_peers == set()
 
 
 def test_a_resync_before_our_tombstone_is_written_does_not_revive_the_call():
