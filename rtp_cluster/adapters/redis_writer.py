@@ -25,11 +25,20 @@ from ..core import config_schema as schema
 from ..core.resp import encode, encode_hset
 from ..core.sentinel import is_readonly, not_master_reason
 from ..core.sharing import LiveRecord
-from .redis_connection import (  # noqa: F401  (re-exported: the writer's public names)
+from .redis_connection import (
     COMMAND_TIMEOUT, KEEPALIVE_PROBES, ConnectionLostError, RedisCommandError, RespConnection,
     check_replies, client_endpoint, database_number, describe_failure, enable_keepalive,
     handshake_commands, keepalive_options, tls_options,
 )
+
+__all__ = [
+    'RedisWriter', 'TombstoneWrite', 'TOMBSTONE_SCRIPT', 'FLUSH_INTERVAL', 'WRITE_BATCH',
+    'ENCODE_SLICE', 'REFRESH_BATCH', 'MIN_BACKOFF', 'MAX_BACKOFF',
+    # the connection's names, as they were imported from here before the split
+    'COMMAND_TIMEOUT', 'KEEPALIVE_PROBES', 'ConnectionLostError', 'RedisCommandError',
+    'RespConnection', 'check_replies', 'client_endpoint', 'database_number', 'describe_failure',
+    'enable_keepalive', 'handshake_commands', 'keepalive_options', 'tls_options',
+]
 
 FLUSH_INTERVAL = 0.02        # s: a burst of changes coalesces into one transaction
 WRITE_BATCH = 500            # keys per transaction

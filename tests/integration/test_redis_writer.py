@@ -47,6 +47,10 @@ class FakeTransport(StringTransport):
         self._close(error.ConnectionAborted())
 
 
+_WRITES = (b'HSET', b'PEXPIRE', b'DEL', b'EVAL')
+_READONLY = b"-READONLY You can't write against a read only replica.\r\n"
+
+
 class FakeRedis:
     """Answers what the writer sends, as Redis would, unless told to hold replies back.
 
@@ -64,6 +68,7 @@ class FakeRedis:
         self.fail_exec = False
         self.password = None
         self.run_id = b'run-1'
+        self.role = b'master'                  # b'slave': writes are answered READONLY
         self._parsers: dict[int, ReplyParser] = {}
         self._queued: dict[int, list | None] = {}
 
@@ -106,6 +111,9 @@ class FakeRedis:
                 results[0] = b'-OOM command not allowed\r\n'
             return b'*%d\r\n' % len(results) + b''.join(results)
         if queued is not None:
+            if self.role != b'master' and name in _WRITES:   # refused when queued, as Redis
+                self._queued[conn] = [[b'EXECABORT']]
+                return _READONLY
             queued.append(cmd)
             return b'+QUEUED\r\n'
         return self._run(cmd)
@@ -116,9 +124,16 @@ class FakeRedis:
             return b'+OK\r\n' if cmd[-1] == self.password else b'-WRONGPASS invalid password\r\n'
         if name in (b'SELECT', b'CLIENT'):
             return b'+OK\r\n'
+        if name == b'EXECABORT':
+            return b'-EXECABORT Transaction discarded because of previous errors.\r\n'
+        if name == b'INFO' and cmd[1:] == [b'replication']:
+            text = b'# Replication\r\nrole:' + self.role + b'\r\n'
+            return b'$%d\r\n%s\r\n' % (len(text), text)
         if name == b'INFO':
             text = b'# Server\r\nredis_version:7.0\r\nrun_id:' + self.run_id + b'\r\n'
             return b'$%d\r\n%s\r\n' % (len(text), text)
+        if self.role != b'master' and name in _WRITES:
+            return _READONLY
         if name == b'HSET':
             fields = self.data.setdefault(cmd[1], {})
             fields.update(zip(cmd[2::2], cmd[3::2]))
@@ -142,7 +157,7 @@ class FakeRedis:
 
 class Harness:
     def __init__(self, url='redis://127.0.0.1:6379/0', password=None, start=True,
-                 **tunables) -> None:
+                 check_role=False, **tunables) -> None:
         self.clock = task.Clock()
         self.redis = FakeRedis()
         self.events: list[tuple] = []
@@ -151,7 +166,9 @@ class Harness:
             self.config, self.clock, on_ok=lambda: self.events.append(('ok',)),
             on_failed=lambda why: self.events.append(('failed', why)),
             on_server=lambda run_id, token: self.events.append(('server', run_id, token)),
-            endpoint_factory=lambda: self.redis, password=lambda: password)
+            on_not_master=lambda why: self.events.append(('not master', why)),
+            endpoint_factory=lambda: self.redis, password=lambda: password,
+            check_role=check_role)
         if start:
             self.start()
 
@@ -448,6 +465,55 @@ def test_stop_closes_the_connection_and_cancels_timers():
     h.writer.stop()
     assert h.redis.transport.closed and h.clock.getDelayedCalls() == []
     assert h.failures() == []                  # a requested stop is not a failure
+
+
+def test_a_write_answered_readonly_leaves_the_node_and_nothing_is_lost():
+    h = Harness()
+    h.writer.queue('k1', lambda: mapping())
+    h.redis.role = b'slave'                    # demoted under the open connection
+    h.step()
+    assert h.redis.transport.closed            # left at once, not retried on the replica
+    assert h.events[-2][0] == 'not master' and 'READONLY' in h.events[-2][1]
+    assert h.failures()[-1].startswith('write failed: READONLY')
+    assert h.writer.depth == 1 and h.redis.data == {}
+    h.redis.role = b'master'                   # the sentinels (here: the test) fixed it
+    h.step(MIN_BACKOFF)
+    h.redis.pump()
+    h.step()
+    assert h.redis.data == {b'k1': {b'state': b'active'}} and h.writer.depth == 0
+
+
+def test_a_replica_is_refused_at_connect_when_the_role_is_checked():
+    h = Harness(check_role=True, start=False)
+    h.redis.role = b'slave'
+    h.writer.queue('k1', lambda: mapping())
+    h.start()
+    assert h.events[:2] == [('not master', 'the node is a replica (role:slave), not the master'),
+                            ('failed', 'the node is a replica (role:slave), not the master')]
+    assert h.redis.transport.closed and h.writer.conn is None
+    assert [c for c in h.redis.requests if c[0] == b'INFO'] == [[b'INFO', b'replication']]
+    h.redis.role = b'master'
+    h.step(MIN_BACKOFF)
+    h.redis.pump()
+    h.step()
+    assert h.redis.data == {b'k1': {b'state': b'active'}}
+
+
+def test_a_master_switch_reconnects_at_once_without_waiting_out_the_back_off():
+    h = Harness(reconnect_min_ms=2000, reconnect_max_ms=8000)
+    h.writer.master_switched('the sentinels switched the master to 127.0.0.1:6380')
+    assert h.redis.transport.closed
+    assert ('not master', 'the sentinels switched the master to 127.0.0.1:6380') in h.events
+    h.step(2.0)                                # the shortest back-off, not a doubled one
+    assert len(h.redis.connections) == 2
+    h.redis.refuse = error.ConnectionRefusedError()
+    h.redis.pump()
+    h.writer.conn.transport.abortConnection()  # lost; the retry waits 2 s, then 4 s ...
+    h.step(2.0)
+    assert len(h.redis.connections) == 2
+    h.redis.refuse = None
+    h.writer.master_switched('switched again')     # ... but a switch connects now
+    assert len(h.redis.connections) == 3
 
 
 def test_handshake_authenticates_selects_and_names_the_connection():

@@ -23,12 +23,16 @@ MASTER_NAME = 'rtpc'
 
 
 class Sentinel:
-    def __init__(self, workdir: str, master_port: int, down_after_ms: int, quorum: int) -> None:
+    def __init__(self, workdir: str, master_port: int, down_after_ms: int, quorum: int,
+                 password: str | None = None) -> None:
         self.port = free_tcp_port()
+        self.password = password           # clients' and the other sentinels' (requirepass)
         self.conf = os.path.join(workdir, 'sentinel-%d.conf' % self.port)
+        auth = ['requirepass %s' % password, 'sentinel sentinel-pass %s' % password] \
+            if password else []
         with open(self.conf, 'w') as f:
             f.write('\n'.join([
-                'port %d' % self.port, 'bind 127.0.0.1', 'dir %s' % workdir,
+                'port %d' % self.port, 'bind 127.0.0.1', 'dir %s' % workdir, *auth,
                 'sentinel monitor %s 127.0.0.1 %d %d' % (MASTER_NAME, master_port, quorum),
                 'sentinel down-after-milliseconds %s %d' % (MASTER_NAME, down_after_ms),
                 'sentinel failover-timeout %s %d' % (MASTER_NAME, max(3000, 3 * down_after_ms)),
@@ -37,7 +41,8 @@ class Sentinel:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host='127.0.0.1', port=self.port, socket_timeout=2)
+        return redis.Redis(host='127.0.0.1', port=self.port, socket_timeout=2,
+                           password=self.password)
 
     def master_addr(self) -> tuple[str, int] | None:
         try:
@@ -63,8 +68,10 @@ class SentinelTopology:
     """`with SentinelTopology() as topo:` a master, a replica and three sentinels that agree on
     the master; `kill_master()` and `wait_promotion()` drive a failover."""
 
-    def __init__(self, down_after_ms: int = 1000, sentinels: int = 3) -> None:
+    def __init__(self, down_after_ms: int = 1000, sentinels: int = 3,
+                 sentinel_password: str | None = None) -> None:
         self.down_after_ms = down_after_ms
+        self.sentinel_password = sentinel_password
         self.sentinel_count = sentinels
         self.dir = tempfile.mkdtemp(prefix='rtpc-sentinel-')
         self.master: RedisServer | None = None
@@ -92,7 +99,8 @@ class SentinelTopology:
         self._wait(lambda: self.replica.client().info('replication').get('master_link_status') == 'up',
                    10, 'the replica did not sync with the master')
         quorum = self.sentinel_count // 2 + 1
-        self.sentinels = [Sentinel(self.dir, self.master.port, self.down_after_ms, quorum)
+        self.sentinels = [Sentinel(self.dir, self.master.port, self.down_after_ms, quorum,
+                                   self.sentinel_password)
                           for _ in range(self.sentinel_count)]
         expected = ('127.0.0.1', self.master.port)
         self._wait(lambda: all(s.master_addr() == expected for s in self.sentinels), 10,
