@@ -8,7 +8,7 @@ import pytest
 from twisted.internet import defer
 
 from rtp_cluster.adapters.redis_sentinel import NoMasterError, SentinelLocator, SentinelWatch
-from rtp_cluster.adapters.redis_sharing import read_sentinel_password
+from rtp_cluster.adapters.redis_sharing import read_sentinel_password, sentinel_client
 from rtp_cluster.core.config import RedisConfig, SentinelConfig
 from tests.support.procs import free_tcp_port
 from tests.support.redis_sentinel import MASTER_NAME, SentinelTopology
@@ -60,6 +60,8 @@ def test_a_sentinel_password_is_sent_and_a_wrong_one_is_named(rt, tmp_path):
                 assert found == expected
             else:
                 assert 'WRONGPASS' in str(found), found
+        threads = sentinel_client(config(topo.sentinel_addrs, password_file=str(right)))
+        assert threads.info('server')['tcp_port'] == topo.master.port   # redis-py's Sentinel
         cfg = config(topo.sentinel_addrs[:1])                     # none at all
         problem = str(locate(rt, SentinelLocator(cfg, rt.reactor, lambda: None)))
         assert 'NOAUTH' in problem, problem
