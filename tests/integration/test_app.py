@@ -186,6 +186,25 @@ def test_check_invalid_config_prints_the_config_error(tmp_path, capsys):
     assert captured.err == 'rtp_cluster: %s\n' % expected.value
 
 
+def test_check_sentinel_configuration(tmp_path, capsys):
+    cluster = ('<rtp_cluster><name>a</name><protocol>udp</protocol>'
+               '<address>127.0.0.1:22222</address></rtp_cluster>')
+    good, bad = tmp_path / 'good.xml', tmp_path / 'bad.xml'
+    good.write_text('<rtp_cluster_config>%s<redis><sentinel master="rtpc">10.0.0.1:26379 '
+                    '10.0.0.2:26379</sentinel><instance_id>a</instance_id></redis>'
+                    '</rtp_cluster_config>\n' % cluster)
+    bad.write_text('<rtp_cluster_config>%s<redis>\n<sentinel master="rtpc">10.0.0.1:26379 '
+                   '10.0.0.2</sentinel><instance_id>a</instance_id></redis>'
+                   '</rtp_cluster_config>\n' % cluster)
+    assert app.main(['-d', '-c', str(good)]) == 0
+    assert capsys.readouterr().out == '%s: configuration is valid (1 cluster, 0 members)\n' % good
+    assert app.main(['-d', '-c', str(bad)]) == 1
+    assert capsys.readouterr().err == (
+        'rtp_cluster: %s:2: <sentinel> of redis: "10.0.0.2" is not HOST:PORT; expected '
+        'HOST:PORT or [IPV6]:PORT, separated by white space (sentinels usually listen on '
+        '26379)\n' % bad)
+
+
 def test_check_missing_file(tmp_path, capsys):
     path = str(tmp_path / 'missing.xml')
     assert app.main(['-d', '-c', path]) == 1
