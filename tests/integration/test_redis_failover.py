@@ -9,16 +9,19 @@ a peer ends calls (issue 16, item 9).
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
+import redis
 
 from tests.support.daemon import Daemon, cluster_xml, member_xml
-from tests.support.procs import media_port_range
+from tests.support.procs import free_tcp_port, media_port_range
 from tests.support.redis_sentinel import MASTER_NAME, SentinelTopology
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.sharing import Instance, batch, is_port_reply, wait_for
+from tests.support.tls_certs import make_certs
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -244,3 +247,56 @@ def test_calls_a_peer_ended_while_redis_was_away_go_within_seconds_of_its_return
         print('calls ended during the outage dropped %.2f s after Redis came back' % took)
     finally:
         restarted.stop()
+
+
+def test_tls_applies_to_the_sentinel_and_the_data_node(procs, tmp_path):
+    """<sentinel tls="yes">: the writer's question to the sentinel, its +switch-master
+    subscription, the data connection and redis-py's threads all go over verified TLS."""
+    certs = make_certs(tmp_path)
+    data_dir = tmp_path / 'redis'
+    data_dir.mkdir()
+    tls = ['--tls-cert-file', certs['good'] + '.pem', '--tls-key-file', certs['good'] + '.key',
+           '--tls-ca-cert-file', certs['ca'] + '.pem', '--tls-auth-clients', 'no']
+    master_port, sentinel_port = free_tcp_port(), free_tcp_port()
+    procs.add(subprocess.Popen(
+        [REDIS_SERVER, '--port', '0', '--tls-port', str(master_port), '--bind', '127.0.0.1',
+         *tls, '--save', '', '--appendonly', 'no', '--notify-keyspace-events', 'Kghxe',
+         '--dir', str(data_dir), '--loglevel', 'warning'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    conf = tmp_path / 'sentinel.conf'
+    conf.write_text('\n'.join([
+        'port 0', 'tls-port %d' % sentinel_port, 'bind 127.0.0.1', 'dir %s' % data_dir,
+        'tls-replication yes', *('%s %s' % (tls[i][2:], tls[i + 1]) for i in range(0, 8, 2)),
+        'sentinel monitor %s 127.0.0.1 %d 1' % (MASTER_NAME, master_port), '']))
+    procs.add(subprocess.Popen([REDIS_SERVER, str(conf), '--sentinel', '--loglevel', 'warning'],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def tls_client(port: int) -> redis.Redis:
+        return redis.Redis(host='127.0.0.1', port=port, ssl=True,
+                           ssl_ca_certs=certs['ca'] + '.pem', socket_timeout=2)
+
+    def sentinel_knows_master() -> bool:
+        try:
+            return tls_client(sentinel_port).execute_command(
+                'SENTINEL', 'get-master-addr-by-name', MASTER_NAME) == [
+                    b'127.0.0.1', str(master_port).encode()]
+        except redis.RedisError:
+            return False
+    wait_for(sentinel_knows_master, 10, 'the TLS sentinel monitors the TLS master')
+
+    members = start_members(procs)
+    server_xml = ('<sentinel master="%s" tls="yes">127.0.0.1:%d</sentinel><tls_ca>%s.pem'
+                  '</tls_ca>' % (MASTER_NAME, sentinel_port, certs['ca']))
+    a = start_instance(procs, tmp_path, members, 'a', server_xml)
+    master = tls_client(master_port)
+    wait_for(lambda: a.status()['last resync'] != 'never'
+             and a.status()['subscriber'] == 'connected', 10, 'the threads over TLS')
+    offer_and_answer(a, ['tls-%d' % i for i in range(10)])
+    wait_for(lambda: len(list(master.scan_iter(match='%s:s:a:*' % NS))) == 10, 5,
+             'sessions written over TLS')
+    status = a.status()
+    assert status['state'] == 'connected'
+    assert status['url'] == 'sentinel %s@127.0.0.1:%d (master 127.0.0.1:%d)' % (
+        MASTER_NAME, sentinel_port, master_port)
+    clients = tls_client(sentinel_port).execute_command('CLIENT', 'LIST').decode()
+    assert ' sub=1 ' in clients                  # the +switch-master watch, over TLS
