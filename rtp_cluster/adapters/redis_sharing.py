@@ -332,6 +332,7 @@ class RedisSharing(SharingThreads):
                       name=self.config.sentinel.master, address=format_address(address))
         self.writer.master_switched('the sentinels switched the master to %s'
                                     % format_address(address))
+        self.master_moved()
 
     def _recheck(self) -> None:
         """(Re)subscribed to +switch-master: a switch published meanwhile was missed."""
@@ -342,9 +343,13 @@ class RedisSharing(SharingThreads):
         self.locator.locate().addCallbacks(compare, lambda failure: None)
 
     def _not_master(self, why: str) -> None:
-        """The writer's node is not the master, or the master was switched."""
+        """The writer's node is not the master, or the master was switched: the threads
+        leave it too, once per search (each of their reconnects costs a resync; while the
+        sentinels still name a demoted node, the writer finds it a replica at every try)."""
+        searching = bool(self.state.rewrite_due)
         self.state.on_new_master(why)
-        self.master_moved()
+        if not searching:
+            self.master_moved()
 
     # --- checks of the server's configuration, at every (re)connect of the writer ----------
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from rtp_cluster.adapters.redis_sentinel import NoMasterError, SentinelLocator, SentinelWatch
-from rtp_cluster.adapters.redis_sharing import read_sentinel_password, sentinel_client
+from rtp_cluster.adapters.redis_sharing import (RedisSharing, read_sentinel_password,
+                                                sentinel_client)
 from rtp_cluster.core.config import RedisConfig, SentinelConfig
 from tests.support.procs import free_tcp_port
 from tests.support.redis_sentinel import MASTER_NAME, SentinelTopology
@@ -87,3 +88,18 @@ def test_the_watch_reports_the_switch_and_moves_on_when_its_sentinel_dies(rt):
             assert switches == [('127.0.0.1', topo.replica.port)]
         finally:
             rt.call(lambda: defer.succeed(watch.stop()))
+
+
+def test_threads_leave_the_node_once_per_search_and_at_every_switch():
+    """Each reconnect of the subscriber costs a resync: a writer that finds the same replica
+    at every try must not make the threads reconnect every time; a switch always does."""
+    sharing = RedisSharing(config([('127.0.0.1', 1)]), task.Clock(),
+                           client_factory=lambda: None)
+    moved = sharing._moved['subscriber']
+    sharing._not_master('the node is a replica (role:slave), not the master')
+    assert moved.is_set() and sharing.state.rewrite_due
+    moved.clear()
+    sharing._not_master('the node is a replica (role:slave), not the master')
+    assert not moved.is_set()
+    sharing._on_switch(('127.0.0.1', 6380))
+    assert moved.is_set() and sharing._moved['reader'].is_set()
