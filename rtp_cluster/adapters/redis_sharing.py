@@ -46,12 +46,27 @@ from ..core.sessions import DEFAULT_SESSION_TTL
 from ..core.sharing import SharedSessionStore, SharingCounters, newest_records
 from ..core.sharing_state import PRESENCE_INTERVAL, Identity, SharingState
 
-__all__ = ['RedisSharing', 'connection_kwargs', 'newest_records', 'read_password', 'Backoff']
+__all__ = ['RedisSharing', 'connection_kwargs', 'sentinel_kwargs', 'newest_records', 'read_password',
+           'Backoff']
 
 
-def connection_kwargs(config, password: str | None | bool = True) -> dict[str, Any]:
-    """redis-py options for the configured URL, password, TLS settings and tunables;
-    `password`: the one to use instead of the data nodes' (None: no AUTH)."""
+def connection_kwargs(config) -> dict[str, Any]:
+    """redis-py options for the data nodes: URL, password, TLS settings and tunables."""
+    return _with_password(_transport_kwargs(config), read_password(config))
+
+
+def sentinel_kwargs(config) -> dict[str, Any]:
+    """redis-py options for the sentinels: the same TLS and tunables, their own password."""
+    return _with_password(_transport_kwargs(config), read_sentinel_password(config))
+
+
+def _with_password(kwargs: dict[str, Any], password: str | None) -> dict[str, Any]:
+    if password is not None:
+        kwargs['password'] = password
+    return kwargs
+
+
+def _transport_kwargs(config) -> dict[str, Any]:
     kwargs: dict[str, Any] = {'socket_timeout': config.command_timeout_ms / 1000.0,
                               'socket_connect_timeout': config.connect_timeout_ms / 1000.0,
                               'encoding': 'latin-1'}     # as every text in the daemon
@@ -59,10 +74,6 @@ def connection_kwargs(config, password: str | None | bool = True) -> dict[str, A
     if config.tcp_keepalive and not unix:
         kwargs.update(socket_keepalive=True,
                       socket_keepalive_options=keepalive_options(config.tcp_keepalive))
-    if password is True:
-        password = read_password(config)
-    if password is not None:
-        kwargs['password'] = password
     if uses_tls(config):
         kwargs.update(ssl_cert_reqs='required', ssl_check_hostname=config.tls_verify_hostname)
         if config.sentinel is not None:
@@ -96,7 +107,7 @@ def sentinel_client(config) -> redis.Redis:
     """A redis-py client of the master the sentinels name (asked at every new connection)."""
     sentinels = redis.sentinel.Sentinel(
         list(config.sentinel.addresses),
-        sentinel_kwargs=connection_kwargs(config, read_sentinel_password(config)),
+        sentinel_kwargs=sentinel_kwargs(config),
         **connection_kwargs(config))
     return sentinels.master_for(config.sentinel.master, db=config.sentinel.db)
 
