@@ -294,6 +294,8 @@ def _ls_redis(runtime, sharing, args):
     broadcasts = sum(c.counters.broadcasts for c in runtime.clusters.values())
     lines = ['instance: %s' % show(status['instance_id']),
              'url: %s' % show(status['url']),
+             *(['sentinel watch: %s' % status['sentinel_watch']]
+               if status['sentinel_watch'] else []),
              'state: %s' % status['state'],
              'subscriber: %s' % status['subscriber'],
              'peers: %s' % ('auto' if sharing.auto_peers else

@@ -46,8 +46,8 @@ from ..core.sessions import DEFAULT_SESSION_TTL
 from ..core.sharing import SharedSessionStore, SharingCounters, newest_records
 from ..core.sharing_state import PRESENCE_INTERVAL, Identity, SharingState
 
-__all__ = ['RedisSharing', 'connection_kwargs', 'sentinel_kwargs', 'newest_records', 'read_password',
-           'Backoff']
+__all__ = ['RedisSharing', 'connection_kwargs', 'sentinel_kwargs', 'newest_records',
+           'read_password', 'Backoff']
 
 
 def connection_kwargs(config) -> dict[str, Any]:
@@ -246,6 +246,7 @@ class RedisSharing(SharingThreads):
         own, foreign = state.ownership_counts()
         master = self.locator.current if self.locator is not None else None
         return {'instance_id': state.instance_id, 'url': describe_server(self.config, master),
+                'sentinel_watch': self._watch_text(),
                 'state': 'degraded' if state.degraded else 'connected',
                 'subscriber': 'connected' if state.subscriber_connected else 'disconnected',
                 'queue_depth': self.queue_depth(), 'last_error': state.last_error,
@@ -258,6 +259,14 @@ class RedisSharing(SharingThreads):
                 'synced_run_id': state.synced_run_id, 'tunables': tunables(self.config),
                 'checks': ([(f.level, f.text) for f in self.checks.findings]
                            if self.checks.checked else None)}
+
+    def _watch_text(self) -> str | None:
+        """Where +switch-master is followed, for `ls redis` (None without <sentinel>)."""
+        if self.watch is None:
+            return None
+        where = (format_address(self.watch.watching) if self.watch.watching is not None
+                 else 'no sentinel reachable')
+        return '%s (switches seen: %d)' % (where, self.watch.switches)
 
     # --- life cycle ----------------------------------------------------------------------------
 

@@ -160,7 +160,10 @@ def test_sentinel_failover_loses_no_session_and_the_peer_routes_all_without_broa
                                       'promotion' % complete_after
         wait_for(lambda: set(b.sessions('foreign')) >= live, 5, 'b knows every call of a')
         assert b.status()['broadcasts'] == '0'
-        assert a.status()['url'].endswith('(master 127.0.0.1:%d)' % topo.replica.port)
+        status = a.status()
+        assert status['url'].endswith('(master 127.0.0.1:%d)' % topo.replica.port)
+        assert status['sentinel watch'] in ['127.0.0.1:%d (switches seen: 1)' % port
+                                            for _, port in topo.sentinel_addrs]
         assert 'the sentinels switched the master of rtpc to 127.0.0.1:%d' % (
             topo.replica.port) in a.daemon.log()
 
