@@ -43,8 +43,9 @@ test: venv
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/python scripts/demo.py $(DEMO_ARGS)
 
+# the README's performance table comes from this file, committed (python -m bench.report FILE)
 bench: venv
-	$(VENV)/bin/python -m bench.runner --rounds 3 --duration 10
+	$(VENV)/bin/python -m bench.runner --rounds 3 --duration 10 --out bench/results/bench.json
 
 bench-memory: venv
 	$(VENV)/bin/python -m bench.memory --sessions 100000

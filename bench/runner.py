@@ -14,7 +14,11 @@ members separately).
     python -m bench.runner --rounds 3 --duration 10
     python -m bench.runner --b member        # B = a second direct member (checks the runner)
 
-Results go to bench/results/latest.json; a markdown table is printed for the README.
+Results go to a JSON file (--out; `make bench` writes bench/results/bench.json, to be
+committed): the date, the machine (CPU model, cores, kernel, Python and rtp-io versions, load
+average before and after), every round's figures and the medians with min-max.  The tables
+are printed at the end; `python -m bench.report FILE` prints the README's table again from a
+file.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import time
 from bench.loadgen import LoadGen, Stats, format_table
 from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_tcp_port,
                            free_udp_port, write_results)
+from bench.report import markdown, readme_table
 
 HOST = '127.0.0.1'
 RESULTS = os.path.join(ROOT, 'bench', 'results', 'latest.json')
@@ -81,9 +86,12 @@ def aggregate(parts: list[tuple[Stats, dict]]) -> dict:
     merged['rounds_cycles_per_s'] = rounds
     merged['cycles_per_s_median'] = median(rounds)
     merged['cycles_per_s_range'] = [min(rounds), max(rounds)]
-    merged['cpu_us_per_command'] = round(sum(c['main_cpu_us'] for _, c in parts) / replies, 1)
-    merged['members_cpu_us_per_command'] = round(
-        sum(c['members_cpu_us'] for _, c in parts) / replies, 1)
+    for key, name in (('main_cpu_us', 'cpu_us_per_command'),
+                      ('members_cpu_us', 'members_cpu_us_per_command')):
+        merged[name] = round(sum(c[key] for _, c in parts) / replies, 1)
+        per_round = [round(c[key] / (s.replies or 1), 1) for s, c in parts]
+        merged['rounds_' + name] = per_round
+        merged[name + '_range'] = [min(per_round), max(per_round)]
     merged['clean'] = (merged['error_count'] == 0 and merged['timeout_count'] == 0
                        and merged['abandoned'] == 0)
     return merged
@@ -139,64 +147,23 @@ def paired_p99_ratios(a_parts: list, b_parts: list) -> dict[str, dict]:
     return out
 
 
-def _cycles(entry: dict) -> str:
-    low, high = entry['cycles_per_s_range']
-    return '%.0f (%.0f-%.0f)' % (entry['cycles_per_s_median'], low, high)
+def cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def _paired(ratio: dict) -> str:
-    if not ratio or ratio['median'] is None:
-        return '-'
-    return '%.2f (%.2f-%.2f)' % (ratio['median'], *ratio['range'])
-
-
-def markdown(results: dict) -> str:
-    meta = results['meta']
-    names = list(meta['targets'])
-    has_floor = 'F' in names
-    lines = ['; '.join('%s = %s' % (n, meta['targets'][n]) for n in names) + '.',
-             '%d rounds x %g s per target and concurrency, interleaved %s; %s, %d CPUs, '
-             'Python %s, rtp-io %s.  Cycles/s: median of the rounds (min-max); ratios: median '
-             'of the round-by-round ratios (min-max).' % (
-                 meta['rounds'], meta['duration_s'], ' '.join(names), meta['machine'],
-                 meta['cpus'], meta['python'], meta['rtp_io']),
-             '']
-    head = '| concurrency | A cycles/s | B cycles/s | B/A |'
-    rule = '|---:|---:|---:|---:|'
-    if has_floor:
-        head += ' F cycles/s | B/F | B/F CPU per cmd | U p50 added over F (ms) |'
-        rule += '---:|---:|---:|---:|'
-    head += (' A CPU µs/cmd | B CPU µs/cmd (cluster) | B members µs/cmd | cluster/member CPU '
-             '| A err/rtx/tmo | B err/rtx/tmo |')
-    rule += '---:|---:|---:|---:|---:|---:|'
-    lines += [head, rule]
-    for row in results['summary']:
-        a, b = row['A'], row['B']
-        cells = [str(row['concurrency']), _cycles(a), _cycles(b), _paired(row['paired_b_a'])]
-        if has_floor:
-            fm = row['floor_multiples']
-            cells += [_cycles(row['F']), _paired(row['paired_b_f']),
-                      '%.2f' % fm['cpu_per_command'] if fm['cpu_per_command'] else '-',
-                      '%.3f' % fm['u_p50_added_ms'] if fm['u_p50_added_ms'] is not None else '-']
-        cells += ['%.1f' % a['cpu_us_per_command'], '%.1f' % b['cpu_us_per_command'],
-                  '%.1f' % b['members_cpu_us_per_command'],
-                  '%.2f' % (_ratio(b['cpu_us_per_command'], b['members_cpu_us_per_command']) or 0),
-                  '%d/%d/%d' % (a['error_count'], a['retransmits'], a['timeout_count']),
-                  '%d/%d/%d' % (b['error_count'], b['retransmits'], b['timeout_count'])]
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    lines += ['', '| concurrency | target | cmd | p50 ms | p95 ms | p99 ms |',
-              '|---:|---|---|---:|---:|---:|']
-    for row in results['summary']:
-        for name in names:
-            for cmd, v in row[name]['latency_ms'].items():
-                lines.append('| %d | %s | %s | %.3f | %.3f | %.3f |' % (
-                    row['concurrency'], name, cmd, v['p50'], v['p95'], v['p99']))
-    lines += ['', '| concurrency | cmd | B/A p99, round by round | median |', '|---:|---|---|---:|']
-    for row in results['summary']:
-        for cmd, v in row.get('p99_ratios', {}).items():
-            lines.append('| %d | %s | %s | %.2f |' % (
-                row['concurrency'], cmd, ' '.join('%.2f' % r for r in v['rounds']), v['median']))
-    return '\n'.join(lines)
+def machine_description() -> dict:
+    """What a reader needs to compare a result file with their own run."""
+    return {'cpu_model': cpu_model(), 'cpus': os.cpu_count(), 'arch': platform.machine(),
+            'kernel': platform.release(), 'os': platform.platform(terse=True),
+            'python': '%s %s' % (platform.python_implementation(), platform.python_version()),
+            'rtp_io': _rtp_io_version(), 'loadavg_start': list(os.getloadavg())}
 
 
 def _rtp_io_version() -> str:
@@ -214,7 +181,8 @@ def run(args) -> dict:
     ranges = media_ranges(args.media_base, span, 3)
     results = {'meta': {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
+        'machine': cpu_model(), 'cpus': os.cpu_count(),
+        'machine_description': machine_description(),
         'python': platform.python_version(), 'rtp_io': _rtp_io_version(),
         'rounds': args.rounds, 'duration_s': args.duration, 'warmup_s': args.warmup,
         'concurrencies': concurrencies, 'mix_q_pct': args.mix_q, 'mix_ib_pct': args.mix_ib,
@@ -234,12 +202,15 @@ def run(args) -> dict:
                     per_target[target.name].append((stats, cpu))
                     s = stats.summary()
                     s['cpu_us_per_command'] = round(cpu['main_cpu_us'] / (stats.replies or 1), 1)
+                    s['members_cpu_us_per_command'] = round(
+                        cpu['members_cpu_us'] / (stats.replies or 1), 1)
                     results['runs'].append({'concurrency': conc, 'round': rnd,
                                             'target': target.name, **s})
                     print(format_table([('%s c=%d r=%d' % (target.name, conc, rnd), s)]
                                        ).splitlines()[-1], flush=True)
                     time.sleep(args.pause)
             results['summary'].append(summary_row(conc, per_target))
+        results['meta']['machine_description']['loadavg_end'] = list(os.getloadavg())
         target_b = targets[-1]
         if target_b.redis_port is not None:
             results['meta']['redis_calls'] = redis_writes(target_b.redis_port)
@@ -361,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         cycles = sum(r['B']['cycles'] for r in results['summary'])
         print('\nRedis served B: %s (%d cycles measured in all)' % (
             ', '.join('%s %d' % kv for kv in sorted(calls.items())), cycles))
+    if args.b == 'cluster':
+        print('\nThe README table (python -m bench.report %s):\n' % os.path.relpath(args.out))
+        print(readme_table(results))
     print('\nresults: %s' % args.out)
     for row in results['summary']:
         if row['concurrency'] == max(results['meta']['concurrencies']):
