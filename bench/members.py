@@ -77,13 +77,14 @@ class Child:
     """One child process, stopped by its PID."""
 
     def __init__(self, name: str, argv: list[str], log_path: str | None = None,
-                 ready_line: bool = True) -> None:
-        """`ready_line`: the child prints READY on stdout (else stdout goes to the log too)."""
+                 ready_line: bool = True, cwd: str = ROOT) -> None:
+        """`ready_line`: the child prints READY on stdout (else stdout goes to the log too);
+        `cwd`: where `python -m` finds the package (another checkout for a baseline)."""
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self._log = open(log_path, 'ab') if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE if ready_line else self._log,
                                      stderr=self._log)
 
@@ -221,8 +222,9 @@ class Fleet:
     def cluster(self, port: int, members: list[tuple[str, tuple[str, int]]],
                 host: str = '127.0.0.1', capacity: int = 100000,
                 redis_url: str | None = None, name: str = 'rtp_cluster',
-                http_port: int | None = None) -> Child:
-        """The rtp_cluster daemon in the foreground, serving udp:HOST:PORT for `members`.
+                http_port: int | None = None, root: str = ROOT) -> Child:
+        """The rtp_cluster daemon in the foreground, serving udp:HOST:PORT for `members`;
+        `root`: the checkout whose rtp_cluster runs (another one to compare revisions).
 
         Returns once the cluster has created (and deleted) a probe session, i.e. once at least
         one member is online behind it.
@@ -236,7 +238,7 @@ class Fleet:
                 '-P', os.path.join(self.workdir, name + '.pid'),
                 '-L', os.path.join(self.workdir, name + '.log')]
         child = self._start(Child(name, argv, ready_line=False,
-                                  log_path=os.path.join(self.workdir, name + '.out')))
+                                  log_path=os.path.join(self.workdir, name + '.out'), cwd=root))
         addr = (host, port)
         wait_answer(child, addr, 'V', lambda r: r == '20040107\n', 20)
         probe = 'bench-probe-%d' % os.getpid()

@@ -13,6 +13,11 @@ members separately).
 
     python -m bench.runner --rounds 3 --duration 10
     python -m bench.runner --b member        # B = a second direct member (checks the runner)
+    python -m bench.runner --baseline /tmp/old-checkout   # + C = the cluster of that checkout
+
+With --baseline, C (the rtp_cluster daemon of another checkout, e.g. `git worktree add
+/tmp/old HEAD~3`) runs in front of the same two members right before B in every round, and
+B/C round by round says what a change did, free of the drift between separate runs.
 
 Results go to a JSON file (--out; `make bench` writes bench/results/bench.json, to be
 committed): the date, the machine (CPU model, cores, kernel, Python and rtp-io versions, load
@@ -190,7 +195,8 @@ def run(args) -> dict:
         'rate_cycles_per_s': args.rate, 'hold_s': args.hold,
     }, 'runs': [], 'summary': []}
     with Fleet() as fleet:
-        targets = make_targets(args.b, fleet, ranges, floor=args.floor)
+        targets = make_targets(args.b, fleet, ranges, floor=args.floor,
+                               baseline=args.baseline)
         results['meta']['targets'] = {t.name: t.label for t in targets}
         for t in targets:
             print('%s: %s at %s:%d (pid %d)' % (t.name, t.label, *t.addr, t.main_pid), flush=True)
@@ -226,10 +232,15 @@ def summary_row(conc: int, per_target: dict[str, list]) -> dict:
     if 'F' in per_target:
         row['paired_b_f'] = paired_ratios(per_target['B'], per_target['F'])
         row['floor_multiples'] = floor_multiples(row)
+    if 'C' in per_target:
+        row['paired_b_c'] = paired_ratios(per_target['B'], per_target['C'])
+        row['cpu_b_over_c'] = _ratio(row['B']['cpu_us_per_command'],
+                                     row['C']['cpu_us_per_command'])
     return row
 
 
-def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True) -> list[Target]:
+def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True,
+                 baseline: str | None = None) -> list[Target]:
     """The targets in the order each round measures them; B last."""
     if kind == 'cluster-redis':
         return list(sharing_targets(fleet, ranges))
@@ -249,13 +260,21 @@ def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True) -> list[Ta
     cl = fleet.cluster(ports[2], [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))], HOST)
     target_b = Target('B', 'rtp_cluster with two rtp-io members', (HOST, ports[2]),
                       cl.pid, [m1.pid, m2.pid])
+    before_b = []
+    if baseline is not None:
+        c_port = free_udp_port(HOST)
+        old = fleet.cluster(c_port, [('m1', (HOST, ports[0])), ('m2', (HOST, ports[1]))], HOST,
+                            name='cluster-baseline', root=os.path.abspath(baseline))
+        before_b.append(Target('C', 'rtp_cluster of %s (baseline), same members'
+                               % os.path.abspath(baseline), (HOST, c_port), old.pid,
+                               [m1.pid, m2.pid]))
     if not floor:
-        return [target_a, target_b]
+        return [target_a] + before_b + [target_b]
     f_port = free_udp_port(HOST)
     fwd = fleet.null_forwarder('floor', f_port, [(HOST, ports[0]), (HOST, ports[1])])
     target_f = Target('F', 'null forwarder (call-id hash, no parsing, no routing) in front of '
                       'the same two members', (HOST, f_port), fwd.pid, [m1.pid, m2.pid])
-    return [target_a, target_f, target_b]
+    return [target_a, target_f] + before_b + [target_b]
 
 
 def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
@@ -305,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                          'listener scraped every second')
     ap.add_argument('--no-floor', dest='floor', action='store_false',
                     help='leave out F, the null forwarder (measured by default with --b cluster)')
+    ap.add_argument('--baseline', default=None, metavar='CHECKOUT',
+                    help='also measure C, the rtp_cluster of another checkout (a revision to '
+                         'compare with), right before B in every round')
     ap.add_argument('--rate', type=float, default=None,
                     help='offer this many cycles/s (open loop) instead of a closed loop')
     ap.add_argument('--hold', type=float, default=0.0,
@@ -335,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.b == 'cluster':
         print('\nThe README table (python -m bench.report %s):\n' % os.path.relpath(args.out))
         print(readme_table(results))
+    for row in results['summary']:
+        if 'paired_b_c' in row:
+            c = row['paired_b_c']
+            print('concurrency %d: B/C cycles/s %s (rounds %s), B/C CPU per command %s' % (
+                row['concurrency'], c['median'], ' '.join(map(str, c['rounds'])),
+                row['cpu_b_over_c']))
     print('\nresults: %s' % args.out)
     for row in results['summary']:
         if row['concurrency'] == max(results['meta']['concurrencies']):
