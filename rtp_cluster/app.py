@@ -347,7 +347,8 @@ def install_signals(reactor, runtime: Runtime, logfile: LogFile | None) -> None:
 def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callable[[str | None], None],
           log_levels: LogLevels | None = None) -> int:
     """Start everything, report through `ready(error_or_None)`, run until SIGTERM/SIGINT."""
-    from twisted.internet import reactor
+    from .adapters.reactor import install_reactor
+    reactor = install_reactor()
     from .adapters.systemd import SystemdNotifier
     notifier = SystemdNotifier()
     pidfile = PidFile(opts.pidfile)

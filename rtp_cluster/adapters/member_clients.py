@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from ..core.counters import CounterGroup, Histogram
 from ..core.member import MemberCounters
+from .reactor import lean_dispatch
 from .sockets import StartupError, grow_buffers, resolve
 
 Reply = Callable[[str | None], None]
@@ -24,6 +25,8 @@ MEMBER_TIMEOUT = 1.5
 
 
 class _Pending:
+    """A command sent to a member and not answered yet."""
+
     __slots__ = ('callback', 'data', 'sent_at', 'deadline', 'retransmit_at', 'retransmitted', 'rto')
 
     def __init__(self, callback: Reply, data: bytes, sent_at: float, deadline: float, rto: float):
@@ -61,6 +64,7 @@ class _ClientStats:
 
     def _init_stats(self) -> None:
         self._estimator = RttEstimator()
+        self._rto = self._estimator.rto()       # recomputed per RTT sample, not per command
         self.counters: CounterGroup = MemberCounters()
         self.rtt_histogram = Histogram()
         self.on_timeout: Callable[[], None] | None = None
@@ -84,6 +88,7 @@ class _ClientStats:
 
     def _sample_rtt(self, rtt: float) -> None:
         self._estimator.sample(rtt)
+        self._rto = self._estimator.rto()
         self.rtt_histogram.observe(rtt)
 
     def _timed_out(self) -> None:
@@ -105,9 +110,9 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
         self.family = family
         self.address = (resolve(host, port, family), port)
         self.bind_address = bind_address
-        self._prefix = '%x_' % random.getrandbits(32)
+        self._prefix = b'%x_' % random.getrandbits(32)
         self._counter = 0
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[bytes, _Pending] = {}     # by cookie, as it comes back
         self._init_stats()
         self._listening = None
         self._sweeper = None
@@ -126,6 +131,7 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
             raise StartupError('cannot bind member client to %s: %s'
                                % (interface, exc.socketError)) from None
         grow_buffers(self._listening.socket)
+        lean_dispatch(self._listening)
         # Not connect()ed on purpose: an ICMP port-unreachable on a connected socket makes
         # epoll report EPOLLERR, and Twisted then closes the port for good, so a member
         # that was down for a moment could never be probed again.  Replies are matched on
@@ -160,12 +166,12 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
             callback(None)
             return
         self._counter += 1
-        cookie = self._prefix + str(self._counter)
+        cookie = b'%s%d' % (self._prefix, self._counter)
         now = self.reactor.seconds()
-        pending = _Pending(callback, ('%s %s' % (cookie, text)).encode('latin-1'), now,
-                           now + (timeout or self.default_timeout), self._estimator.rto())
-        self._pending[cookie] = pending
-        self._write(pending.data)
+        data = b'%s %s' % (cookie, text.encode('latin-1'))
+        self._pending[cookie] = _Pending(callback, data, now,
+                                         now + (timeout or self.default_timeout), self._rto)
+        self._write(data)
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
 
@@ -194,7 +200,7 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
         if self._pending and self._sweeper is None:
             self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
 
-    def _expire(self, cookie: str) -> None:
+    def _expire(self, cookie: bytes) -> None:
         pending = self._pending.pop(cookie, None)
         if pending is not None:
             self.counters.timeouts += 1
@@ -204,20 +210,20 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
             self._close_if_idle()
 
     def datagramReceived(self, data: bytes, addr) -> None:
-        if (addr[0], addr[1]) != self.address:
+        if addr[1] != self.address[1] or addr[0] != self.address[0]:
             return      # not from our member
-        text = data.decode('latin-1')
-        cookie, _, body = text.partition(' ')
+        cookie, _, body = data.partition(b' ')
         pending = self._pending.pop(cookie, None)
         if pending is None:
             self.counters.late_replies += 1
             return
         if not pending.retransmitted:
             self._sample_rtt(self.reactor.seconds() - pending.sent_at)
-        if body.endswith('\n'):
+        if body.endswith(b'\n'):
             body = body[:-1]
-        pending.callback(body)
-        self._close_if_idle()
+        pending.callback(body.decode('latin-1'))
+        if self._closed:
+            self._close_if_idle()
 
     def connectionRefused(self) -> None:
         pass    # ICMP port unreachable: the member is down; timeouts and probes handle it

@@ -16,6 +16,7 @@ from ..core import protocol
 from ..core.counters import INVALID, CommandStats, CounterGroup, Field, counter_group
 from ..core.replycache import DEFAULT_MAX_BYTES as REPLY_CACHE_BYTES
 from ..core.replycache import ReplyCache
+from .reactor import lean_dispatch
 from .sockets import Handler, StartupError, grow_buffers
 
 REPLY_CACHE_GENERATION = 10.0        # seconds; a reply stays cached 10-20 s (less in a flood)
@@ -69,6 +70,7 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
             raise StartupError('cannot listen on udp %s port %d: %s'
                                % (host, port, exc.socketError)) from None
         grow_buffers(self.port.socket)
+        lean_dispatch(self.port)
         self._rotation = self.clock.callLater(self.cache_generation, self._rotate)
 
     def stop(self):
@@ -123,11 +125,9 @@ class UDPControlServer(tx_protocol.DatagramProtocol):
                           n=self.own_datagrams, addr=addr)
 
     def _answer(self, key, body: str, letter: str, started: float) -> None:
+        """Count the command, cache its reply and send it."""
         self._inflight.discard(key)
         self.stats.observe(letter, self.clock.seconds() - started, body)
-        self._send(key, body)
-
-    def _send(self, key, body: str) -> None:
         cookie, addr = key
         data = ('%s %s\n' % (cookie, body)).encode('latin-1')
         self.cache.put(key, data)
