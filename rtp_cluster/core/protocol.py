@@ -59,12 +59,14 @@ _ARG_LIMITS = {
 # Separators are exactly space, TAB, CR and LF.  str.split() would also split on
 # characters such as \x85 and \xa0, which are ordinary bytes in a latin-1 decoded call-id.
 _SEPARATORS = re.compile('[ \t\r\n]+')
+_SEPARATOR_CHARS = frozenset(' \t\r\n')
 _NON_PROTOCOL_SPACE = re.compile('[\x0b\x0c\x1c-\x1f\x85\xa0]')
 
 
 def tokenize(text: str) -> list[str]:
     """Split on RTPproxy's separators (runs of space, TAB, CR, LF)."""
-    if _NON_PROTOCOL_SPACE.search(text) is None:
+    # Printable text holds no whitespace but the space (the common case: one C call).
+    if text.isprintable() or _NON_PROTOCOL_SPACE.search(text) is None:
         return text.split()
     return [t for t in _SEPARATORS.split(text) if t]
 
@@ -76,6 +78,11 @@ def split_cookie(datagram: str) -> tuple[str | None, str | None]:
     than MAX_COOKIE_BYTES) and (cookie, None) for a cookie without a command; the answer is
     `E5` in all these cases (with the cookie when it is usable).
     """
+    cookie, _, command = datagram.partition(' ')
+    # The common case, a printable cookie and one space before the command: no regex needed.
+    if (command and command[0] not in _SEPARATOR_CHARS and cookie.isprintable()
+            and 0 < len(cookie) <= MAX_COOKIE_BYTES):
+        return cookie, command
     text = datagram.lstrip(' \t\r\n')
     if not text:
         return None, None
@@ -87,6 +94,10 @@ def split_cookie(datagram: str) -> tuple[str | None, str | None]:
         return text, None
     command = text[match.end():]
     return cookie, (command if command else None)
+
+
+# position of the from-tag in a session command's args (1 for the others)
+_FROM_TAG_INDEX = {'U': 3, 'L': 3, 'P': 3, 'C': 2}
 
 
 class Command:
@@ -119,8 +130,7 @@ class Command:
 
     @property
     def _tag_index(self) -> int:
-        # position of the from-tag in args
-        return {'U': 3, 'L': 3, 'P': 3, 'C': 2}.get(self.letter, 1)
+        return _FROM_TAG_INDEX.get(self.letter, 1)
 
     @property
     def from_tag(self) -> str | None:

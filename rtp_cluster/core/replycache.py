@@ -48,7 +48,7 @@ class ReplyCache:
         return found if found is not None else self._previous.get(key)
 
     def put(self, key: tuple[str, Hashable], reply: bytes) -> None:
-        cost = entry_cost(key, reply)
+        cost = len(key[0]) + len(reply) + ENTRY_OVERHEAD        # entry_cost, once per command
         if self._current_bytes + cost > self.max_bytes // 2 and self._current:
             self.early_rotations += 1
             self.rotate()
