@@ -15,6 +15,7 @@ from .log import Logger
 from . import protocol
 from .counters import CounterGroup, Field, counter_group
 from .capabilities import Capabilities
+from .deadlines import DeadlineQueue
 from .member import ACTIVE, DRAINING, ONLINE, SUSPENDED, Member
 from .placement import pick_member
 from .protocol import Command
@@ -65,6 +66,7 @@ class Cluster:
         self.counters = counters if counters is not None else ClusterCounters()
         self.on_member_removed: Callable[[Member], None] | None = None
         self._aging = None
+        self._delete_deadlines = DeadlineQueue(clock, DELETE_DEADLINE)
         self.capabilities = Capabilities(config, clock, self.members)
         self.stats = StatsAggregator(self.members)
         self.rewriter = CommandRewriter(config)
@@ -238,33 +240,17 @@ class Cluster:
         The session is unbound already.  A client that waits seconds for a delete takes
         the whole cluster for dead (Kamailio disables it after its retries).
         """
-        pending = [respond]
-
-        def answer(body: str) -> None:
-            if pending:
-                pending.pop()(body)
-            else:
-                self._late_reply_logger(member, cmd)(body)
-
-        def on_deadline() -> None:
-            if pending:
-                self.log.warn('member {name} did not answer a delete within {t} s; answered 0',
-                              name=member.name, t=DELETE_DEADLINE)
-                answer('0')
-        timer = self.clock.callLater(DELETE_DEADLINE, on_deadline)
-
-        def done(body: str) -> None:
-            if timer.active():
-                timer.cancel()
-            answer(body)
-        self._forward(cmd, member, done)
+        pending = _PendingDelete(self, member, cmd, respond)
+        self._delete_deadlines.add(pending)
+        self._forward(cmd, member, pending.answer)
 
     def _late_reply_logger(self, member: Member, cmd: Command) -> Respond:
-        def log_late(reply: str) -> None:
-            self.counters.late_replies += 1
-            self.log.info('member {name} answered {reply!r} to an already answered {cmd!r}',
-                          name=member.name, reply=reply, cmd=cmd.serialize())
-        return log_late
+        return lambda reply: self._log_late_reply(member, cmd, reply)
+
+    def _log_late_reply(self, member: Member, cmd: Command, reply: str) -> None:
+        self.counters.late_replies += 1
+        self.log.info('member {name} answered {reply!r} to an already answered {cmd!r}',
+                      name=member.name, reply=reply, cmd=cmd.serialize())
 
     # --- new sessions ---------------------------------------------------------------------------
 
@@ -444,6 +430,31 @@ class Cluster:
                 on_refusal(cmd.text, reply)
         self.handle(cmd, done)
         return True
+
+
+class _PendingDelete:
+    """A forwarded `D`: answered by its member, or with `0` when its deadline comes first."""
+
+    __slots__ = ('cluster', 'member', 'cmd', 'respond')
+
+    def __init__(self, cluster: Cluster, member: Member, cmd: Command, respond: Respond) -> None:
+        self.cluster = cluster
+        self.member = member
+        self.cmd = cmd
+        self.respond: Respond | None = respond
+
+    def answer(self, body: str) -> None:
+        respond, self.respond = self.respond, None
+        if respond is not None:
+            respond(body)
+        else:
+            self.cluster._log_late_reply(self.member, self.cmd, body)
+
+    def expire(self) -> None:
+        if self.respond is not None:
+            self.cluster.log.warn('member {name} did not answer a delete within {t} s; '
+                                  'answered 0', name=self.member.name, t=DELETE_DEADLINE)
+            self.answer('0')
 
 
 def delete_command(call_id: str, from_tag: str | None, to_tag: str | None) -> Command | None:
