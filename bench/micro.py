@@ -79,14 +79,25 @@ class Stand:
         return self.server.port.socket.data
 
     def cycles(self, count: int, prefix: str = 'c') -> None:
-        command = self.command
-        for i in range(count):
-            cid = '%s%d' % (prefix, i)
-            command(('a%d_U U %s 127.0.0.1 4000 ft' % (i, cid)).encode())
-            command(('a%d_L L %s 127.0.0.1 4002 ft tt' % (i, cid)).encode())
-            command(('a%d_D D %s ft tt' % (i, cid)).encode())
-            if i % 1000 == 999:
+        self.feed(self.command, datagrams(count, prefix))
+
+    @staticmethod
+    def feed(command, batch: list[bytes]) -> None:
+        for i, datagram in enumerate(batch):
+            command(datagram)
+            if i % 3000 == 2999:
                 reactor.runUntilCurrent()    # the timers an event loop would run meanwhile
+
+
+def datagrams(count: int, prefix: str = 'c') -> list[bytes]:
+    """`count` U/L/D cycles as a client sends them."""
+    out = []
+    for i in range(count):
+        cid = '%s%d' % (prefix, i)
+        out += [('a%d_U U %s 127.0.0.1 4000 ft' % (i, cid)).encode(),
+                ('a%d_L L %s 127.0.0.1 4002 ft tt' % (i, cid)).encode(),
+                ('a%d_D D %s ft tt' % (i, cid)).encode()]
+    return out
 
 
 class _Port:
@@ -100,6 +111,72 @@ def check(stand: Stand) -> None:
     assert stand.command(b'k2 L chk 127.0.0.1 4002 ft tt') == b'k2 35002 127.0.0.1\n'
     assert stand.command(b'k3 D chk ft tt') == b'k3 0\n'
     assert len(stand.cluster.store) == 0
+
+
+def best_of(repeat: int, run) -> float:
+    best = float('inf')
+    for _ in range(repeat):
+        started = time.process_time()
+        count = run()
+        best = min(best, (time.process_time() - started) / count)
+    return best * 1e6
+
+
+def layers(cycles: int, repeat: int) -> dict[str, float]:
+    """Microseconds of CPU per command of each layer, from the same datagrams."""
+    from rtp_cluster.core import protocol
+
+    def parse() -> int:
+        batch = datagrams(cycles, 'p')
+        for datagram in batch:
+            protocol.parse_command(protocol.split_cookie(datagram.decode('latin-1'))[1])
+        return len(batch)
+
+    def server_alone() -> int:
+        server = UDPControlServer(lambda cmd, respond: respond('0'), reactor)
+        server.port = _Port(LastDatagram())
+        batch = datagrams(cycles, 's')
+        Stand.feed(lambda d: server.datagramReceived(d, CLIENT), batch)
+        return len(batch)
+
+    def full() -> int:
+        stand = Stand()
+        batch = datagrams(cycles, 'f')
+        Stand.feed(stand.command, batch)
+        return len(batch)
+
+    def cluster_alone() -> int:
+        stand = Stand()
+        answers = {'U': '35000 127.0.0.1', 'L': '35002 127.0.0.1', 'D': '0'}
+        for member in stand.cluster.members.values():
+            member.send = lambda text, callback, timeout=None: callback(answers[text[0]])
+        commands = [protocol.parse_command(protocol.split_cookie(d.decode('latin-1'))[1])
+                    for d in datagrams(cycles, 'k')]
+        handle, ignore = stand.cluster.handle, lambda body: None
+        Stand.feed(lambda cmd: handle(cmd, ignore), commands)
+        return len(commands)
+
+    def member_client_alone() -> int:
+        client = Stand().clients['m1']
+        sock, address = client._listening.socket, client.address
+        texts = [d.split(b' ', 1)[1].decode('latin-1') for d in datagrams(cycles, 'm')]
+        ignore, reply = (lambda body: None), b'0\n'
+
+        def one(text: str) -> None:
+            client.send(text, ignore)
+            client.datagramReceived(sock.data.partition(b' ')[0] + b' ' + reply, address)
+        Stand.feed(one, texts)
+        return len(texts)
+
+    figures = {'parse (split_cookie, parse_command)': best_of(repeat, parse),
+               'cluster alone (parsed commands, members answer in the call)':
+                   best_of(repeat, cluster_alone),
+               'a member client alone (send, reply)': best_of(repeat, member_client_alone),
+               'control server with an instant handler (parse included)': best_of(repeat,
+                                                                                  server_alone),
+               'whole path (server, cluster, member clients, stand-in member)':
+                   best_of(repeat, full)}
+    return figures
 
 
 def measure(cycles: int, repeat: int) -> float:
@@ -128,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--cycles', type=int, default=20000, help='U/L/D cycles per run (20000)')
     ap.add_argument('--repeat', type=int, default=5, help='runs; the best is reported (5)')
     ap.add_argument('--profile', action='store_true', help='cProfile one run instead')
+    ap.add_argument('--layers', action='store_true',
+                    help='also time the parser and the control server alone')
     ap.add_argument('--top', type=int, default=30)
     args = ap.parse_args(argv)
     if args.profile:
@@ -140,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     print('%.2f us of CPU per command (U/L/D cycles, best of %d runs of %d cycles); '
           '%.1f function calls per command' % (measure(args.cycles, args.repeat), args.repeat,
                                                 args.cycles, calls_per_command()))
+    if args.layers:
+        for name, value in layers(args.cycles, args.repeat).items():
+            print('%8.2f us  %s' % (value, name))
     return 0
 
 

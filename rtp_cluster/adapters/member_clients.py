@@ -40,11 +40,17 @@ class _Pending:
 
 
 class RttEstimator:
-    """Smoothed round trip (RFC 6298 style); samples only from unretransmitted commands."""
+    """Smoothed round trip (RFC 6298 style); samples only from unretransmitted commands.
+
+    `rto` is the retransmit timeout, kept current by `sample` (read for every command).
+    """
+
+    INITIAL_RTO, MIN_RTO, MAX_RTO = 0.5, 0.03, 1.0
 
     def __init__(self) -> None:
         self.srtt: float | None = None
         self.rttvar = 0.0
+        self.rto = self.INITIAL_RTO
 
     def sample(self, rtt: float) -> None:
         if self.srtt is None:
@@ -52,11 +58,7 @@ class RttEstimator:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
-
-    def rto(self, floor: float = 0.03, ceiling: float = 1.0) -> float:
-        if self.srtt is None:
-            return 0.5
-        return min(ceiling, max(floor, self.srtt + 4 * self.rttvar))
+        self.rto = min(self.MAX_RTO, max(self.MIN_RTO, self.srtt + 4 * self.rttvar))
 
 
 class _ClientStats:
@@ -64,7 +66,6 @@ class _ClientStats:
 
     def _init_stats(self) -> None:
         self._estimator = RttEstimator()
-        self._rto = self._estimator.rto()       # recomputed per RTT sample, not per command
         self.counters: CounterGroup = MemberCounters()
         self.rtt_histogram = Histogram()
         self.on_timeout: Callable[[], None] | None = None
@@ -88,7 +89,6 @@ class _ClientStats:
 
     def _sample_rtt(self, rtt: float) -> None:
         self._estimator.sample(rtt)
-        self._rto = self._estimator.rto()
         self.rtt_histogram.observe(rtt)
 
     def _timed_out(self) -> None:
@@ -170,7 +170,8 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
         now = self.reactor.seconds()
         data = b'%s %s' % (cookie, text.encode('latin-1'))
         self._pending[cookie] = _Pending(callback, data, now,
-                                         now + (timeout or self.default_timeout), self._rto)
+                                         now + (timeout or self.default_timeout),
+                                         self._estimator.rto)
         self._write(data)
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(SWEEP_INTERVAL, self._sweep)
@@ -192,7 +193,7 @@ class UDPMemberClient(_ClientStats, tx_protocol.DatagramProtocol):
                 expired.append(cookie)
             elif now >= pending.retransmit_at:
                 pending.retransmitted = True
-                pending.rto = min(pending.rto * 2, 1.0)
+                pending.rto = min(pending.rto * 2, RttEstimator.MAX_RTO)
                 pending.retransmit_at = min(now + pending.rto, pending.deadline)
                 self._write(pending.data)
         for cookie in expired:
