@@ -347,7 +347,7 @@ def install_signals(reactor, runtime: Runtime, logfile: LogFile | None) -> None:
 def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callable[[str | None], None],
           log_levels: LogLevels | None = None) -> int:
     """Start everything, report through `ready(error_or_None)`, run until SIGTERM/SIGINT."""
-    from .adapters.reactor import install_reactor
+    from .adapters.reactor import install_reactor, tune_garbage_collector
     reactor = install_reactor()
     from .adapters.systemd import SystemdNotifier
     notifier = SystemdNotifier()
@@ -366,6 +366,7 @@ def serve(opts: Options, config: Config, logfile: LogFile | None, ready: Callabl
     reactor.callWhenRunning(install_signals, reactor, runtime, logfile)
     reactor.callWhenRunning(_started, opts, config, ready)
     reactor.callWhenRunning(_notify_systemd, notifier, runtime, reactor)
+    tune_garbage_collector()
     try:
         reactor.run()
     finally:

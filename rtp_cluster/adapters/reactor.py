@@ -10,10 +10,16 @@ through `twisted.logger.Logger`, which does not read that context.
 Descriptors marked with `lean_dispatch()` (the UDP control and member sockets) therefore go
 straight to Twisted's own `_doReadOrWrite` on a plain read event, which keeps Twisted's
 handling of errors and disconnection; every other descriptor and event takes the usual way.
+
+`tune_garbage_collector()` fits the cyclic garbage collector to the same loop: every command
+allocates a handful of container objects that die when it is answered, and with Python's
+default (a young-generation pass every 700 allocations) the collector took about 5 % of
+the daemon's Python time at concurrency 16.
 """
 from __future__ import annotations
 
 import errno
+import gc
 import select
 import sys
 
@@ -21,6 +27,10 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.python import log
 
 _READ_ONLY = select.EPOLLIN
+# Allocations between young-generation passes (Python: 700).  The objects of the commands in
+# flight are what a pass finds alive, however rarely it runs, so rarer passes cost less;
+# cyclic garbage waits at most this many allocations longer.
+GC_YOUNG_THRESHOLD = 20000
 
 
 class LeanEPollReactor(EPollReactor):
@@ -61,3 +71,15 @@ def install_reactor():
         installReactor(LeanEPollReactor())
     from twisted.internet import reactor
     return reactor
+
+
+def tune_garbage_collector() -> None:
+    """Rarer young-generation passes; what exists after startup is never scanned again.
+
+    Call it once the daemon has started: the modules, the configuration and the reactor
+    live for the whole process, so `gc.freeze()` takes them out of every later full pass
+    (which otherwise walks them each time the live sessions have grown by a quarter).
+    """
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    gc.freeze()

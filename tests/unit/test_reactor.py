@@ -86,3 +86,19 @@ def test_the_poll_returns_when_its_timeout_passes_with_nothing_to_read(reactor):
     lean_dispatch(port)
     reactor.doPoll(0.01)
     assert port.protocol.datagrams == []
+
+
+def test_garbage_collector_tuning_makes_young_passes_rarer_and_freezes_what_exists():
+    import gc
+
+    from rtp_cluster.adapters.reactor import GC_YOUNG_THRESHOLD, tune_garbage_collector
+    before = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert GC_YOUNG_THRESHOLD > before[0]
+        assert gc.get_freeze_count() > frozen_before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
