@@ -7,7 +7,9 @@ every entry the deadlines arrive in the order the entries were added, so a deque
 in deadline order and one timer, armed for the oldest, serves them all: O(1) per entry.
 
 An entry answered before its deadline stays queued until then (its `expire()` does nothing):
-at most the entries of one delay are held.
+at most the entries of one delay are held.  The timer runs at most once per `resolution`
+seconds (entries arrive all the time under load; re-arming it for each next deadline would be
+one timer per entry again), so an entry expires up to `resolution` after its deadline.
 """
 from __future__ import annotations
 
@@ -20,12 +22,17 @@ class Expiring(Protocol):
         """The deadline passed (called once, for an entry that may have been answered)."""
 
 
-class DeadlineQueue:
-    """Calls `entry.expire()` `delay` seconds after `add(entry)`, on an injected clock."""
+DEFAULT_RESOLUTION = 0.02      # s
 
-    def __init__(self, clock, delay: float) -> None:
+
+class DeadlineQueue:
+    """Calls `entry.expire()` `delay` seconds (plus at most `resolution`) after `add(entry)`,
+    on an injected clock."""
+
+    def __init__(self, clock, delay: float, resolution: float = DEFAULT_RESOLUTION) -> None:
         self.clock = clock
         self.delay = delay
+        self.resolution = resolution
         self._entries: deque[tuple[float, Expiring]] = deque()
         self._timer = None
 
@@ -44,4 +51,5 @@ class DeadlineQueue:
         while entries and entries[0][0] <= now:
             entries.popleft()[1].expire()
         if entries and self._timer is None:
-            self._timer = self.clock.callLater(max(0.0, entries[0][0] - now), self._run)
+            wait = max(self.resolution, entries[0][0] - now)
+            self._timer = self.clock.callLater(wait, self._run)

@@ -68,3 +68,25 @@ def test_an_entry_added_while_entries_expire_gets_its_own_full_delay():
     assert log == [('first', 0.5)]
     clock.advance(0.01)
     assert log == [('first', 0.5), ('next', 1.0)]
+
+
+def test_under_steady_arrivals_the_timer_runs_once_per_resolution_not_once_per_entry():
+    clock, queue, log = queue_and_log()
+    runs = []
+    original = queue._run
+
+    def counted() -> None:
+        runs.append(clock.seconds())
+        original()
+    queue._run = counted
+    for i in range(1000):                      # one entry per millisecond for a second
+        queue.add(Entry(str(i), log))
+        clock.advance(0.001)
+    for _ in range(1000):
+        clock.advance(0.001)
+    assert len(log) == 1000
+    # expired no earlier than the deadline and at most one resolution later (plus the
+    # test clock's 1 ms step)
+    lateness = [at - (int(name) * 0.001 + 0.5) for name, at in log]
+    assert min(lateness) >= -1e-9 and max(lateness) <= queue.resolution + 0.001 + 1e-9
+    assert len(runs) <= 1.0 / queue.resolution + 2, len(runs)
