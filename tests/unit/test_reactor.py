@@ -102,3 +102,40 @@ def test_garbage_collector_tuning_makes_young_passes_rarer_and_freezes_what_exis
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+class Addresses(DatagramProtocol):
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def datagramReceived(self, data, addr) -> None:
+        self.seen.append(addr)
+
+
+def test_one_wake_up_reads_at_most_a_batch_and_the_rest_comes_next(reactor):
+    from rtp_cluster.adapters.reactor import LEAN_BATCH
+    collect = Collect()
+    port = reactor.listenUDP(0, collect, interface='127.0.0.1')
+    lean_dispatch(port)
+    for i in range(LEAN_BATCH + 10):
+        send_to(port, b'%d' % i)
+    reactor.doPoll(1.0)
+    assert len(collect.datagrams) == LEAN_BATCH
+    reactor.doPoll(1.0)
+    assert collect.datagrams == [b'%d' % i for i in range(LEAN_BATCH + 10)]
+
+
+def test_an_ipv6_port_hands_over_host_and_port_only(reactor):
+    if not socket.has_ipv6:
+        pytest.skip('no IPv6')
+    addresses = Addresses()
+    try:
+        port = reactor.listenUDP(0, addresses, interface='::1')
+    except Exception as exc:        # noqa: BLE001 - a host without ::1
+        pytest.skip('no ::1: %s' % exc)
+    lean_dispatch(port)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(('::1', 0))
+        s.sendto(b'six', ('::1', port.getHost().port))
+        reactor.doPoll(1.0)
+        assert addresses.seen == [('::1', s.getsockname()[1])]
