@@ -12,7 +12,8 @@ event loop's poll, and the throughput and CPU per command seen while sampling.
 
 Summaries go to bench/profiles/<target>-c<K>.txt (--out-dir); the raw collapsed stacks
 (large) stay in a scratch directory unless --keep-raw names one.  py-spy must be installed in
-the running Python's environment (`pip install py-spy`); sampling a process needs ptrace rights.
+the running Python's environment (`pip install -e '.[profile]'`), `perf` (linux-perf) for
+--perf and --syscalls; sampling a process needs ptrace rights.
 """
 from __future__ import annotations
 

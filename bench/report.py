@@ -49,11 +49,13 @@ def machine_line(meta: dict) -> str:
     """Where and when: the sentence under the README table."""
     machine = meta.get('machine_description') or {}
     cpu = machine.get('cpu_model') or meta.get('machine', '?')
-    return ('%s; %s, %s CPUs, Linux %s, Python %s, rtp-io %s; %d rounds x %g s per target '
+    load = machine.get('loadavg_start')
+    busy = ', load average %.1f at the start' % load[0] if load else ''
+    return ('%s; %s, %s CPUs, Linux %s, Python %s, rtp-io %s%s; %d rounds x %g s per target '
             'and concurrency, interleaved %s.' % (
                 meta['date'], cpu, machine.get('cpus', meta.get('cpus')),
-                machine.get('kernel', '?'), meta['python'], meta['rtp_io'], meta['rounds'],
-                meta['duration_s'], ' '.join(meta.get('targets', {}))))
+                machine.get('kernel', '?'), meta['python'], meta['rtp_io'], busy,
+                meta['rounds'], meta['duration_s'], ' '.join(meta.get('targets', {}))))
 
 
 def readme_table(results: dict) -> str:

@@ -27,7 +27,8 @@ def _results() -> dict:
                   'B': [_round(700, 60, 120), _round(600, 40, 120), _round(400, 50, 120)]}
     meta = {'date': '2026-12-01T09:00:00+00:00', 'python': '3.11.7', 'rtp_io': '1.1.1',
             'rounds': 3, 'duration_s': 10.0, 'targets': {'A': 'a', 'F': 'f', 'B': 'b'},
-            'machine_description': {'cpu_model': 'Test CPU', 'cpus': 2, 'kernel': '6.1.0'}}
+            'machine_description': {'cpu_model': 'Test CPU', 'cpus': 2, 'kernel': '6.1.0',
+                                    'loadavg_start': [3.14, 2.0, 1.0]}}
     return {'meta': meta, 'summary': [summary_row(16, per_target)]}
 
 
@@ -52,7 +53,8 @@ def test_readme_table_shows_ratios_cpu_and_the_machine():
     # CPU over all rounds weighted by replies (2,580,000 µs / 51,000 = 50.6), the rounds'
     # spread, member CPU, their ratio
     assert cells[6:9] == ['51 (40-60)', '120 (120-120)', '0.42']
-    assert 'Test CPU, 2 CPUs, Linux 6.1.0, Python 3.11.7, rtp-io 1.1.1' in table
+    assert ('Test CPU, 2 CPUs, Linux 6.1.0, Python 3.11.7, rtp-io 1.1.1, load average 3.1 '
+            'at the start' in table)
 
 
 def test_report_prints_the_table_from_a_result_file(tmp_path, capsys):
