@@ -109,7 +109,10 @@ def tune_garbage_collector() -> None:
 
     Call it once the daemon has started: the modules, the configuration and the reactor
     live for the whole process, so `gc.freeze()` takes them out of every later full pass
-    (which otherwise walks them each time the live sessions have grown by a quarter).
+    (which otherwise walks them each time the live sessions have grown by a quarter).  The
+    price: a frozen object that later becomes cyclic garbage (a cluster or member of the
+    startup configuration that a reload removes) stays in memory; at most once, and no
+    larger than the startup configuration's objects.
     """
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
