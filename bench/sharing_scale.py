@@ -72,7 +72,7 @@ class Instance:
         return int(status['own']), int(status['foreign'])
 
     def resyncs(self) -> int:
-        return int(self.redis_status().get('resyncs', '0'))
+        return int(self.redis_status()['resyncs'])
 
     def rss(self) -> int:
         return rss_bytes(self.child.pid)

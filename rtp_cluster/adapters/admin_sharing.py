@@ -306,6 +306,7 @@ def _ls_redis(runtime, sharing, args):
              'duplicate instance id: %s' % _duplicate_text(status['duplicate']),
              'last error: %s' % show(status['last_error'] or '-'),
              'last resync: %s' % resync_text,
+             'resyncs: %d' % status['resyncs'],
              'events: %d' % status['events'],
              'bad events: %d' % status['bad_events'],
              'bad records: %d' % status['counters']['bad_records'],

@@ -16,16 +16,14 @@ with the admin command ``modify CLUSTER add`` (`member_from_fields`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
-from io import BytesIO
 from typing import Any, Callable, Mapping, TypeVar
 
 from lxml import etree
 
 from . import config_schema as schema
+from . import config_values
+from .config_document import ConfigError, validated_root
 from .config_schema import (CAPACITY_LIMITS, LOG_LEVELS, MEMBER_STATUSES, local_host_name,
                             parse_log_level)
 from .endpoints import (
@@ -45,13 +43,6 @@ __all__ = [
 
 # Guards against pointing -c at something like /dev/zero.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
-
-_SYNTAX_POSITION = re.compile(r', line \d+, column (\d+)$')
-
-
-class ConfigError(Exception):
-    """An unusable configuration; ``str()`` is ``FILE:LINE: <element>: problem; expected ...``."""
-
 
 # --------------------------------------------------------------------------
 # Configuration objects
@@ -110,11 +101,6 @@ class Config:
 # --------------------------------------------------------------------------
 # Loading and structural validation
 
-_CHILDREN = {element: tuple(row.tag for row in rows) for element, rows in schema.ELEMENTS.items()}
-_ATTRIBUTES = {element: tuple(a.name for a in attrs)
-               for element, attrs in schema.ATTRIBUTES.items()}
-
-
 HostName = Callable[[], str]
 
 
@@ -137,106 +123,10 @@ def load_config(path: str, *, host_name: HostName = local_host_name) -> Config:
 
 def parse_config(data: bytes, source: str, *, host_name: HostName = local_host_name) -> Config:
     """Validate the XML document ``data``; ``source`` names it in error messages."""
-    root = _parse_xml(data, source)
-    dtd = _load_dtd()
-    dtd_valid = dtd.validate(root)
-    # Explains most DTD violations more precisely than libxml2 does.
-    _check_structure(root, source)
-    if not dtd_valid:
-        raise _dtd_error(dtd, source)
-    return _Reader(source, host_name).config(root)
+    return _Reader(source, host_name).config(validated_root(data, source))
 
 
-def _parse_xml(data: bytes, source: str) -> etree._Element:
-    if not data.strip():
-        raise ConfigError(f'{source}: file is empty; expected an <rtp_cluster_config> document')
-    parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False,
-                             remove_comments=True, remove_pis=True)
-    try:
-        return etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as e:
-        message = e.msg or 'syntax error'
-        position = _SYNTAX_POSITION.search(message)
-        if position:
-            message = f'{message[:position.start()]} (column {position.group(1)})'
-        raise ConfigError(f'{source}:{e.lineno or 1}: not well-formed XML: {message}') from None
-
-
-@lru_cache(maxsize=1)
-def _load_dtd() -> etree.DTD:
-    data = resources.files('rtp_cluster').joinpath('rtp_cluster.dtd').read_bytes()
-    return etree.DTD(BytesIO(data))
-
-
-def _dtd_error(dtd: etree.DTD, source: str) -> ConfigError:
-    errors = dtd.error_log.filter_from_errors()
-    if not errors:
-        return ConfigError(f'{source}: does not match rtp_cluster.dtd')
-    first = errors[0]
-    return ConfigError(f'{source}:{first.line}: does not match rtp_cluster.dtd: {first.message}')
-
-
-def _check_structure(root: etree._Element, source: str) -> None:
-    if root.tag != 'rtp_cluster_config':
-        raise ConfigError(f'{source}:{root.sourceline}: <{root.tag}>: wrong root element; '
-                          'expected <rtp_cluster_config>')
-    for el in root.iter():
-        if not isinstance(el.tag, str):
-            raise ConfigError(f'{source}:{el.sourceline}: entity reference {el}: not supported; '
-                              'expected plain text')
-        found = _attribute_problem(el) or _content_problem(el)
-        if found:
-            subject, line, problem = found
-            raise ConfigError(f'{source}:{line}: {subject}: {problem}')
-
-
-_Problem = tuple[str, int, str]   # subject, line, what is wrong and expected
-
-
-def _attribute_problem(el: etree._Element) -> _Problem | None:
-    allowed = _ATTRIBUTES.get(el.tag, ())
-    for attr in el.attrib:
-        if attr not in allowed:
-            expected = f'only {", ".join(allowed)}' if allowed else 'no attributes'
-            return f'<{el.tag}>', el.sourceline, f'unknown attribute "{attr}"; expected {expected}'
-    return None
-
-
-def _content_problem(el: etree._Element) -> _Problem | None:
-    children = [c for c in el if isinstance(c.tag, str)]
-    if el.tag in _CHILDREN:
-        return _container_problem(el, children)
-    if el.tag in _ATTRIBUTES and schema.holds_text(el.tag):
-        if children:
-            return (f'<{children[0].tag}> in <{el.tag}>', children[0].sourceline,
-                    'unexpected element; expected only text')
-        return None
-    if el.tag in _ATTRIBUTES:
-        if children or (el.text or '').strip():
-            return ('<capacity_limit>', el.sourceline,
-                    'is not empty; expected <capacity_limit type="soft|hard" />')
-        return None
-    if children:
-        return (f'<{children[0].tag}> in <{el.tag}>', children[0].sourceline,
-                'unexpected element; expected only text')
-    return None
-
-
-def _container_problem(el: etree._Element, children: list[etree._Element]) -> _Problem | None:
-    allowed = _CHILDREN[el.tag]
-    for child in children:
-        if child.tag not in allowed:
-            names = ', '.join(f'<{t}>' for t in allowed)
-            return (f'<{child.tag}> in <{el.tag}>', child.sourceline,
-                    f'unknown element; expected one of {names}')
-    stray = ' '.join(t.strip() for t in [el.text] + [c.tail for c in el] if t and t.strip())
-    if stray:
-        return (f'<{el.tag}>', el.sourceline,
-                f'unexpected text "{_shorten(stray)}"; expected only child elements')
-    return None
-
-
-_shorten = schema.shorten
+_shorten = config_values.shorten
 
 
 # --------------------------------------------------------------------------
@@ -414,7 +304,7 @@ class _Reader:
         groups = self.group(el)
         owner = _Owner('rtp_cluster', f'#{index}')
         name_el = self.required(el, groups, 'name', owner)
-        name = self.value(name_el, owner, schema.check_name)
+        name = self.value(name_el, owner, config_values.check_name)
         self.unique_name(name_el, owner, name, names, 'among clusters')
         owner = _Owner('rtp_cluster', f'"{name}"')
         endpoint = self.endpoint(el, groups, owner)
@@ -435,7 +325,7 @@ class _Reader:
     def endpoint(self, el: etree._Element, groups: dict[str, list[etree._Element]],
                  owner: _Owner) -> Endpoint:
         protocol_el = self.required(el, groups, 'protocol', owner)
-        protocol = self.value(protocol_el, owner, schema.check_protocol)
+        protocol = self.value(protocol_el, owner, config_values.check_protocol)
         address_el = self.required(el, groups, 'address', owner)
         return self.value(address_el, owner, lambda text: parse_endpoint(protocol, text))
 
@@ -462,7 +352,7 @@ class _Reader:
         groups = self.group(el)
         owner = _Owner('rtpproxy', f'#{index} of rtp_cluster "{cluster}"')
         name_el = self.required(el, groups, 'name', owner)
-        name = self.value(name_el, owner, schema.check_name)
+        name = self.value(name_el, owner, config_values.check_name)
         self.unique_name(name_el, owner, name, names, f'within rtp_cluster "{cluster}"')
         owner = _Owner('rtpproxy', f'"{name}"')
         endpoint = self.endpoint(el, groups, owner)
@@ -490,8 +380,8 @@ class _Reader:
                              + schema.SENTINEL_ELEMENT_TEXT)
         try:
             master = check_master_name(master.strip())
-            db = schema.int_between(0, 99999)(el.get('db', '0').strip())
-            tls = schema.yes_no(el.get('tls', 'no').strip())
+            db = config_values.int_between(0, 99999)(el.get('db', '0').strip())
+            tls = config_values.yes_no(el.get('tls', 'no').strip())
         except ValueError as e:
             raise self.error(el, subject, str(e)) from None
         addresses = self.value(el, owner, schema.child('redis', 'sentinel').parse)
@@ -500,7 +390,7 @@ class _Reader:
     def default_instance_id(self, el: etree._Element, owner: _Owner) -> str:
         hostname = self.host_name()
         try:
-            return schema.check_ident(hostname)
+            return config_values.check_ident(hostname)
         except ValueError:
             raise self.error(el, owner.subject(),
                              f'no <instance_id> and the host name "{hostname}" is not usable as '
@@ -536,8 +426,6 @@ class _Reader:
         elif uses_tls_files and not config.url.lower().startswith('rediss:'):
             raise self.error(el, owner.subject(), 'TLS files given but <url> is not rediss://; '
                              'expected a rediss:// url')
-
-
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtp_cluster.core import config as cfgmod
+from rtp_cluster.core import config_document
 from rtp_cluster.core.config import (
     ClusterConfig, Config, ConfigError, DisconnectNotifyConfig, Endpoint, MemberConfig,
     RedisConfig, SentinelConfig, config_to_xml, load_config, parse_config,
@@ -497,7 +497,7 @@ def test_hostname_unusable_as_default_instance_id():
 def test_dtd_violation_is_reported_even_without_structure_explanation(monkeypatch):
     # Normally the structure checks explain DTD violations first; without
     # them the DTD alone must still reject the file, naming the line.
-    monkeypatch.setattr(cfgmod, '_check_structure', lambda root, source: None)
+    monkeypatch.setattr(config_document, '_check_structure', lambda root, source: None)
     data = document(cluster(member(extra='<colour>red</colour>')))
     message = config_error(data)
     line = line_of(data, '<rtpproxy>')

@@ -113,6 +113,7 @@ def test_cluster_and_relay_classes_are_generated_from_their_tables():
 def test_a_new_cluster_row_and_dtd_line_are_all_a_new_field_needs(monkeypatch):
     """One `Child` row plus one DTD line: read, defaulted and written back."""
     from rtp_cluster.core import config as config_module
+    from rtp_cluster.core import config_document
     row = schema.Child('colour', 'a name', 'test only', schema.check_name, 'colour',
                        default='blue')
     monkeypatch.setitem(schema.ELEMENTS, 'rtp_cluster', schema.ELEMENTS['rtp_cluster'] + (row,))
@@ -120,8 +121,8 @@ def test_a_new_cluster_row_and_dtd_line_are_all_a_new_field_needs(monkeypatch):
                              '| reply_cache_bytes | rtpproxy | colour)*>')
     dtd += '<!ELEMENT colour (#PCDATA)>\n'
     assert disagreements(dtd) == []
-    monkeypatch.setattr(config_module, '_load_dtd', lambda: etree.DTD(BytesIO(dtd.encode())))
-    monkeypatch.setattr(config_module, '_CHILDREN', {
+    monkeypatch.setattr(config_document, '_load_dtd', lambda: etree.DTD(BytesIO(dtd.encode())))
+    monkeypatch.setattr(config_document, '_CHILDREN', {
         element: tuple(r.tag for r in rows) for element, rows in schema.ELEMENTS.items()})
     cls = schema.config_class('ClusterConfig', 'rtp_cluster', '',
                               leading=('name', 'endpoint', 'members'))

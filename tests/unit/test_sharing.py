@@ -727,7 +727,7 @@ def test_admin_peers_and_redis_status():
     status = run(runtime, 'ls redis')
     for line in ('instance: a', 'state: connected', 'subscriber: disconnected', 'peers: auto',
                  'last resync: never', 'bad records: 2', 'own: 2', 'foreign: 4',
-                 'broadcasts: 7', 'OK'):
+                 'broadcasts: 7', 'resyncs: 0', 'OK'):
         assert line in status
     assert 'queue depth: %d' % sharing.writer.depth in status
 
