@@ -1,7 +1,8 @@
 """The admin interface: a line-based command language on a unix or TCP stream socket.
 
 The language is an `AdminRegistry` (admin_registry.py): this module registers the
-cluster commands, admin_sharing.py the session-sharing ones.  `AdminCommands.execute(line)`
+cluster commands, admin_sessions.py the session ones, admin_sharing.py the session-sharing
+ones.  `AdminCommands.execute(line)`
 runs one line and does no I/O: it reads the `Runtime`, changes it only through its and its
 clusters' methods, and returns an `AdminReply` (lines ending with `OK`, or one
 `ERROR: ...` line).  `AdminProtocol` and `AdminServer` only move lines between a socket
@@ -25,14 +26,15 @@ from twisted.logger import Logger
 
 from ..core import config_schema
 from ..core.admin_auth import AuthGate
-from ..core.admin_text import escape, json_line
+from ..core.admin_text import escape, guard_line, json_line
 from ..core.cluster import MemberDraining
 from ..core.config import ConfigError, FieldError, MemberConfig, member_from_fields
 from ..core.endpoints import Endpoint, parse_admin_socket
 from ..core.member import ACTIVE, DRAINING, SUSPENDED
-from . import admin_sharing
+from . import admin_sessions, admin_sharing
 from .admin_registry import (
     AdminCommand, AdminError, AdminRegistry, AdminReply, UsageError, one_line, show_input,
+    stream_failure,
 )
 from .streams import BoundedStreamFactory, BoundedStreamProtocol, StreamLimits, connection_limit
 from .transports import StartupError, listen_unix
@@ -69,7 +71,8 @@ class AdminCommands:
 
 
 def build_registry() -> AdminRegistry:
-    """Every admin command: the cluster commands, help, quit and the sharing commands."""
+    """Every admin command: the cluster commands, help, quit, the session and the sharing
+    commands."""
     registry = AdminRegistry()
     registry.add(AdminCommand(
         ('ls',), 'ls [CLUSTER_NAME] [--json]', _ls,
@@ -107,6 +110,7 @@ def build_registry() -> AdminRegistry:
                     '--admin-secret-file (rtp_cluster_client --secret-file sends it).  Anywhere '
                     'else it is refused: the connection is authenticated already, or the admin '
                     'socket has no secret.'))
+    admin_sessions.register(registry)
     admin_sharing.register(registry)
     return registry
 
@@ -399,7 +403,9 @@ class AdminProtocol(BoundedStreamProtocol):
     """`\\n`-terminated command lines in (a `\\r` before it is dropped), replies out in order.
 
     A line longer than MAX_LINE is answered `ERROR: line too long` and skipped up to its
-    newline.  Unsent replies, connections and idle time are bounded (streams.py).
+    newline.  Unsent replies, connections and idle time are bounded (streams.py).  A
+    streamed reply (`AdminReply.more`) is written a batch per reactor turn, and only while
+    the client reads it; the next command is handled after its final line.
     """
 
     def __init__(self, commands: AdminCommands, max_line: int = MAX_LINE,
@@ -411,6 +417,8 @@ class AdminProtocol(BoundedStreamProtocol):
         self._buffer = bytearray()
         self._scanned = 0            # bytes of _buffer known to hold no newline
         self._discarding = False     # inside an over-long line
+        self._stream = None          # the rest of a streamed reply being written
+        self._stream_call = None     # its next batch, scheduled
 
     def refusal(self) -> bytes:
         return AdminReply.error('too many admin connections (at most %d); try again later'
@@ -419,6 +427,17 @@ class AdminProtocol(BoundedStreamProtocol):
     def connectionLost(self, reason=None) -> None:
         super().connectionLost(reason)
         self._buffer = bytearray()
+        self._end_stream()
+
+    def may_process(self) -> bool:
+        return self._stream is None
+
+    def awaiting_replies(self) -> bool:
+        return self._stream is not None
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        self._schedule_stream()
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -484,6 +503,57 @@ class AdminProtocol(BoundedStreamProtocol):
         if reply.lines and self.transport is not None:
             self.transport.write(reply.text().encode('utf-8', 'replace'))
             self.touch()
+        if reply.more is not None:
+            self._stream = reply.more
+            self._schedule_stream()
+            self.update_reading()
+
+    # --- streamed replies ------------------------------------------------------------------
+
+    def _schedule_stream(self) -> None:
+        if self._stream is None or self._stream_call is not None or self._closing \
+                or self._write_blocked:
+            return                   # resumeProducing schedules it once the client reads
+        self._stream_call = self._reactor().callLater(0, self._stream_batch)
+
+    def _reactor(self):
+        if self._clock is not None:
+            return self._clock
+        from twisted.internet import reactor
+        return reactor
+
+    def _stream_batch(self) -> None:
+        self._stream_call = None
+        if self._stream is None or self._closing:
+            return
+        try:
+            batch = next(self._stream)
+        except StopIteration:
+            self._finish_stream('OK')
+            return
+        except Exception as exc:
+            self._finish_stream(stream_failure(exc))
+            return
+        if batch and self.transport is not None:
+            text = ''.join(guard_line(line) + '\n' for line in batch)
+            self.transport.write(text.encode('utf-8', 'replace'))
+            self.touch()
+        self._schedule_stream()
+
+    def _finish_stream(self, last_line: str) -> None:
+        self._stream = None
+        self._write(AdminReply((last_line,)))
+        self.process_input()
+        self.update_reading()
+        self.close_when_answered()
+
+    def _end_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if self._stream_call is not None and self._stream_call.active():
+            self._stream_call.cancel()
+        self._stream_call = None
+        if stream is not None:
+            stream.close()
 
 
 class AdminFactory(BoundedStreamFactory):

@@ -8,6 +8,11 @@ sequence that starts the line and runs it; `help_lines()` is generated from the
 registrations.  Every reply is an `AdminReply`: lines ending with ``OK``, one
 ``ERROR: ...`` line, or nothing.
 
+A reply too long for one reactor turn (a listing of every session) is streamed: its
+`more` gives the rest a batch of lines at a time, and the admin connection writes one batch
+per reactor turn, then ``OK`` (`AdminProtocol`); `complete()` gathers everything at once
+for callers that cannot wait (tests).
+
 Handlers signal problems with exceptions:
 
     AdminError('text')      -> ERROR: text
@@ -16,14 +21,14 @@ Handlers signal problems with exceptions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from twisted.logger import Logger
 
 from ..core.admin_text import guard_line
 
 __all__ = ['AdminReply', 'AdminError', 'UsageError', 'AdminCommand', 'AdminRegistry',
-           'MAX_ECHO', 'show_input', 'one_line', 'UNKNOWN_COMMAND']
+           'MAX_ECHO', 'show_input', 'one_line', 'stream_failure', 'UNKNOWN_COMMAND']
 
 MAX_ECHO = 200                  # characters of user input repeated in an error message
 UNKNOWN_COMMAND = 'unknown command'      # the original's exact text (scripts match it)
@@ -33,15 +38,39 @@ log = Logger(namespace='rtp_cluster.admin')
 
 @dataclass(frozen=True)
 class AdminReply:
-    """What one command line gets back; no lines means no reply (an empty line)."""
+    """What one command line gets back; no lines means no reply (an empty line).
+
+    With `more`, `lines` is the start of the reply and `more` yields the rest, a batch of
+    lines per reactor turn (an empty batch just gives the turn back); ``OK`` follows the
+    last batch.
+    """
 
     lines: tuple[str, ...] = ()
     close: bool = False
+    more: Generator[list[str], None, None] | None = field(default=None, compare=False)
 
     @classmethod
     def ok(cls, lines: Iterable[str] = ()) -> 'AdminReply':
         """`lines` then OK; a line that would end the reply early is escaped."""
         return cls(tuple(guard_line(line) for line in lines) + ('OK',))
+
+    @classmethod
+    def streamed(cls, first: Iterable[str],
+                 more: Generator[list[str], None, None]) -> 'AdminReply':
+        """`first`, then the batches of `more`, then OK (written across reactor turns)."""
+        return cls(tuple(guard_line(line) for line in first), more=more)
+
+    def complete(self) -> 'AdminReply':
+        """The whole reply at once (every batch of a streamed one gathered now)."""
+        if self.more is None:
+            return self
+        lines = list(self.lines)
+        try:
+            for batch in self.more:
+                lines += [guard_line(line) for line in batch]
+        except Exception as exc:
+            return AdminReply(tuple(lines) + (stream_failure(exc),), self.close)
+        return AdminReply(tuple(lines) + ('OK',), self.close)
 
     @classmethod
     def error(cls, message: str) -> 'AdminReply':
@@ -61,6 +90,12 @@ class AdminError(Exception):
 
 class UsageError(AdminError):
     """Bad arguments; the reply adds `; expected: ` and the command's usage."""
+
+
+def stream_failure(exc: Exception) -> str:
+    """The ERROR line that ends a streamed reply whose producer failed."""
+    log.failure('admin reply stream failed')
+    return AdminReply.error('internal error: %s: %s' % (type(exc).__name__, exc)).lines[0]
 
 
 def one_line(text: str) -> str:

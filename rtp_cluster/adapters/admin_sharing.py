@@ -4,13 +4,9 @@
 dispatches them like every other admin command.  They do no I/O: they read and change
 `runtime.sharing` (a `RedisSharing`) and the clusters' session stores on the reactor thread
 and return their reply lines; the registry adds `OK`, or makes one `ERROR: ...` line.
+The session commands (`ls numsessions`, `ls sessions`, `ls session`, `terminate`) work
+without sharing too: admin_sessions.py.
 
-    ls numsessions                       own / foreign / total counts
-    ls sessions [all|own|foreign] [N]    one line per session (at most N lines)
-    ls session CALLID                    details, including the Redis write state
-    terminate CALLID|own|foreign|all     own: D to the member through the cluster (the
-                                         key is deleted or tombstoned); foreign: the local
-                                         entry only (a peer's keys are never written)
     ksadd PEER / ksrm PEER / kslist      follow / stop following (and forget the FOREIGN
                                          sessions of) a peer / list followed peers
     ls peers                             presence of the peers
@@ -29,29 +25,26 @@ from typing import Iterable
 
 from twisted.logger import Logger
 
-from ..core.admin_text import escape
-from ..core.sessions import SessionInfo, Which
+from . import admin_sessions
 from .admin_registry import AdminCommand, AdminError, AdminRegistry, UsageError
+from .admin_sessions import SESSION_COMMANDS, show
 
-__all__ = ['register', 'execute_sharing_command', 'SHARING_COMMANDS', 'NOT_CONFIGURED']
+__all__ = ['register', 'execute_sharing_command', 'SHARING_COMMANDS', 'SHARING_ONLY',
+           'NOT_CONFIGURED', 'show']
 
 NOT_CONFIGURED_TEXT = 'session sharing is not configured'
 NOT_CONFIGURED = 'ERROR: ' + NOT_CONFIGURED_TEXT
 SECTION = 'Session sharing (with <redis> configured):'
-SHARING_COMMANDS = ('ls numsessions', 'ls sessions', 'ls session', 'ls peers', 'ls redis',
-                    'terminate', 'ksadd', 'ksrm', 'kslist', 'resync', 'takeover')
+SHARING_ONLY = ('ls peers', 'ls redis', 'ksadd', 'ksrm', 'kslist', 'resync', 'takeover')
+# every command on sessions and their sharing (the session ones work without sharing too)
+SHARING_COMMANDS = SESSION_COMMANDS + SHARING_ONLY
 _PEER = re.compile(r'[A-Za-z0-9._-]{1,64}')
-_MAX_ECHO = 200
 
 log = Logger(namespace='rtp_cluster.admin')
 
 USAGE = {
-    'numsessions': 'ls numsessions (no arguments)',
-    'sessions': 'ls sessions [all|own|foreign] [LIMIT] with LIMIT a positive integer',
-    'session': 'ls session CALLID',
     'peers': 'ls peers (no arguments)',
     'redis': 'ls redis (no arguments)',
-    'terminate': 'terminate CALLID|own|foreign|all',
     'ksadd': 'ksadd PEER with PEER 1-64 characters of A-Z a-z 0-9 . _ -',
     'ksrm': 'ksrm PEER with PEER 1-64 characters of A-Z a-z 0-9 . _ -',
     'kslist': 'kslist (no arguments)',
@@ -59,12 +52,8 @@ USAGE = {
     'takeover': 'takeover PEER|all',
 }
 SYNOPSIS = {
-    'numsessions': 'ls numsessions',
-    'sessions': 'ls sessions [all|own|foreign] [LIMIT]',
-    'session': 'ls session CALLID',
     'peers': 'ls peers',
     'redis': 'ls redis',
-    'terminate': 'terminate CALLID|own|foreign|all',
     'ksadd': 'ksadd PEER',
     'ksrm': 'ksrm PEER',
     'kslist': 'kslist',
@@ -73,16 +62,9 @@ SYNOPSIS = {
 }
 
 DESCRIPTION = {
-    'numsessions': 'The number of sessions per cluster, own and foreign.',
-    'sessions': 'The sessions, a line each (call-id, cluster, member, owner, epoch, OWN or '
-                'FOREIGN): all, or only own or foreign ones, at most LIMIT of them.',
-    'session': 'One session: its cluster, member and the member\'s address and state, tags, '
-               'owner, epoch, and whether its record is queued or written to Redis.',
     'peers': 'The peer instances this one follows, with their presence state.',
     'redis': 'This instance\'s id, the Redis URL and state, the subscriber, the writer, '
              'the last resync, the tunables and the checks of Redis\'s configuration.',
-    'terminate': 'End a session, or every own, foreign or known session: a D goes to the '
-                 'member and the shared record is deleted.',
     'ksadd': 'Follow the sessions of instance PEER.',
     'ksrm': 'Stop following instance PEER and forget its sessions.',
     'kslist': 'The instances followed.',
@@ -97,8 +79,8 @@ _Failed = AdminError      # a well-formed command that cannot be done
 
 
 def register(registry: AdminRegistry) -> None:
-    """Add every sharing command to `registry`, in the order `help` lists them."""
-    for name in SHARING_COMMANDS:
+    """Add the sharing-only commands to `registry`, in the order `help` lists them."""
+    for name in SHARING_ONLY:
         words = tuple(name.split())
         key = words[-1]
         registry.add(AdminCommand(words, SYNOPSIS[key], _on_sharing(_HANDLERS[key]),
@@ -118,25 +100,21 @@ def _on_sharing(handler):
 @lru_cache(maxsize=1)
 def _sharing_only() -> AdminRegistry:
     registry = AdminRegistry()
+    admin_sessions.register(registry)
     register(registry)
     return registry
 
 
 def execute_sharing_command(runtime, words: list[str]) -> list[str] | None:
-    """Reply lines for a sharing command, or None if `words` is not one (for tests)."""
+    """Reply lines for a session or sharing command, or None if `words` is not one (for
+    tests; a streamed reply is gathered whole)."""
     line = ' '.join(words)
     if _sharing_only().resolve(runtime, line) is None:
         return None
-    return list(_sharing_only().execute(runtime, line).lines)
+    return list(_sharing_only().execute(runtime, line).complete().lines)
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-def show(text: str) -> str:
-    """Call-ids and other outside text on one printable line that cannot end a reply."""
-    out = escape(text)
-    return out if len(out) <= _MAX_ECHO else out[:_MAX_ECHO] + '...'
-
 
 def _no_args(args: list[str]) -> None:
     if args:
@@ -151,109 +129,16 @@ def _peer(args: list[str]) -> str:
     return args[0]
 
 
-def _sessions(runtime, which: Which = 'all') -> Iterable[tuple[str, SessionInfo]]:
-    """(cluster name, session) of every session, cluster by cluster."""
-    for name, cluster in runtime.clusters.items():
-        for info in cluster.store.listing(which):
-            yield name, info
-
-
-def _owner(sharing, info: SessionInfo) -> str:
-    return info.owner or sharing.instance_id
-
-
 def _age(seconds: float) -> str:
     return '%.1fs' % max(0.0, seconds)
 
 
-# --- ls ------------------------------------------------------------------------------------------
-
-def _ls_numsessions(runtime, sharing, args):
-    _no_args(args)
-    own = foreign = 0
-    for cluster in runtime.clusters.values():
-        counts = cluster.store.ownership_counts()
-        own, foreign = own + counts[0], foreign + counts[1]
-    return ['Current sessions own: %d' % own, 'Current sessions foreign: %d' % foreign,
-            'Current sessions total: %d' % (own + foreign)]
-
-
-def _ls_sessions(runtime, sharing, args):
-    which, limit = 'all', None
-    rest = list(args)
-    if rest and rest[0] in ('all', 'own', 'foreign'):
-        which = rest.pop(0)
-    if rest:
-        if not rest[0].isdigit() or len(rest[0]) > 9 or int(rest[0]) == 0:
-            raise _Usage('"%s" is neither all, own, foreign nor a limit' % show(rest[0]))
-        limit = int(rest.pop(0))
-    if rest:
-        raise _Usage('unexpected argument "%s"' % show(rest[0]))
-    lines: list[str] = []
-    for name, cluster in runtime.clusters.items():
-        left = None if limit is None else limit - len(lines)
-        if left == 0:
-            break
-        for info in cluster.store.listing(which, left):
-            lines.append('%s cluster=%s member=%s owner=%s epoch=%s state=%s'
-                         % (show(info.call_id), show(name), show(info.member),
-                            show(_owner(sharing, info)), _or_dash(info.epoch),
-                            'OWN' if info.own else 'FOREIGN'))
-    return lines
-
-
-def _or_dash(value) -> str:
-    return '-' if value is None else str(value)
-
-
-def _ls_session(runtime, sharing, args):
-    if len(args) != 1:
-        raise _Usage('missing CALLID' if not args else 'too many arguments')
-    call_id = args[0]
-    lines: list[str] = []
-    for name, cluster in runtime.clusters.items():
-        session = cluster.store.describe(call_id)
-        if session is None:
-            continue
-        own = session.own
-        member = cluster.members.get(session.member)
-        key = session.key
-        queued = sharing.queued_op(key)
-        if not own:
-            redis_state = ('queued', 'no'), ('written', 'by peer %s' % show(session.owner))
-        else:
-            written = 'no (queued)' if queued != 'no' else (
-                'unknown (degraded)' if sharing.degraded else 'yes')
-            redis_state = ('queued', queued), ('written', written)
-        now_mono = time.monotonic()
-        lines += ['Session %s:' % show(call_id),
-                  '    cluster = %s' % show(name),
-                  '    member = %s' % show(session.member),
-                  '    member address = %s' % (str(member.config.endpoint) if member else
-                                               '(not configured here)'),
-                  '    member online = %s' % ('yes' if member is not None and member.online
-                                              else 'no'),
-                  '    from tag = %s' % show(session.from_tag or ''),
-                  '    to tag = %s' % show(session.to_tag or ''),
-                  '    state = %s' % ('OWN' if own else 'FOREIGN'),
-                  '    owner = %s' % show(_owner(sharing, session)),
-                  '    epoch = %s' % _or_dash(session.epoch),
-                  '    seq = %s' % _or_dash(session.seq),
-                  '    created = %.3f' % (session.created or 0.0),
-                  '    updated = %.3f' % (session.updated or 0.0),
-                  '    last used = %s ago' % _age(now_mono - session.last_used),
-                  '    key = %s' % show(key)]
-        lines += ['    %s = %s' % pair for pair in redis_state]
-    if not lines:
-        raise _Failed('session "%s" not found' % show(call_id))
-    return lines
-
-
 def _foreign_counts(runtime, sharing) -> dict[str, int]:
-    """FOREIGN sessions per owning peer."""
+    """FOREIGN sessions per owning peer (from the counts the stores keep)."""
     counts: dict[str, int] = {}
-    for _, info in _sessions(runtime, 'foreign'):
-        counts[info.owner] = counts.get(info.owner, 0) + 1
+    for cluster in runtime.clusters.values():
+        for owner, n in cluster.store.foreign_counts().items():
+            counts[owner] = counts.get(owner, 0) + n
     return counts
 
 
@@ -342,37 +227,6 @@ def _duplicate_text(duplicate: dict) -> str:
 
 # --- changing things -----------------------------------------------------------------------------
 
-def _terminate(runtime, sharing, args):
-    if len(args) != 1:
-        raise _Usage('missing argument' if not args else 'too many arguments')
-    what = args[0]
-    own_done = foreign_done = 0
-    for cluster in list(runtime.clusters.values()):
-        store = cluster.store
-        if what in ('own', 'foreign', 'all'):
-            targets = store.listing(what)
-        else:
-            found = store.describe(what)
-            targets = [found] if found is not None else []
-        for info in targets:
-            if info.own and what != 'foreign':
-                # D to the member as a client's would be; the store then deletes the key
-                own_done += cluster.terminate_session(info.call_id, _log_refusal)
-            elif not info.own and what != 'own':
-                # FOREIGN: forgotten here only, nothing is written to Redis
-                foreign_done += store.unbind(info.call_id) is not None
-    if what not in ('own', 'foreign', 'all') and own_done + foreign_done == 0:
-        raise _Failed('session "%s" not found' % show(what))
-    log.info('admin: terminate {what}: {own} own, {foreign} foreign sessions',
-             what=show(what), own=own_done, foreign=foreign_done)
-    return ['Terminated own: %d' % own_done, 'Terminated foreign: %d' % foreign_done]
-
-
-def _log_refusal(command: str, reply: str) -> None:
-    log.info('admin terminate: member answered {reply!r} to {cmd!r}', reply=reply,
-             cmd=command[:200])
-
-
 def _ksadd(runtime, sharing, args):
     peer = _peer(args)
     if peer == sharing.instance_id:
@@ -426,7 +280,6 @@ def _takeover(runtime, sharing, args):
 
 
 _HANDLERS = {
-    'numsessions': _ls_numsessions, 'sessions': _ls_sessions, 'session': _ls_session,
-    'peers': _ls_peers, 'redis': _ls_redis, 'terminate': _terminate, 'ksadd': _ksadd,
+    'peers': _ls_peers, 'redis': _ls_redis, 'ksadd': _ksadd,
     'ksrm': _ksrm, 'kslist': _kslist, 'resync': _resync, 'takeover': _takeover,
 }

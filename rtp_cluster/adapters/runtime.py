@@ -19,6 +19,7 @@ from ..core.counters import CommandStats, CounterGroup, Histogram, Registry
 from ..core.loops import member_loop, own_sockets
 from ..core.member import Member, MemberCounters
 from ..core.notify_auth import KEY_BYTES, NotifyAuthenticator
+from .admin_sessions import BulkWork
 from .local_sockets import forwarding_loops, is_local_ip, resolve_socket
 from .logcontrol import LogLevels
 from .notify import NotifyRelay, RelayCounters
@@ -60,6 +61,7 @@ class Runtime:
             from .redis_sharing import RedisSharing
             self.sharing = RedisSharing(config.redis, reactor)
         self.extensions: list[Any] = []   # e.g. the notification relays, the Redis sharer
+        self.bulk = BulkWork(reactor)     # admin work done in slices (terminate all)
         self.http = None
         self.started = reactor.seconds()
         self.log_levels = log_levels if log_levels is not None else LogLevels()
@@ -86,6 +88,7 @@ class Runtime:
             raise
 
     def stop(self) -> defer.Deferred:
+        self.bulk.stop()
         waits = []
         if self.http is not None:
             waits.append(defer.maybeDeferred(self.http.stop))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from itertools import islice
 from dataclasses import dataclass
 from typing import Callable, ItemsView, Iterator, Literal, Protocol
 
@@ -79,7 +80,19 @@ class SessionStore(Protocol):
         """Live sessions per member."""
 
     def ownership_counts(self) -> tuple[int, int]:
-        """(own, foreign) sessions."""
+        """(own, foreign) sessions: counts kept as the table changes, never counted."""
+
+    def foreign_counts(self) -> dict[str, int]:
+        """FOREIGN sessions per owning instance (kept, not counted); {} without sharing."""
+
+    def call_ids(self) -> list[str]:
+        """A snapshot of every call-id, to walk the table in slices (bulk.py): a copy made
+        without a Python loop (milliseconds for 200,000), in the order they were bound."""
+
+    def forget_foreign(self, call_id: str) -> bool:
+        """An operator terminated a FOREIGN session: forget it here and keep it forgotten
+        (its owner's records of it are not applied again until the owner deletes it or the
+        TTL passes).  False when `call_id` is not a FOREIGN session."""
 
     def drop_member(self, member: str) -> int:
         """Forget every session of `member`; returns how many."""
@@ -201,6 +214,17 @@ class MemorySessionStore:
     def ownership_counts(self) -> tuple[int, int]:
         return len(self._sessions), 0
 
+    def foreign_counts(self) -> dict[str, int]:
+        return {}
+
+    def call_ids(self) -> list[str]:
+        # the dict's own key order (binding order): an OrderedDict's linked order costs a
+        # Python-speed walk, ten times longer at 200,000 sessions
+        return list(dict.keys(self._sessions))
+
+    def forget_foreign(self, call_id: str) -> bool:
+        return False               # every session is this instance's own
+
     def items(self) -> Iterator[tuple[str, Session]]:
         """A snapshot of (call-id, session), oldest use first."""
         return iter(list(self._sessions.items()))
@@ -214,6 +238,8 @@ class MemorySessionStore:
         return [cid for cid, s in self._sessions.items() if s.member == member]
 
     def drop_member(self, member: str) -> int:
+        if not self._counts.get(member):
+            return 0               # no walk over the table for a member without sessions
         doomed = self.call_ids_of(member)
         for cid in doomed:
             self.unbind(cid)
@@ -243,9 +269,8 @@ class MemorySessionStore:
                 offset: int = 0) -> list[SessionInfo]:
         if which == 'foreign':
             return []
-        items = list(self._sessions.items())
         end = None if limit is None else offset + limit
-        return [self._info(c, s) for c, s in items[offset:end]]
+        return [self._info(c, s) for c, s in islice(self._sessions.items(), offset, end)]
 
     def resolve_unknown(self, call_id: str, then: Callable[[], None], *,
                         ends_call: bool = False) -> bool:

@@ -246,6 +246,10 @@ class SharedSessionStore:
         self.member_known: Callable[[str], bool] = lambda name: True
         self._resolve = resolve
         self._own_prefix = cluster_prefix(namespace, instance_id, cluster)
+        self._owners: dict[str, int] = {}      # sessions per owner, kept on every change
+        # FOREIGN calls an operator terminated here: call-id -> (owner, monotonic time),
+        # oldest first; their owner's records are not applied while they are remembered
+        self._terminated: dict[str, tuple[str, float]] = {}
 
     # --- the SessionStore interface ------------------------------------------------------
 
@@ -293,7 +297,8 @@ class SharedSessionStore:
         epoch = old.epoch + 1 if old is not None else 1
         session = SharedSession(member, self.table.now(), from_tag, to_tag, self.instance_id,
                                 epoch, 1, now, now, address)
-        self.table.put(call_id, session)
+        self._terminated.pop(call_id, None)     # a client brought the call back here
+        self._put(call_id, session)
         self._queue(call_id, session)
 
     def learn_to_tag(self, call_id: str, to_tag: str) -> None:
@@ -321,10 +326,30 @@ class SharedSessionStore:
         return self.table.member_counts()
 
     def ownership_counts(self) -> tuple[int, int]:
-        own = sum(1 for _, s in self.table.view() if s.owner == self.instance_id)
+        own = self._owners.get(self.instance_id, 0)
         return own, len(self.table) - own
 
+    def foreign_counts(self) -> dict[str, int]:
+        return {owner: n for owner, n in self._owners.items() if owner != self.instance_id}
+
+    def call_ids(self) -> list[str]:
+        return self.table.call_ids()
+
+    def forget_foreign(self, call_id: str) -> bool:
+        session = self.get(call_id)
+        if session is None or session.owner == self.instance_id:
+            return False
+        self._terminated[call_id] = (session.owner, self.table.now())
+        self._drop(call_id)
+        return True
+
+    def terminated_here(self, call_id: str) -> bool:
+        """An operator terminated this FOREIGN call here and its owner still has it."""
+        return call_id in self._terminated
+
     def drop_member(self, member: str) -> int:
+        if not self.table.count(member):
+            return 0               # no walk over the table for a member without sessions
         doomed = self.table.call_ids_of(member)
         for call_id in doomed:
             self.unbind(call_id)
@@ -335,6 +360,7 @@ class SharedSessionStore:
         for call_id in doomed:
             self.unbind(call_id)
         expired = len(doomed)
+        self._forget_terminated_before((self.table.now() if now is None else now) - self.table.ttl)
         if self.final_timeout > 0:
             limit = self.wall_clock() - self.final_timeout
             for call_id in [c for c, s in self.table.view() if s.created < limit]:
@@ -378,12 +404,23 @@ class SharedSessionStore:
         return session is not None and session.owner == self.instance_id
 
     def _take_over(self, call_id: str, session: SharedSession) -> None:
+        self._count(session.owner, -1)
+        self._count(self.instance_id, 1)
         session.owner = self.instance_id
         session.epoch += 1
         session.seq = 1
         session.updated = self.wall_clock()
         self.counters.takeovers += 1
         self._queue(call_id, session)
+
+    def take_over_one(self, call_id: str, peer: str | None = None) -> bool:
+        """Make one FOREIGN session (of `peer`, or of any peer) own; False if it is not one."""
+        session = self.get(call_id)
+        if session is None or session.owner == self.instance_id or (
+                peer is not None and session.owner != peer):
+            return False
+        self._take_over(call_id, session)
+        return True
 
     def take_over_all(self, peer: str | None = None) -> int:
         taken = 0
@@ -436,6 +473,10 @@ class SharedSessionStore:
         current = self.get(record.cid)
         if current is not None and current.order >= record.order:
             return False
+        if record.cid in self._terminated and current is None:
+            if record.state == DELETED_STATE:
+                del self._terminated[record.cid]     # its owner ended it too
+            return False
         if record.owner != self.instance_id and not self.member_known(record.member):
             self.counters.unknown_members += 1
         if (current is not None and current.owner == self.instance_id
@@ -450,12 +491,14 @@ class SharedSessionStore:
         session = SharedSession(record.member, self.table.now(), record.ftag or None,
                                 record.ttag or None, record.owner, record.epoch, record.seq,
                                 record.created, record.updated, record.maddr)
-        self.table.put(record.cid, session)
+        self._put(record.cid, session)
         self.counters.applied += 1
         return True
 
     def apply_removal(self, call_id: str, peer: str) -> bool:
         """A peer's key disappeared: drop our copy only if that peer still owns it."""
+        if self._terminated.get(call_id, ('',))[0] == peer:
+            del self._terminated[call_id]          # its owner deleted it: nothing to hide
         session = self.get(call_id)
         if session is None or session.owner != peer or peer == self.instance_id:
             return False
@@ -465,8 +508,35 @@ class SharedSessionStore:
 
     def _drop(self, call_id: str) -> None:
         session = self.table.pop(call_id)
-        if session is not None and self.on_unbind is not None:
+        if session is None:
+            return
+        self._count(session.owner, -1)
+        if self.on_unbind is not None:
             self.on_unbind(call_id, session.member)
+
+    def _put(self, call_id: str, session: SharedSession) -> None:
+        """Add or replace an entry, keeping the counts per owner."""
+        old = self.table.get(call_id)
+        if old is not None:
+            self._count(old.owner, -1)
+        self.table.put(call_id, session)
+        self._count(session.owner, 1)
+
+    def _count(self, owner: str, change: int) -> None:
+        left = self._owners.get(owner, 0) + change
+        if left > 0:
+            self._owners[owner] = left
+        else:
+            self._owners.pop(owner, None)
+
+    def _forget_terminated_before(self, limit: float) -> None:
+        """Terminated calls remembered since before `limit`: their records may come back."""
+        terminated = self._terminated
+        while terminated:
+            call_id, (_, since) = next(iter(terminated.items()))
+            if since > limit:
+                break
+            del terminated[call_id]
 
     def foreign_of(self, peer: str) -> list[str]:
         return [c for c, s in self.table.view() if s.owner == peer]
@@ -484,5 +554,8 @@ class SharedSessionStore:
                   if s.owner == peer and c not in seen and s.last_used < since]
         for call_id in doomed:
             self._drop(call_id)
+        for call_id in [c for c, (owner, _) in self._terminated.items()
+                        if owner == peer and c not in seen]:
+            del self._terminated[call_id]          # its owner deleted it
         self.counters.removed_by_resync += len(doomed)
         return len(doomed)

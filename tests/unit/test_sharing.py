@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet import task
 
 from rtp_cluster.adapters.admin import AdminCommands
+from rtp_cluster.adapters.admin_sessions import BulkWork
 from rtp_cluster.adapters.admin_sharing import NOT_CONFIGURED, execute_sharing_command, show
 from rtp_cluster.core.cluster import Cluster
 from rtp_cluster.core.config import ClusterConfig, Endpoint, MemberConfig, RedisConfig
@@ -547,9 +548,10 @@ class RecordingClient:
 
 
 class FakeRuntime:
-    def __init__(self, sharing, clusters) -> None:
+    def __init__(self, sharing, clusters, clock=None) -> None:
         self.sharing = sharing
         self.clusters = clusters
+        self.bulk = BulkWork(clock or task.Clock())
 
 
 def sharing_cluster(me='a', peers=(), clock=None):
@@ -595,9 +597,13 @@ def test_admin_not_a_sharing_command_and_not_configured():
     assert run(runtime, 'modify test pause m1') is None
     assert run(runtime, '') is None
     bare = FakeRuntime(None, {})
-    for line in ('ls numsessions', 'ls sessions own', 'ls session x', 'terminate all',
-                 'ksadd b', 'ksrm b', 'kslist', 'ls peers', 'ls redis', 'resync', 'takeover all'):
+    for line in ('ksadd b', 'ksrm b', 'kslist', 'ls peers', 'ls redis', 'resync', 'takeover all'):
         assert run(bare, line) == [NOT_CONFIGURED], line
+    # the session commands work without sharing (issue 17): see tests/unit/test_admin_sessions.py
+    assert run(bare, 'ls numsessions') == ['Current sessions total: 0', 'OK']
+    assert run(bare, 'ls sessions own') == ['OK']
+    assert run(bare, 'ls session x') == ['ERROR: session "x" not found']
+    assert run(bare, 'terminate all') == ['Terminated: 0', 'OK']
 
 
 def test_admin_cluster_names_win_over_sharing_words():
