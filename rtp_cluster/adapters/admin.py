@@ -524,8 +524,8 @@ class AdminProtocol(BoundedStreamProtocol):
 
     def _stream_batch(self) -> None:
         self._stream_call = None
-        if self._stream is None or self._closing:
-            return
+        if self._stream is None or self._closing or self._write_blocked:
+            return                   # resumeProducing schedules it again
         try:
             batch = next(self._stream)
         except StopIteration:

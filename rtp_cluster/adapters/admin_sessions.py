@@ -64,9 +64,10 @@ DESCRIPTION = {
     'numsessions': 'The number of sessions of every cluster (own and foreign ones with '
                    '<redis>), and the progress of a running terminate.',
     'sessions': 'The sessions, a line each (call-id, cluster, member; with <redis> also '
-                'owner, epoch, OWN or FOREIGN): all, or only own or foreign ones.  The first '
-                '%d unless LIMIT says how many, then a line "... N more"; --all lists every '
-                'one (streamed: the daemon keeps answering meanwhile).' % DEFAULT_PAGE,
+                'owner, epoch, OWN or FOREIGN): all, or only own or foreign ones.  At most '
+                'LIMIT; without LIMIT the first %d and, if there are more, a last line '
+                '"... N more"; --all lists every one (streamed: the daemon keeps answering '
+                'meanwhile).' % DEFAULT_PAGE,
     'session': 'One session: its cluster, member and the member\'s address and state, tags, '
                'when it was last used; with <redis> also owner, epoch, and whether its record '
                'is queued or written to Redis.',
@@ -135,7 +136,8 @@ def _ls_numsessions(runtime, args: list[str]) -> list[str]:
 # --- ls sessions ---------------------------------------------------------------------------------
 
 def _parse_listing(args: list[str]) -> tuple[Which, int | None]:
-    """[all|own|foreign] [LIMIT|--all] -> (which, limit: None for every session)."""
+    """[all|own|foreign] [LIMIT|--all] -> (which, limit: None for every session); without
+    LIMIT or --all, DEFAULT_PAGE."""
     which: Which = 'all'
     limit: int | None = DEFAULT_PAGE
     rest = list(args)
@@ -156,7 +158,8 @@ def _parse_listing(args: list[str]) -> tuple[Which, int | None]:
 
 def _ls_sessions(runtime, args: list[str]) -> AdminReply | list[str]:
     which, limit = _parse_listing(args)
-    listing = Listing(runtime, which, limit)
+    listing = Listing(runtime, which, limit, paged=limit == DEFAULT_PAGE and
+                      not any(word.isdigit() for word in args))
     first = listing.batch()
     if listing.finished:
         return first                 # one slice was enough: answered in this turn
@@ -164,11 +167,12 @@ def _ls_sessions(runtime, args: list[str]) -> AdminReply | list[str]:
 
 
 class Listing:
-    """`ls sessions`: a batch of lines per LIST_SLICE call-ids looked at; when it stops at
-    its limit, a last line says how many more there are."""
+    """`ls sessions`: a batch of lines per LIST_SLICE call-ids looked at; when the default
+    page (`paged`) cut it short, a last line says how many more there are."""
 
-    def __init__(self, runtime, which: Which, limit: int | None) -> None:
+    def __init__(self, runtime, which: Which, limit: int | None, paged: bool = False) -> None:
         self.runtime = runtime
+        self.paged = paged
         self.which = which
         self.limit = limit
         self.line = _sharing_line if runtime.sharing is not None else _plain_line
@@ -183,14 +187,14 @@ class Listing:
             found = found[:self.limit - self.shown]
         self.shown += len(found)
         lines = [self.line(self.runtime, name, info) for name, info in found]
-        if self.walk.done:
-            self.finished = True
-        elif self.limit is not None and self.shown >= self.limit:
+        if self.limit is not None and self.shown >= self.limit:
             self.finished = True
             more = _count(self.runtime, self.which) - self.shown
-            if more > 0:
+            if more > 0 and self.paged:
                 lines.append('... %d more (ls sessions %s --all lists every one)'
                              % (more, self.which))
+        elif self.walk.done:
+            self.finished = True
         return lines
 
     def rest(self) -> Generator[list[str], None, None]:

@@ -1,6 +1,8 @@
 """MemorySessionStore: the call-id → member table the cluster routes with."""
 from __future__ import annotations
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,3 +192,22 @@ def test_memory_store_implements_the_whole_interface():
     resumed = []
     assert typed.resolve_unknown('x', lambda: resumed.append(1)) is False and resumed == []
     assert 'c1' in typed and len(typed) == 3
+
+
+def test_call_ids_is_a_snapshot_in_binding_order_and_counts_need_no_walk():
+    store = MemorySessionStore()
+    for cid in ('a', 'b', 'c'):
+        store.bind(cid, 'm1', 'ft', None)
+    store.lookup('a')                                   # used again: aging order changes
+    ids = store.call_ids()
+    store.unbind('b')
+    assert ids == ['a', 'b', 'c']                       # a copy, not a view
+    assert store.ownership_counts() == (2, 0) and store.foreign_counts() == {}
+    assert store.forget_foreign('a') is False and 'a' in store
+
+
+def test_drop_member_without_sessions_does_not_walk_the_table():
+    store = MemorySessionStore()
+    store.bind('a', 'm1', 'ft', None)
+    store.call_ids_of = lambda member: pytest.fail('walked the table')
+    assert store.drop_member('m2') == 0

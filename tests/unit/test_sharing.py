@@ -1018,3 +1018,111 @@ def test_decoded_records_share_the_names_they_have_in_common():
     one, two = decode_record(key1, NS, raw1), decode_record(key2, NS, raw2)
     for name in ('owner', 'member', 'maddr', 'cluster', 'state'):
         assert getattr(one, name) is getattr(two, name), name
+
+
+# --- counts kept per owner, terminated FOREIGN calls (issue 16) ---------------------------------
+
+def scanned_counts(store) -> tuple[int, int]:
+    own = sum(1 for _, s in store.table.view() if s.owner == store.instance_id)
+    return own, len(store) - own
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(['bind', 'unbind', 'apply', 'delete', 'removal',
+                                           'lookup', 'takeover', 'forget', 'expire']),
+                          st.integers(0, 5), st.sampled_from(['b', 'c']),
+                          st.integers(1, 4)), max_size=60))
+def test_ownership_counts_are_kept_exactly_through_every_change(ops):
+    h = Harness(ttl=30.0)
+    store = h.store
+    for op, n, peer, epoch in ops:
+        cid = 'c%d' % n
+        if op == 'bind':
+            store.bind(cid, 'm1', 'ft', None)
+        elif op == 'unbind':
+            store.unbind(cid)
+        elif op == 'apply':
+            store.apply_record(record(cid=cid, owner=peer, epoch=epoch))
+        elif op == 'delete':
+            store.apply_record(record(cid=cid, owner=peer, epoch=epoch, state=DELETED_STATE))
+        elif op == 'removal':
+            store.apply_removal(cid, peer)
+        elif op == 'lookup':
+            store.lookup(cid)
+        elif op == 'takeover':
+            store.take_over_one(cid, peer)
+        elif op == 'forget':
+            store.forget_foreign(cid)
+        else:
+            h.mono.now += 20.0
+            store.expire()
+        assert store.ownership_counts() == scanned_counts(store), (op, cid)
+        foreign: dict[str, int] = {}
+        for _, s in store.table.view():
+            if s.owner != 'a':
+                foreign[s.owner] = foreign.get(s.owner, 0) + 1
+        assert store.foreign_counts() == foreign
+
+
+def test_a_terminated_foreign_call_is_not_brought_back_by_its_owners_records():
+    h = Harness()
+    store = h.store
+    store.apply_record(record(cid='f1', owner='b', epoch=2, seq=1))
+    assert store.forget_foreign('f1') is True
+    assert 'f1' not in store and store.terminated_here('f1')
+    assert h.unbound == [('f1', 'm1')] and h.writes == []      # the owner's key is not touched
+    # a resync or an event reads the same record again, or a newer one of the same call
+    assert store.apply_record(record(cid='f1', owner='b', epoch=2, seq=1)) is False
+    assert store.apply_record(record(cid='f1', owner='b', epoch=2, seq=5)) is False
+    assert 'f1' not in store and store.ownership_counts() == (0, 0)
+    # the owner deletes it: nothing left to hide, a later call with this id is learnt again
+    store.apply_removal('f1', 'b')
+    assert not store.terminated_here('f1')
+    assert store.apply_record(record(cid='f1', owner='b', epoch=3, seq=1)) is True
+
+
+def test_a_terminated_foreign_call_is_forgotten_when_its_owner_ends_it_or_after_the_ttl():
+    h = Harness(ttl=100.0)
+    store = h.store
+    for cid in ('f1', 'f2', 'f3'):
+        store.apply_record(record(cid=cid, owner='b'))
+        store.forget_foreign(cid)
+    store.apply_record(record(cid='f1', owner='b', epoch=2, state=DELETED_STATE))
+    assert not store.terminated_here('f1')                     # the owner's tombstone
+    store.drop_unseen('b', {'f3'}, since=h.mono.now)           # a resync without f2's key
+    assert not store.terminated_here('f2') and store.terminated_here('f3')
+    h.mono.now += 101.0
+    store.expire()
+    assert not store.terminated_here('f3')
+    assert store.forget_foreign('nope') is False
+    store.bind('own', 'm1', 'ft', None)
+    assert store.forget_foreign('own') is False and 'own' in store
+
+
+def test_a_client_using_a_terminated_foreign_call_brings_it_back_as_own():
+    h = Harness()
+    store = h.store
+    store.apply_record(record(cid='f1', owner='b'))
+    store.forget_foreign('f1')
+    store.bind('f1', 'm1', 'ft', None)                         # found on a member by broadcast
+    assert not store.terminated_here('f1') and store.is_own('f1')
+
+
+def test_take_over_one_makes_one_foreign_call_own():
+    h = Harness()
+    store = h.store
+    store.apply_record(record(cid='f1', owner='b'))
+    store.apply_record(record(cid='f2', owner='c'))
+    assert store.take_over_one('f1', 'c') is False             # not c's
+    assert store.take_over_one('f1', 'b') is True and store.is_own('f1')
+    assert store.take_over_one('f1') is False                  # own already
+    assert store.take_over_one('f2') is True
+    assert store.ownership_counts() == (2, 0) and store.foreign_counts() == {}
+
+
+def test_drop_member_does_not_walk_the_table_for_a_member_without_sessions():
+    h = Harness()
+    h.store.bind('c1', 'm1', 'ft', None)
+    walked = []
+    h.store.table.call_ids_of = lambda member: walked.append(member) or []
+    assert h.store.drop_member('m2') == 0 and walked == []

@@ -1,0 +1,93 @@
+"""core/bulk.py: walking the session tables in slices, and terminate as a sliced job."""
+from __future__ import annotations
+
+from rtp_cluster.core.bulk import SessionWalk, TerminateJob, count_sessions
+from rtp_cluster.core.sessions import MemorySessionStore
+from tests.support.session_tables import cluster_with, filled, shared
+
+
+def test_a_walk_visits_every_session_once_in_slices_of_the_size_asked():
+    walk = SessionWalk([('x', filled(25)), ('y', MemorySessionStore()), ('z', filled(7, 'z'))])
+    assert walk.left() == 32
+    seen = []
+    sizes = []
+    while not walk.done:
+        found = walk.next_slice(10)
+        sizes.append(len(found))
+        seen += [(name, info.call_id) for name, info in found]
+    assert sizes == [10, 10, 10, 2]
+    assert len(seen) == len(set(seen)) == 32
+    assert seen[:2] == [('x', 'c0'), ('x', 'c1')] and seen[-1] == ('z', 'z6')
+    assert walk.left() == 0 and walk.visited == 32
+
+
+def test_a_walk_skips_sessions_gone_and_does_not_visit_sessions_bound_after_its_snapshot():
+    store = filled(10)
+    walk = SessionWalk([('x', store)])
+    first = [info.call_id for _, info in walk.next_slice(3)]
+    store.unbind('c5')
+    store.bind('late', 'm1', 'ft', None)
+    rest = [info.call_id for _, info in walk.next_slice(100)]
+    assert first == ['c0', 'c1', 'c2']
+    assert rest == ['c3', 'c4', 'c6', 'c7', 'c8', 'c9'] and walk.done
+
+
+def test_a_walk_selects_own_or_foreign_and_counts_come_from_the_store():
+    store = shared(own=3, foreign=4)
+    assert [count_sessions(store, w) for w in ('all', 'own', 'foreign')] == [7, 3, 4]
+    own = SessionWalk([('c', store)], 'own').next_slice(100)
+    foreign = SessionWalk([('c', store)], 'foreign').next_slice(100)
+    assert sorted(i.call_id for _, i in own) == ['own0', 'own1', 'own2']
+    assert sorted(i.call_id for _, i in foreign) == ['f0', 'f1', 'f2', 'f3']
+    assert all(i.own for _, i in own) and not any(i.own for _, i in foreign)
+
+
+def test_a_walk_does_not_snapshot_a_store_without_selected_sessions():
+    calls = []
+
+    class Spy(MemorySessionStore):
+        def call_ids(self):
+            calls.append(1)
+            return super().call_ids()
+
+    walk = SessionWalk([('x', Spy())], 'all')
+    assert walk.next_slice(10) == [] and walk.done and calls == []
+    store = Spy()
+    store.bind('c1', 'm1', 'ft', None)
+    assert SessionWalk([('x', store)], 'foreign').next_slice(10) == [] and calls == []
+
+
+def test_terminate_job_ends_a_slice_per_step_with_the_d_a_client_would_send():
+    cluster, clients = cluster_with(filled(250))
+    job = TerminateJob({'c': cluster}, 'all')
+    assert job.total == 250 and job.left() == 250
+    assert job.step(100) is True
+    assert job.own_done == 100 and len(cluster.store) == 150 and job.left() == 150
+    assert clients['m1'].sent[0] == 'D c0 ft0' and clients['m2'].sent[0] == 'D c1 ft1'
+    assert job.step(100) is True and job.step(100) is False
+    assert job.done and job.own_done == 250 and len(cluster.store) == 0
+    assert len(clients['m1'].sent) + len(clients['m2'].sent) == 250
+
+
+def test_terminate_job_forgets_foreign_sessions_without_telling_members():
+    cluster, clients = cluster_with(shared(own=2, foreign=3))
+    job = TerminateJob({'c': cluster}, 'foreign')
+    assert job.total == 3
+    while job.step(2):
+        pass
+    assert (job.own_done, job.foreign_done) == (0, 3)
+    assert clients['m1'].sent == clients['m2'].sent == []
+    assert cluster.store.ownership_counts() == (2, 0)
+    assert all(cluster.store.terminated_here('f%d' % i) for i in range(3))
+
+
+def test_terminate_job_leaves_a_cluster_alone_once_it_is_replaced_or_removed():
+    first, first_clients = cluster_with(filled(5), 'a')
+    second, second_clients = cluster_with(filled(5), 'b')
+    live = {'a': first, 'b': second}
+    job = TerminateJob(live, 'all')
+    del live['b']                                        # a reload removed cluster b
+    while job.step(3):
+        pass
+    assert job.own_done == 5 and len(second.store) == 5
+    assert second_clients['m1'].sent == second_clients['m2'].sent == []
