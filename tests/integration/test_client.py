@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class FakeAdmin:
     """Answers each command line with `replies[command]` (a list of byte chunks).
 
-    A chunk None closes the connection at once.  Records every line it received.
+    A chunk None closes the connection at once, a number waits that many seconds.  Records
+    every line it received.
     """
 
     def __init__(self, replies: dict[str, list[bytes | None]]) -> None:
@@ -46,6 +47,9 @@ class FakeAdmin:
                     for chunk in admin.replies.get(command, [b'ERROR: unknown command\n']):
                         if chunk is None:
                             return
+                        if isinstance(chunk, float):
+                            time.sleep(chunk)
+                            continue
                         self.wfile.write(chunk)
                         self.wfile.flush()
         return Handler
@@ -156,6 +160,23 @@ def test_timeout_exits_2(serve, capsys):
     spec, _ = serve({'ls': [b'no end line\n']})
     assert client.main(['-s', spec, '-t', '0.3', 'ls']) == 2
     assert 'no complete reply within 0.3 s' in capsys.readouterr().err
+
+
+def test_a_streamed_reply_may_take_longer_than_t_while_data_keeps_coming(serve, capsys):
+    batches = [b'c%d cluster=main member=m1\n' % i for i in range(6)]
+    chunks = [part for batch in batches for part in (batch, 0.15)] + [b'OK\n']
+    spec, _ = serve({'ls sessions --all': chunks})
+    started = time.monotonic()
+    assert client.main(['-s', spec, '-t', '0.5', 'ls', 'sessions', '--all']) == 0
+    assert time.monotonic() - started > 0.8             # longer than -t in all
+    assert capsys.readouterr().out == b''.join(batches).decode() + 'OK\n'
+
+
+def test_a_paged_listing_with_its_more_line_exits_0(serve, capsys):
+    reply = b'c1 cluster=main member=m1\n... 5 more (ls sessions all --all lists every one)\nOK\n'
+    spec, _ = serve({'ls sessions': [reply]})
+    assert client.main(['-s', spec, 'ls', 'sessions']) == 0
+    assert capsys.readouterr().out == reply.decode()
 
 
 @pytest.mark.parametrize('argv', [[], ['-s', '/x'], ['-t', 'abc', 'ls'], ['-t', '0', 'ls']])
