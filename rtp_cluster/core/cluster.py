@@ -414,21 +414,28 @@ class Cluster:
                           on_refusal: Callable[[str, str], None] | None = None) -> bool:
         """End a session as a client's full `D` would (every media stream); False if unknown.
 
-        `on_refusal(command, reply)` hears of an error reply.  A session without a from-tag
-        cannot be addressed on its member and is only forgotten here.
+        `on_refusal(command, reply)` hears of an error reply or a timeout.  A session without
+        a from-tag cannot be addressed on its member and is only forgotten here.  The `D`
+        goes straight to the member: nobody waits for its answer, so it needs none of the
+        client path's deadline timer (a bulk terminate sends thousands a second, and every
+        timer alive would be one more object for the garbage collector to walk).
         """
         session = self.store.describe(call_id)
         if session is None:
             return False
         cmd = delete_command(call_id, session.from_tag, session.to_tag)
-        if cmd is None:
-            self.store.unbind(call_id)
+        self.store.unbind(call_id)
+        member = self.members.get(session.member)
+        if cmd is None or member is None:
             return True
 
-        def done(reply: str) -> None:
+        def done(reply: str | None) -> None:
+            if reply is None:
+                self.counters.member_timeouts += 1
+                reply = protocol.E_MEMBER_TIMEOUT
             if on_refusal is not None and protocol.is_error(reply):
                 on_refusal(cmd.text, reply)
-        self.handle(cmd, done)
+        member.send(cmd.serialize(), done)
         return True
 
 

@@ -25,8 +25,10 @@ class RecordingClient:
         pass
 
 
-def cluster_with(store=None, name='c', members=('m1', 'm2'), clock=None):
-    """A cluster on `store` with online members whose clients record what they are sent."""
+def cluster_with(store=None, name='c', members=('m1', 'm2'), clock=None,
+                 client=lambda: RecordingClient()):
+    """A cluster on `store` with online members whose clients (`client()`, by default
+    recording what they are sent and answering D with 0) are returned by member name."""
     clock = clock or task.Clock()
     configs = tuple(MemberConfig(m, Endpoint('udp', '127.0.0.1', 7001 + i), 100, 10 ** 6)
                     for i, m in enumerate(members))
@@ -34,7 +36,7 @@ def cluster_with(store=None, name='c', members=('m1', 'm2'), clock=None):
                       store=store)
     clients = {}
     for config in configs:
-        clients[config.name] = RecordingClient()
+        clients[config.name] = client()
         member = Member(config, clients[config.name], clock)
         member.state = ONLINE
         cluster.add_member(member)

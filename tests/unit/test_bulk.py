@@ -91,3 +91,35 @@ def test_terminate_job_leaves_a_cluster_alone_once_it_is_replaced_or_removed():
         pass
     assert job.own_done == 5 and len(second.store) == 5
     assert second_clients['m1'].sent == second_clients['m2'].sent == []
+
+
+class SilentClient:
+    """A member client whose commands all time out (the callback gets None)."""
+    rtt = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text, callback, timeout=None):
+        self.sent.append(text)
+        callback(None)
+
+    def close(self):
+        pass
+
+
+def test_an_operator_terminate_sends_its_d_without_a_client_deadline_timer():
+    cluster, clients = cluster_with(filled(3))
+    refused = []
+    assert cluster.terminate_session('c0', lambda cmd, reply: refused.append((cmd, reply)))
+    assert clients['m1'].sent == ['D c0 ft0'] and 'c0' not in cluster.store
+    assert cluster.clock.getDelayedCalls() == [] and refused == []
+    assert cluster.terminate_session('c0') is False
+
+
+def test_an_operator_terminate_hears_of_a_member_that_does_not_answer():
+    cluster, clients = cluster_with(filled(2), client=SilentClient)
+    refused = []
+    assert cluster.terminate_session('c1', lambda cmd, reply: refused.append((cmd, reply)))
+    assert clients['m2'].sent == ['D c1 ft1'] and refused == [('D c1 ft1', 'E997')]
+    assert cluster.counters.member_timeouts == 1 and 'c1' not in cluster.store
