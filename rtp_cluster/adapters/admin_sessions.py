@@ -29,12 +29,12 @@ from typing import Generator, Iterable
 from twisted.logger import Logger
 
 from ..core.admin_text import escape
-from ..core.bulk import WHICH, SessionWalk, TerminateJob, count_sessions
+from ..core.bulk import WHICH, SessionWalk, TakeoverJob, TerminateJob, count_sessions
 from ..core.sessions import SessionInfo, Which
 from .admin_registry import AdminCommand, AdminError, AdminRegistry, AdminReply, UsageError
 
 __all__ = ['register', 'SESSION_COMMANDS', 'BulkWork', 'show', 'DEFAULT_PAGE', 'LIST_SLICE',
-           'TERMINATE_SLICE', 'TERMINATE_TICK']
+           'TERMINATE_SLICE', 'TERMINATE_TICK', 'TAKEOVER_SLICE']
 
 SESSION_COMMANDS = ('ls numsessions', 'ls sessions', 'ls session', 'terminate')
 SECTION = 'Sessions (ownership columns with <redis> configured):'
@@ -42,6 +42,7 @@ DEFAULT_PAGE = 1000        # lines of `ls sessions` without LIMIT or --all
 LIST_SLICE = 1000          # call-ids a listing looks at per reactor turn
 TERMINATE_SLICE = 100      # sessions a bulk terminate ends per step
 TERMINATE_TICK = 0.02      # s between its steps: 5,000 sessions/s, 200,000 in 40 s
+TAKEOVER_SLICE = 1000      # call-ids a takeover looks at per step (no D: only Redis writes)
 REFUSALS_LOGGED = 10       # member error replies to a terminate's D logged one by one
 _MAX_ECHO = 200
 
@@ -300,52 +301,69 @@ def _ended_lines(runtime, own: int, foreign: int) -> list[str]:
 
 
 class BulkWork:
-    """The runtime's background admin work: at most one bulk terminate at a time, driven a
-    slice per TERMINATE_TICK on the reactor."""
+    """The runtime's background admin work: one sliced job at a time (a bulk terminate or a
+    takeover), its first slice at once and then a slice per `tick` on the reactor."""
 
-    def __init__(self, reactor, slice_size: int = TERMINATE_SLICE,
-                 tick: float = TERMINATE_TICK) -> None:
+    def __init__(self, reactor, tick: float = TERMINATE_TICK) -> None:
         self.reactor = reactor
-        self.slice_size = slice_size
         self.tick = tick
-        self.job: TerminateJob | None = None      # the one running
+        self.job: TerminateJob | TakeoverJob | None = None      # the one running
         self.refusals = 0
+        self._slice = TERMINATE_SLICE
         self._started = 0.0
         self._call = None
 
     def terminate(self, clusters, which: Which) -> TerminateJob:
-        """Start `terminate which` (its first slice at once); AdminError while one runs."""
-        if self.job is not None:
-            raise AdminError('terminate %s is running: %d sessions ended, %d left to look at; '
-                             'wait for it (ls numsessions shows the progress)'
-                             % (self.job.which, self.job.ended, self.job.left()))
-        job = TerminateJob(clusters, which, self.refused)
-        self._started = time.monotonic()
+        """Start `terminate which`; AdminError while a job runs."""
+        self._refuse_while_running()
         self.refusals = 0
+        job = TerminateJob(clusters, which, self.refused)
         log.info('admin: terminate {which}: {n} sessions', which=which, n=job.total)
-        if job.step(self.slice_size):
+        self._start(job, TERMINATE_SLICE)
+        return job
+
+    def takeover(self, stores, peer: str | None) -> TakeoverJob:
+        """Start `takeover PEER|all` on the shared stores; AdminError while a job runs."""
+        self._refuse_while_running()
+        job = TakeoverJob(stores, peer)
+        self._start(job, TAKEOVER_SLICE)
+        return job
+
+    def _refuse_while_running(self) -> None:
+        if self.job is not None:
+            raise AdminError('%s is running: %s; wait for it (ls numsessions shows the '
+                             'progress)' % (self.job.name, _progress(self.job, False)))
+
+    def _start(self, job, slice_size: int) -> None:
+        self._slice = slice_size
+        self._started = time.monotonic()
+        if job.step(slice_size):
             self.job = job
             self._call = self.reactor.callLater(self.tick, self._step)
         else:
             self._finished(job)
-        return job
 
     def _step(self) -> None:
         self._call = None
         job = self.job
         if job is None:
             return
-        if job.step(self.slice_size):
+        if job.step(self._slice):
             self._call = self.reactor.callLater(self.tick, self._step)
         else:
             self.job = None
             self._finished(job)
 
-    def _finished(self, job: TerminateJob) -> None:
-        log.info('admin: terminate {which} done in {seconds:.1f} s: {own} own, {foreign} '
-                 'foreign sessions ended, {refused} D refused by members', which=job.which,
-                 seconds=time.monotonic() - self._started, own=job.own_done,
-                 foreign=job.foreign_done, refused=self.refusals)
+    def _finished(self, job) -> None:
+        seconds = time.monotonic() - self._started
+        if isinstance(job, TakeoverJob):
+            log.info('admin: {name} done in {seconds:.1f} s: {n} sessions', name=job.name,
+                     seconds=seconds, n=job.taken)
+            return
+        log.info('admin: {name} done in {seconds:.1f} s: {own} own, {foreign} foreign '
+                 'sessions ended, {refused} D refused by members', name=job.name,
+                 seconds=seconds, own=job.own_done, foreign=job.foreign_done,
+                 refused=self.refusals)
 
     def refused(self, command: str, reply: str) -> None:
         """A member's error reply to a terminate's D: the first few are logged."""
@@ -355,18 +373,28 @@ class BulkWork:
                      cmd=command[:200])
 
     def progress_lines(self, sharing: bool) -> list[str]:
-        job = self.job
-        if job is None:
+        if self.job is None:
             return []
-        ended = ('%d own and %d foreign sessions' % (job.own_done, job.foreign_done)
-                 if sharing else '%d sessions' % job.ended)
-        return ['Terminating %s: %s ended, %d left to look at' % (job.which, ended, job.left())]
+        job = self.job
+        doing = ('Taking over %s' % (job.peer or 'all') if isinstance(job, TakeoverJob) else
+                 'Terminating %s' % job.which)
+        return ['%s: %s' % (doing, _progress(job, sharing))]
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
         self.job = None
+
+
+def _progress(job, sharing: bool) -> str:
+    if isinstance(job, TakeoverJob):
+        done = '%d sessions taken over' % job.taken
+    elif sharing:
+        done = '%d own and %d foreign sessions ended' % (job.own_done, job.foreign_done)
+    else:
+        done = '%d sessions ended' % job.ended
+    return '%s, %d left to look at' % (done, job.left())
 
 
 _HANDLERS = {

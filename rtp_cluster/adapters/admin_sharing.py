@@ -69,7 +69,9 @@ DESCRIPTION = {
     'ksrm': 'Stop following instance PEER and forget its sessions.',
     'kslist': 'The instances followed.',
     'resync': 'Read every followed peer\'s sessions from Redis again now.',
-    'takeover': 'Make the sessions of PEER (or of every peer) own ones, as after a failover.',
+    'takeover': 'Make the sessions of PEER (or of every peer) own ones, as after a failover: '
+                'a slice at once, the rest in the background (ls numsessions shows the '
+                'progress; no other takeover or terminate own|foreign|all until it is done).',
 }
 
 
@@ -274,9 +276,13 @@ def _takeover(runtime, sharing, args):
         raise _Usage('"%s" is neither all nor a valid instance id' % show(target))
     if target == sharing.instance_id:
         raise _Usage('"%s" is this instance' % show(target))
-    taken = sharing.take_over(None if target == 'all' else target)
-    log.info('admin: takeover {target}: {n} sessions', target=target, n=taken)
-    return ['Took over %d sessions' % taken]
+    job = runtime.bulk.takeover(sharing.stores, None if target == 'all' else target)
+    log.info('admin: takeover {target}: {n} sessions', target=target, n=job.total)
+    if job.done:
+        return ['Took over %d sessions' % job.taken]
+    return ['Took over %d sessions' % job.taken,
+            'Taking over the rest in the background: %d sessions left to look at '
+            '(ls numsessions shows the progress)' % job.left()]
 
 
 _HANDLERS = {

@@ -8,7 +8,8 @@ dead after a few seconds without answers.  So bulk work is cut into slices:
   call-ids, taken when it reaches each store (`SessionStore.call_ids`, a copy without a
   Python loop): sessions bound later are not visited, sessions gone meanwhile are skipped;
 - `TerminateJob` ends the sessions it walks: an own session gets the `D` a client would
-  send (through its cluster), a FOREIGN one is forgotten here and stays forgotten.
+  send (through its cluster), a FOREIGN one is forgotten here and stays forgotten;
+- `TakeoverJob` makes the FOREIGN sessions of a peer (or of every peer) own.
 
 Each `step(size)` does one slice and says whether more is left; the caller (an adapter)
 decides when the next slice runs, so the pace is the adapter's: see admin_sessions.py.
@@ -21,8 +22,9 @@ from .sessions import SessionInfo, SessionStore, Which
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .sharing import SharedSessionStore
 
-__all__ = ['SessionWalk', 'TerminateJob', 'count_sessions', 'WHICH']
+__all__ = ['SessionWalk', 'TerminateJob', 'TakeoverJob', 'count_sessions', 'WHICH']
 
 WHICH: tuple[Which, ...] = ('all', 'own', 'foreign')
 
@@ -103,6 +105,7 @@ class TerminateJob:
     def __init__(self, clusters: Mapping[str, 'Cluster'], which: Which,
                  on_refusal: Refusal | None = None) -> None:
         self.which = which
+        self.name = 'terminate ' + which
         self.live = clusters
         self._clusters = dict(clusters)
         self.on_refusal = on_refusal
@@ -133,4 +136,35 @@ class TerminateJob:
                 self.own_done += cluster.terminate_session(info.call_id, self.on_refusal)
             else:
                 self.foreign_done += cluster.store.forget_foreign(info.call_id)
+        return not self.walk.done
+
+
+class TakeoverJob:
+    """`takeover PEER|all` over the shared stores (cluster name -> store): the FOREIGN
+    sessions of `peer` (None: of every peer) become own, with a new epoch, as after a
+    failover."""
+
+    def __init__(self, stores: Mapping[str, 'SharedSessionStore'], peer: str | None) -> None:
+        self.peer = peer
+        self.name = 'takeover ' + (peer or 'all')
+        self._stores = dict(stores)
+        if peer is None:
+            self.total = sum(count_sessions(store, 'foreign') for store in self._stores.values())
+        else:
+            self.total = sum(store.foreign_counts().get(peer, 0)
+                             for store in self._stores.values())
+        self.walk = SessionWalk(self._stores.items(), 'foreign')
+        self.taken = 0
+
+    @property
+    def done(self) -> bool:
+        return self.walk.done
+
+    def left(self) -> int:
+        return self.walk.left()
+
+    def step(self, size: int) -> bool:
+        """Take over the sessions among the next `size` call-ids; True if more are left."""
+        for name, info in self.walk.next_slice(size):
+            self.taken += self._stores[name].take_over_one(info.call_id, self.peer)
         return not self.walk.done

@@ -9,8 +9,8 @@ from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
 from rtp_cluster.adapters.admin import AdminCommands, AdminFactory
-from rtp_cluster.adapters.admin_sessions import (DEFAULT_PAGE, LIST_SLICE, TERMINATE_SLICE,
-                                                 TERMINATE_TICK, BulkWork)
+from rtp_cluster.adapters.admin_sessions import (DEFAULT_PAGE, LIST_SLICE, TAKEOVER_SLICE,
+                                                 TERMINATE_SLICE, TERMINATE_TICK, BulkWork)
 from tests.support.session_tables import cluster_with, filled, shared
 
 
@@ -196,3 +196,27 @@ def test_stopping_the_runtime_stops_a_running_terminate():
     runtime.bulk.stop()
     clock.advance(1.0)
     assert len(sent(clients)) == TERMINATE_SLICE
+
+
+def test_a_large_takeover_runs_in_the_background_and_blocks_a_bulk_terminate():
+    clock = task.Clock()
+    store = shared(own=1, foreign=3 * TAKEOVER_SLICE)
+    cluster, clients = cluster_with(store, 'c', clock=clock)
+
+    class Sharing:
+        instance_id = 'a'
+        stores = {'c': store}
+    runtime = Runtime({'c': cluster}, clock, Sharing())
+    commands = AdminCommands(runtime)
+    reply = commands.execute('takeover b').lines
+    assert reply[0].startswith('Took over ') and reply[1].startswith(
+        'Taking over the rest in the background: ')
+    assert commands.execute('ls numsessions').lines[3].startswith('Taking over b: ')
+    refused = commands.execute('terminate all').lines[0]
+    assert refused.startswith('ERROR: takeover b is running: ')
+    while runtime.bulk.job is not None:
+        clock.advance(TERMINATE_TICK)
+    assert store.ownership_counts() == (3 * TAKEOVER_SLICE + 1, 0)
+    assert commands.execute('ls numsessions').lines == (
+        'Current sessions own: %d' % (3 * TAKEOVER_SLICE + 1), 'Current sessions foreign: 0',
+        'Current sessions total: %d' % (3 * TAKEOVER_SLICE + 1), 'OK')

@@ -1,8 +1,9 @@
 """core/bulk.py: walking the session tables in slices, and terminate as a sliced job."""
 from __future__ import annotations
 
-from rtp_cluster.core.bulk import SessionWalk, TerminateJob, count_sessions
+from rtp_cluster.core.bulk import SessionWalk, TakeoverJob, TerminateJob, count_sessions
 from rtp_cluster.core.sessions import MemorySessionStore
+from rtp_cluster.core.sharing import Record
 from tests.support.session_tables import cluster_with, filled, shared
 
 
@@ -123,3 +124,18 @@ def test_an_operator_terminate_hears_of_a_member_that_does_not_answer():
     assert cluster.terminate_session('c1', lambda cmd, reply: refused.append((cmd, reply)))
     assert clients['m2'].sent == ['D c1 ft1'] and refused == [('D c1 ft1', 'E997')]
     assert cluster.counters.member_timeouts == 1 and 'c1' not in cluster.store
+
+
+def test_takeover_job_takes_over_a_peers_sessions_a_slice_at_a_time():
+    store = shared(own=2, foreign=5)
+    for i in range(3):
+        store.apply_record(Record('g%d' % i, 'c', 'm2', '', 'ft', '', 1.0, 1.0, 'z', 1, 1))
+    job = TakeoverJob({'c': store}, 'b')
+    assert job.total == 5 and job.name == 'takeover b'
+    assert job.step(4) is True and job.taken <= 4
+    while job.step(4):
+        pass
+    assert job.taken == 5 and store.foreign_counts() == {'z': 3}
+    everything = TakeoverJob({'c': store}, None)
+    assert everything.total == 3 and everything.step(100) is False and everything.taken == 3
+    assert store.ownership_counts() == (10, 0)
