@@ -260,8 +260,13 @@ class Cluster:
 
         `avoid`: members not to use (offline); `silent`: members that just did not answer
         (if nobody else can take the session the reply is the timeout code).  A first
-        attempt that times out is retried once on another member.
+        attempt that times out is retried once on another member.  A cluster holding its
+        `max_sessions` already answers as a full one.
         """
+        limit = self.config.max_sessions
+        if limit is not None and len(self.store) >= limit:
+            respond(protocol.E_NO_CAPACITY)
+            return
         member = self.pick_member(avoid | silent)
         if member is None:
             if silent:

@@ -186,6 +186,11 @@ ELEMENTS: dict[str, tuple[Child, ...]] = {
               'reply_cache_bytes', int, default=DEFAULT_REPLY_CACHE_BYTES,
               # written back only when set: the element is refused in unix clusters
               value_of=_unless_default('reply_cache_bytes', DEFAULT_REPLY_CACHE_BYTES)),
+        Child('max_sessions', _POSITIVE,
+              'at most this many sessions in the cluster (own and, with <redis>, foreign): a '
+              'new call beyond it is refused as by a full cluster (default: no limit; see the '
+              'README for the memory a session takes)', positive_int, 'max_sessions',
+              'int | None'),
         Child('rtpproxy', 'an <rtpproxy> element', 'a member RTPproxy', field='members',
               type='tuple[MemberConfig, ...]', many=True, container=True),
     ),

@@ -447,3 +447,18 @@ def test_a_reloaded_configuration_reaches_every_part_of_the_cluster():
     assert h.cluster.config is new
     assert h.cluster.rewriter.config is new and h.cluster.capabilities.config is new
     assert not h.cluster.soft_limit
+
+
+def test_a_cluster_at_its_max_sessions_answers_new_calls_as_a_full_cluster():
+    h = three()
+    h.cluster.config = dataclasses.replace(h.config, max_sessions=2)
+    assert h.cmd('U a 127.0.0.1 5000 ft')[0].isdigit()
+    assert h.cmd('U b 127.0.0.1 5000 ft')[0].isdigit()
+    offered = sum(len(session_calls(f)) for f in h.fakes.values())
+    assert h.cmd('U c 127.0.0.1 5000 ft') == protocol.E_NO_CAPACITY
+    assert sum(len(session_calls(f)) for f in h.fakes.values()) == offered   # nobody asked
+    assert h.cmd('U c 127.0.0.1 5000 ft tt') == protocol.E_NO_CAPACITY      # a late offer too
+    assert 'c' not in h.cluster.store
+    assert h.cmd('U a 127.0.0.1 5002 ft')[0].isdigit()       # a known call goes on as before
+    assert h.cmd('D b ft') == '0'
+    assert h.cmd('U c 127.0.0.1 5000 ft')[0].isdigit()       # room again

@@ -409,6 +409,19 @@ INVALID = {
         '<reply_cache_bytes>', 1,
         '<reply_cache_bytes> of rtp_cluster "C1": a unix control socket has no reply cache; '
         'expected it only in udp and udp6 clusters'),
+    'max_sessions zero': (
+        document(cluster(extra='<max_sessions>0</max_sessions>')),
+        '<max_sessions>', 1,
+        '<max_sessions> of rtp_cluster "C1": "0" is not a positive integer'),
+    'max_sessions not a number': (
+        document(cluster(extra='<max_sessions>200k</max_sessions>')),
+        '<max_sessions>', 1,
+        '<max_sessions> of rtp_cluster "C1": "200k" is not a positive integer'),
+    'two max_sessions': (
+        document(cluster(extra='<max_sessions>5</max_sessions><max_sessions>6</max_sessions>')),
+        '<max_sessions>', 1,
+        '<max_sessions> of rtp_cluster "C1": duplicate (first at line 6); '
+        'expected at most one <max_sessions> in <rtp_cluster>'),
     'two reply_cache_bytes': (
         document(cluster(extra='<reply_cache_bytes>2000000</reply_cache_bytes>'
                                '<reply_cache_bytes>2000000</reply_cache_bytes>')),
@@ -678,6 +691,15 @@ def test_reply_cache_bytes_defaults_to_64_mib_and_round_trips():
     assert config.clusters[0].reply_cache_bytes == 2000000
     assert round_trip(config) == config
     assert b'reply_cache_bytes' not in config_to_xml(parse_config(document(), SRC))
+
+
+def test_max_sessions_is_optional_and_round_trips():
+    (default,) = parse_config(document(), SRC).clusters
+    assert default.max_sessions is None
+    config = parse_config(document(cluster(extra='<max_sessions> 200000 </max_sessions>')), SRC)
+    assert config.clusters[0].max_sessions == 200000
+    assert round_trip(config) == config
+    assert b'max_sessions' not in config_to_xml(parse_config(document(), SRC))
 
 
 def test_same_member_name_in_two_clusters_is_fine():
