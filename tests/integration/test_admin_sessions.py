@@ -126,3 +126,16 @@ def test_the_control_path_keeps_answering_while_100000_sessions_are_terminated(p
     # a generous bound for a shared CI machine; the benchmark (make bench-stall) measures
     assert max(latencies) < 0.5, sorted(latencies)[-5:]
     assert held_by_members(members) == 0
+
+
+def test_a_cluster_at_its_max_sessions_refuses_new_calls_like_a_full_one(procs, tmp_path):
+    port = start_scripted_member(procs)
+    member = member_xml('m1', protocol='udp', address='127.0.0.1:%d' % port)
+    daemon = Daemon.start(procs, tmp_path, cluster_xml([member], extra='<max_sessions>3'
+                                                       '</max_sessions>'), wait_online=['m1'])
+    created = offer_sessions(udp_address(daemon.control), 'lim', 3)
+    assert len(created) == 3
+    assert daemon.command('U lim-x 127.0.0.1 5000 ftx') == 'E998\n'
+    assert held_by_members(['udp:127.0.0.1:%d' % port]) == 3      # the member never saw it
+    assert daemon.command('D lim-0 ft0') == '0\n'
+    assert daemon.command('U lim-x 127.0.0.1 5000 ftx')[0].isdigit()
