@@ -209,3 +209,26 @@ def test_sharing_scale_benchmark_runs_every_phase_on_a_small_scale(tmp_path):
     assert result['failover'] == {**result['failover'], 'sample': 30, 'answered_with_port': 30,
                                   'broadcasts': 0}
     assert result['load_during_resync']['errors'] == 0
+
+
+def test_stall_benchmark_measures_every_operation_on_a_small_scale(tmp_path):
+    """bench/stall.py end to end with 2,000 sessions: every operation is measured and the
+    terminate ends every session (the figures themselves are the benchmark's business)."""
+    import json
+    out = tmp_path / 'stall.json'
+    subprocess.run([sys.executable, '-m', 'bench.stall', '--sessions', '2000', '--rate', '100',
+                    '--concurrency', '32', '--seconds', '1', '--out', str(out)], cwd=ROOT,
+                   check=True, timeout=240, stdout=subprocess.DEVNULL)
+    result = json.loads(out.read_text())
+    out.unlink()
+    assert result['create']['sessions'] == 2000
+    assert [r['operation'] for r in result['runs']] == [
+        'baseline', 'ls numsessions', 'ls sessions --all', 'reload', 'terminate all']
+    for run in result['runs']:
+        assert run['v_ms']['n'] > 10 and run['v_ms']['lost'] == 0, run
+        assert run['load']['latency_ms']['U']['n'] > 0, run
+    listing = result['runs'][2]['admin']
+    assert listing['runs'] >= 1 and listing['lines_last_run'] >= 2001
+    assert result['runs'][4]['admin']['seconds'] is not None
+    assert result['sessions_left'] == 0
+    assert set(result['verdict']) >= {'p99_met', 'max_met', 'terminate_met'}

@@ -1,0 +1,302 @@
+"""Stall benchmark (issue 16): does a bulk admin operation hold up the control path?
+
+rtp_cluster in front of two scripted members (bench/fakemember.py) holds --sessions live
+sessions (200,000 by default).  Then, for a baseline without admin work and for each bulk
+admin operation in turn,
+
+    ls numsessions (repeated)   ls sessions --all (repeated)   reload (repeated)
+    terminate all (once, until every session is gone; it runs last)
+
+the control path is measured while the operation runs: `V` every 10 ms from a separate
+process (its latency p50/p99/max) and a load of --rate calls/s (U, L, D; loadgen) whose
+latencies are reported per command.  The admin commands are sent by rtp_cluster_client in
+child processes, as an operator would.  Printed as a table; written as JSON.
+
+    python -m bench.stall                      # 200,000 sessions, 1,000 calls/s
+    python -m bench.stall --sessions 20000 --seconds 5
+
+Targets (issue 16): p99 <= 20 ms and max <= 100 ms during every operation; terminate all of
+200,000 sessions within a minute.  On a shared machine the figures include the other
+tenants' noise: say so when quoting them.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from bench.loadgen import LoadGen, Stats, percentile
+from bench.members import ROOT, Fleet, cluster_available, free_udp_port, write_results
+
+HOST = '127.0.0.1'
+RESULTS = os.path.join(ROOT, 'bench', 'results', 'stall.json')
+PROBE_INTERVAL = 0.01          # s between two V probes
+TARGET_P99_MS, TARGET_MAX_MS, TARGET_TERMINATE_S = 20.0, 100.0, 60.0
+
+
+# --- the V prober (a child process: its timing is not disturbed by the load generator) ---------
+
+def probe_main(address: str, seconds: float) -> int:
+    """Send V every PROBE_INTERVAL for `seconds` (or until SIGTERM); print the latencies
+    (ms, None = no reply)."""
+    host, _, port = address.rpartition(':')
+    latencies: list[float | None] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    end = time.monotonic() + seconds
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, int(port)))
+        n = 0
+        while time.monotonic() < end and not stop.is_set():
+            n += 1
+            cookie = b'v%d' % n
+            sock.settimeout(2.0)
+            started = time.monotonic()
+            sock.send(cookie + b' V')
+            try:
+                while sock.recv(4096).split(b' ', 1)[0] != cookie:
+                    pass
+                latencies.append((time.monotonic() - started) * 1e3)
+            except socket.timeout:
+                latencies.append(None)
+            time.sleep(PROBE_INTERVAL)
+    print(json.dumps(latencies))
+    return 0
+
+
+def start_prober(address: tuple[str, int], seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-m', 'bench.stall', '--probe',
+                             '%s:%d' % address, '--seconds', str(seconds)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+
+def prober_result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate(timeout=120)
+    values = json.loads(out)
+    answered = sorted(v for v in values if v is not None)
+    return {'n': len(values), 'lost': len(values) - len(answered),
+            'p50': _round(percentile(answered, 50)), 'p99': _round(percentile(answered, 99)),
+            'max': _round(answered[-1] if answered else None)}
+
+
+def _round(value):
+    return None if value is None else round(value, 2)
+
+
+# --- admin operations ---------------------------------------------------------------------------
+
+def admin(socket_path: str, *words: str, timeout: float = 120.0) -> list[str]:
+    result = subprocess.run([sys.executable, '-m', 'rtp_cluster.admin_client', '-s',
+                             'unix:' + socket_path, '-t', '60'] + list(words), cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError('%s: %s %s' % (' '.join(words), result.stdout[-500:], result.stderr))
+    return result.stdout.splitlines()
+
+
+class Repeat:
+    """An admin command sent again and again (a child process each) until stopped."""
+
+    def __init__(self, socket_path: str, words: tuple[str, ...], pause: float) -> None:
+        self.socket_path, self.words, self.pause = socket_path, words, pause
+        self.runs: list[float] = []
+        self.lines = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.lines = len(admin(self.socket_path, *self.words))
+            self.runs.append(time.monotonic() - started)
+            self._stop.wait(self.pause)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(180)
+        return {'runs': len(self.runs), 'lines_last_run': self.lines,
+                'seconds_per_run': round(sum(self.runs) / len(self.runs), 3) if self.runs
+                else None}
+
+
+def sessions_left(socket_path: str) -> tuple[int, bool]:
+    """(sessions, a bulk job still runs) from ls numsessions."""
+    lines = admin(socket_path, 'ls', 'numsessions')
+    total = int(lines[0].rsplit(':', 1)[1])
+    return total, any(line.startswith(('Terminating', 'Taking over')) for line in lines)
+
+
+class Terminate:
+    """`terminate all` once; done when no session is left and no job runs."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.seconds: float | None = None
+        self.reply: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.done = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        self.reply = admin(self.socket_path, 'terminate', 'all')
+        while True:
+            total, running = sessions_left(self.socket_path)
+            if not running:
+                break
+            time.sleep(0.25)
+        self.seconds = time.monotonic() - started
+        self.done.set()
+
+    def stop(self) -> dict:
+        self._thread.join(300)
+        return {'seconds': round(self.seconds, 1) if self.seconds else None,
+                'reply': self.reply[:2]}
+
+
+# --- one measurement ---------------------------------------------------------------------------
+
+def load(addr: tuple[str, int], args) -> LoadGen:
+    return LoadGen(addr, args.concurrency, timeout=1.0, tries=5, rate=args.rate, hold=args.hold)
+
+
+def measure(name: str, addr: tuple[str, int], args, operation=None) -> dict:
+    """The control path's latencies while `operation` runs (None: the baseline)."""
+    seconds = args.seconds if not isinstance(operation, Terminate) else args.terminate_limit
+    prober = start_prober(addr, seconds)
+    if operation is not None:
+        operation.start()
+    parts: list[Stats] = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        gen = load(addr, args)
+        try:
+            parts.append(gen.run(min(5.0, seconds - (time.monotonic() - started)) or 0.5))
+        finally:
+            gen.close()
+        if isinstance(operation, Terminate) and operation.done.is_set():
+            break
+    if isinstance(operation, Terminate):
+        operation.done.wait(args.terminate_limit)
+        prober.send_signal(signal.SIGTERM)
+    result = {'operation': name, 'v_ms': prober_result(prober)}
+    stats = Stats.merge(parts).summary()
+    result['load'] = {'cycles_per_s': stats['cycles_per_s'], 'latency_ms': stats['latency_ms'],
+                      'errors': stats['errors'], 'timeouts': stats['timeouts']}
+    if operation is not None:
+        result['admin'] = operation.stop()
+    print(row(result), flush=True)
+    return result
+
+
+def row(result: dict) -> str:
+    v = result['v_ms']
+    lat = result['load']['latency_ms']
+    cells = ['%-22s' % result['operation'],
+             'V %6s %7s %7s' % (v['p50'], v['p99'], v['max'])]
+    for letter in ('U', 'L', 'D'):
+        one = lat.get(letter, {})
+        cells.append('%s %6s %7s' % (letter, one.get('p99'), one.get('max')))
+    admin_part = result.get('admin', {})
+    if 'seconds' in admin_part:
+        cells.append('took %s s' % admin_part['seconds'])
+    elif admin_part:
+        cells.append('%s runs, %s s each' % (admin_part['runs'], admin_part['seconds_per_run']))
+    return ' | '.join(cells)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def run(args) -> dict:
+    results: dict = {'when': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                     'host': platform.node(), 'cpus': os.cpu_count(),
+                     'sessions_requested': args.sessions, 'rate': args.rate,
+                     'seconds': args.seconds, 'targets': {
+                         'p99_ms': TARGET_P99_MS, 'max_ms': TARGET_MAX_MS,
+                         'terminate_all_s': TARGET_TERMINATE_S}, 'runs': []}
+    with Fleet() as fleet:
+        ports = [free_udp_port(HOST) for _ in range(3)]
+        fleet.fake_member('fake1', ports[0])
+        fleet.fake_member('fake2', ports[1])
+        fleet.cluster(ports[2], [('fake1', (HOST, ports[0])), ('fake2', (HOST, ports[1]))],
+                      HOST, capacity=max(1_000_000, 2 * args.sessions))
+        addr = (HOST, ports[2])
+        admin_socket = os.path.join(fleet.workdir, 'rtp_cluster-admin.sock')
+        holder = LoadGen(addr, 1, timeout=1.0, live_concurrency=128)
+        t0 = time.monotonic()
+        created = holder.create_live(args.sessions).summary()
+        results['create'] = {'sessions': len(holder.live),
+                             'seconds': round(time.monotonic() - t0, 1),
+                             'errors': created['errors'], 'timeouts': created['timeouts']}
+        holder.close()
+        print('%d sessions created in %.1f s' % (len(holder.live), results['create']['seconds']),
+              flush=True)
+        print('%-22s | V p50 p99 max (ms) | U/L/D p99 max (ms) at %d calls/s'
+              % ('operation', args.rate), flush=True)
+        runs = results['runs']
+        runs.append(measure('baseline', addr, args))
+        runs.append(measure('ls numsessions', addr, args,
+                            Repeat(admin_socket, ('ls', 'numsessions'), 0.05)))
+        runs.append(measure('ls sessions --all', addr, args,
+                            Repeat(admin_socket, ('ls', 'sessions', '--all'), 0.1)))
+        runs.append(measure('reload', addr, args, Repeat(admin_socket, ('reload',), 0.5)))
+        runs.append(measure('terminate all', addr, args, Terminate(admin_socket)))
+        results['sessions_left'] = sessions_left(admin_socket)[0]
+    results['verdict'] = verdict(results)
+    return results
+
+
+def verdict(results: dict) -> dict:
+    """Each target met or not, from the figures above (V and the load's U/L/D)."""
+    worst_p99 = worst_max = 0.0
+    for one in results['runs']:
+        figures = [one['v_ms']] + list(one['load']['latency_ms'].values())
+        worst_p99 = max([worst_p99] + [f['p99'] for f in figures if f.get('p99') is not None])
+        worst_max = max([worst_max] + [f['max'] for f in figures if f.get('max') is not None])
+    terminate = next((r['admin']['seconds'] for r in results['runs']
+                      if r['operation'] == 'terminate all'), None)
+    return {'worst_p99_ms': worst_p99, 'worst_max_ms': worst_max,
+            'terminate_all_s': terminate,
+            'p99_met': worst_p99 <= TARGET_P99_MS, 'max_met': worst_max <= TARGET_MAX_MS,
+            'terminate_met': terminate is not None and terminate < TARGET_TERMINATE_S}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description='control-path latency during bulk admin work')
+    ap.add_argument('--sessions', type=int, default=200_000)
+    ap.add_argument('--rate', type=float, default=1000.0, help='calls/s of the load (1000)')
+    ap.add_argument('--hold', type=float, default=0.1, help='s before L and before D (0.1)')
+    ap.add_argument('--concurrency', type=int, default=256, help='call slots of the load')
+    ap.add_argument('--seconds', type=float, default=10.0, help='per repeated operation (10)')
+    ap.add_argument('--terminate-limit', type=float, default=120.0,
+                    help='longest wait for terminate all (120 s)')
+    ap.add_argument('--out', default=RESULTS)
+    ap.add_argument('--probe', metavar='HOST:PORT', help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.probe:
+        return probe_main(args.probe, args.seconds)
+    if not cluster_available():
+        print('rtp_cluster daemon not found', file=sys.stderr)
+        return 2
+    results = run(args)
+    write_results(args.out, results)
+    print('\nverdict: %s' % json.dumps(results['verdict']))
+    print('results: %s' % args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
