@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 from .log import Logger
 
 from . import protocol
+from .bulk import SessionWalk
 from .counters import CounterGroup, Field, counter_group
 from .capabilities import Capabilities
 from .deadlines import DeadlineQueue
@@ -28,6 +29,7 @@ Respond = Callable[[str], None]
 NEW_SESSION_DEADLINE = 0.4      # s; well inside the 1 s retransmit interval of Kamailio/OpenSIPS
 DELETE_DEADLINE = 0.5           # s; a `D` is answered `0` by then even if the member is silent
 BROADCAST_DEADLINE = 0.5        # s; a member silent this long counts as not knowing the call
+FORGET_SLICE = 2000             # sessions looked at per reactor turn after a member's `X`
 
 
 class MemberDraining(ValueError):
@@ -406,12 +408,28 @@ class Cluster:
             remaining[0] -= 1
             if reply is not None and not protocol.is_error(reply):
                 ok[0] += 1
-                self.store.drop_member(member.name)
+                self._forget_sessions_of(member.name)
             if remaining[0] == 0:
                 respond('0' if ok[0] else protocol.E_MEMBER_TIMEOUT)
 
         for member in online:
             member.send(cmd.serialize(), lambda r, m=member: collect(m, r))
+
+    def _forget_sessions_of(self, name: str) -> None:
+        """The member `name` deleted every session (`X`): forget ours of it, FORGET_SLICE
+        call-ids per reactor turn (at 200,000 sessions one pass would hold the reactor for
+        a good part of a second)."""
+        if not self.store.count(name):
+            return
+        walk = SessionWalk([(self.name, self.store)])
+
+        def forget_slice() -> None:
+            for _, info in walk.next_slice(FORGET_SLICE):
+                if info.member == name:
+                    self.store.unbind(info.call_id)
+            if not walk.done:
+                self.clock.callLater(0, forget_slice)
+        forget_slice()
 
     # --- operator actions on sessions -------------------------------------------------------
 

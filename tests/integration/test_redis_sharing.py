@@ -779,3 +779,23 @@ def test_a_killed_peer_shows_dead_in_ls_peers_within_its_presence_ttl(env):
     b.kill()
     took = wait_for(lambda: b_alive() == 'no', 10, 'a takes b for dead')
     assert took <= 3.0 + 1.5, 'b shown alive for %.1f s after it was killed' % took
+
+
+def test_terminate_foreign_stays_terminated_through_resyncs(env):
+    """Issue 16: `terminate foreign` used to be undone by the next resync.  The peer's
+    records are not written; the calls are remembered as terminated until their owner
+    deletes them, and a call with the same id after that is learnt again."""
+    a, b = env.instance('a'), env.instance('b')
+    calls = ['tf-%d' % i for i in range(20)]
+    create_calls(a, calls)
+    wait_for(lambda: b.counts() == (0, 20), 5, 'b knows the calls')
+    assert b.admin('terminate foreign') == ['Terminated own: 0', 'Terminated foreign: 20']
+    assert b.counts() == (0, 0)
+    b.resync_done()
+    b.resync_done()
+    assert b.counts() == (0, 0), 'a resync brought terminated calls back'
+    assert set(env.keys('a')) == set(calls) and a.counts() == (20, 0)   # the owner's untouched
+    assert batch(a.control, ['D %s ft-%s tt-%s' % (c, c, c) for c in calls]) == ['0'] * 20
+    wait_for(lambda: env.keys('a') == {}, 5, "a's keys deleted")
+    create_calls(a, calls[:5])
+    wait_for(lambda: b.counts() == (0, 5), 5, 'b learns the new calls with the old ids')

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rtp_cluster.core.bulk import SessionWalk, TakeoverJob, TerminateJob, count_sessions
 from rtp_cluster.core.sessions import MemorySessionStore
 from rtp_cluster.core.sharing import Record
-from tests.support.session_tables import cluster_with, filled, shared
+from tests.support.session_tables import RecordingClient, cluster_with, filled, shared
 
 
 def test_a_walk_visits_every_session_once_in_slices_of_the_size_asked():
@@ -139,3 +139,29 @@ def test_takeover_job_takes_over_a_peers_sessions_a_slice_at_a_time():
     everything = TakeoverJob({'c': store}, None)
     assert everything.total == 3 and everything.step(100) is False and everything.taken == 3
     assert store.ownership_counts() == (10, 0)
+
+
+class WipingClient(RecordingClient):
+    """Answers X (delete every session) with 0 too."""
+
+    def send(self, text, callback, timeout=None):
+        self.sent.append(text)
+        callback('0' if text[:1] in 'DX' else 'E1')
+
+
+def test_after_a_members_x_its_sessions_are_forgotten_a_slice_per_turn():
+    from rtp_cluster.core.cluster import FORGET_SLICE
+    from rtp_cluster.core.protocol import parse_command
+    cluster, clients = cluster_with(filled(3 * FORGET_SLICE), client=WipingClient)
+    replies = []
+    cluster.handle(parse_command('X'), replies.append)
+    assert replies == ['0']
+    assert 0 < len(cluster.store) < 3 * FORGET_SLICE            # the first slice only
+    turns = 0
+    clock = cluster.clock
+    while clock.calls and turns < 100:       # one delayed call per turn, as a reactor runs them
+        call = clock.calls.pop(0)
+        call.called = 1
+        call.func(*call.args, **call.kw)
+        turns += 1
+    assert len(cluster.store) == 0 and turns >= 2
