@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from ..core.admin_text import escape
 from ..core.bulk import WHICH, SessionWalk, TakeoverJob, TerminateJob, count_sessions
-from ..core.sessions import SessionInfo, Which
+from ..core.sessions import SessionInfo, SessionStore, Which
 from .admin_registry import AdminCommand, AdminError, AdminRegistry, AdminReply, UsageError
 
 __all__ = ['register', 'SESSION_COMMANDS', 'BulkWork', 'show', 'DEFAULT_PAGE', 'LIST_SLICE',
@@ -113,7 +113,7 @@ def _age(seconds: float) -> str:
     return '%.1fs' % max(0.0, seconds)
 
 
-def _stores(runtime) -> list[tuple[str, object]]:
+def _stores(runtime) -> list[tuple[str, SessionStore]]:
     return [(name, cluster.store) for name, cluster in runtime.clusters.items()]
 
 
@@ -136,31 +136,26 @@ def _ls_numsessions(runtime, args: list[str]) -> list[str]:
 
 # --- ls sessions ---------------------------------------------------------------------------------
 
-def _parse_listing(args: list[str]) -> tuple[Which, int | None]:
-    """[all|own|foreign] [LIMIT|--all] -> (which, limit: None for every session); without
-    LIMIT or --all, DEFAULT_PAGE."""
-    which: Which = 'all'
-    limit: int | None = DEFAULT_PAGE
+def _parse_listing(args: list[str]) -> tuple[Which, int | None, bool]:
+    """[all|own|foreign] [LIMIT|--all] -> (which, limit: None for every session, paged:
+    neither LIMIT nor --all was given, so the limit is DEFAULT_PAGE)."""
     rest = list(args)
-    if rest and rest[0] in WHICH:
-        which = rest.pop(0)          # type: ignore[assignment]
-    if rest:
-        word = rest.pop(0)
-        if word == '--all':
-            limit = None
-        elif word.isdigit() and len(word) <= 9 and int(word) > 0:
-            limit = int(word)
-        else:
-            raise UsageError('"%s" is neither all, own, foreign, --all nor a limit' % show(word))
+    which: Which = rest.pop(0) if rest and rest[0] in WHICH else 'all'   # type: ignore
+    if not rest:
+        return which, DEFAULT_PAGE, True
+    word = rest.pop(0)
     if rest:
         raise UsageError('unexpected argument "%s"' % show(rest[0]))
-    return which, limit
+    if word == '--all':
+        return which, None, False
+    if word.isdigit() and len(word) <= 9 and int(word) > 0:
+        return which, int(word), False
+    raise UsageError('"%s" is neither all, own, foreign, --all nor a limit' % show(word))
 
 
 def _ls_sessions(runtime, args: list[str]) -> AdminReply | list[str]:
-    which, limit = _parse_listing(args)
-    listing = Listing(runtime, which, limit, paged=limit == DEFAULT_PAGE and
-                      not any(word.isdigit() for word in args))
+    which, limit, paged = _parse_listing(args)
+    listing = Listing(runtime, which, limit, paged)
     first = listing.batch()
     if listing.finished:
         return first                 # one slice was enough: answered in this turn

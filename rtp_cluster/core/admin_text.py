@@ -40,6 +40,8 @@ def escape(text: str) -> str:
     A result that would read as the end of a reply (``OK``, ``ERROR...``) has its first
     character escaped too, so it stays unambiguous wherever it is printed.
     """
+    if text.isprintable() and '\\' not in text:
+        return guard_line(text)      # the common case, without a Python loop per character
     out = ''.join(char if char.isprintable() and char != '\\' else
                   '\\\\' if char == '\\' else _escape_char(char) for char in text)
     return guard_line(out)
