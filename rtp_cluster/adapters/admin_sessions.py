@@ -368,12 +368,21 @@ class BulkWork:
                      cmd=command[:200])
 
     def progress_lines(self, sharing: bool) -> list[str]:
-        if self.job is None:
-            return []
+        """`ls numsessions` while a job runs: `LABEL: NUMBER` lines, like the counts, so
+        that scripts reading those keep working."""
         job = self.job
-        doing = ('Taking over %s' % (job.peer or 'all') if isinstance(job, TakeoverJob) else
-                 'Terminating %s' % job.which)
-        return ['%s: %s' % (doing, _progress(job, sharing))]
+        if job is None:
+            return []
+        if isinstance(job, TakeoverJob):
+            doing = 'Taking over %s' % (job.peer or 'all')
+            done = [('sessions taken over', job.taken)]
+        else:
+            doing = 'Terminating %s' % job.which
+            done = ([('own sessions ended', job.own_done),
+                     ('foreign sessions ended', job.foreign_done)] if sharing else
+                    [('sessions ended', job.ended)])
+        return ['%s, %s: %d' % (doing, what, n)
+                for what, n in done + [('sessions left to look at', job.left())]]
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():

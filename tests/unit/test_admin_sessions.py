@@ -155,8 +155,8 @@ def test_terminate_all_ends_a_slice_at_once_and_the_rest_paced_in_the_background
     assert len(sent(clients)) == TERMINATE_SLICE
     assert commands.execute('ls numsessions').lines == (
         'Current sessions total: %d' % (total - TERMINATE_SLICE),
-        'Terminating all: %d sessions ended, %d left to look at' % (
-            TERMINATE_SLICE, total - TERMINATE_SLICE), 'OK')
+        'Terminating all, sessions ended: %d' % TERMINATE_SLICE,
+        'Terminating all, sessions left to look at: %d' % (total - TERMINATE_SLICE), 'OK')
     refused = commands.execute('terminate own').lines
     assert len(refused) == 1 and refused[0].startswith('ERROR: terminate all is running: ')
     assert commands.execute('terminate a%d' % (total - 1)).lines == ('Terminated: 1', 'OK')
@@ -181,8 +181,11 @@ def test_terminate_foreign_in_the_background_keeps_the_sharing_output():
     commands = AdminCommands(runtime)
     reply = commands.execute('terminate foreign').lines
     assert reply[:2] == ('Terminated own: 0', 'Terminated foreign: %d' % (TERMINATE_SLICE - 5))
-    assert commands.execute('ls numsessions').lines[3].startswith(
-        'Terminating foreign: 0 own and %d foreign sessions ended' % (TERMINATE_SLICE - 5))
+    assert commands.execute('ls numsessions').lines[3:6] == (
+        'Terminating foreign, own sessions ended: 0',
+        'Terminating foreign, foreign sessions ended: %d' % (TERMINATE_SLICE - 5),
+        'Terminating foreign, sessions left to look at: %d' % (2 * TERMINATE_SLICE + 5
+                                                              - TERMINATE_SLICE))
     clock.advance(TERMINATE_TICK)
     clock.advance(TERMINATE_TICK)
     assert runtime.bulk.job is None
@@ -211,7 +214,10 @@ def test_a_large_takeover_runs_in_the_background_and_blocks_a_bulk_terminate():
     reply = commands.execute('takeover b').lines
     assert reply[0].startswith('Took over ') and reply[1].startswith(
         'Taking over the rest in the background: ')
-    assert commands.execute('ls numsessions').lines[3].startswith('Taking over b: ')
+    progress = commands.execute('ls numsessions').lines
+    assert progress[3].startswith('Taking over b, sessions taken over: ')
+    assert progress[4].startswith('Taking over b, sessions left to look at: ')
+    assert all(int(line.split(':', 1)[1]) >= 0 for line in progress[:-1])   # LABEL: NUMBER
     refused = commands.execute('terminate all').lines[0]
     assert refused.startswith('ERROR: takeover b is running: ')
     while runtime.bulk.job is not None:
