@@ -81,12 +81,14 @@ def test_terminate_one_session_without_sharing():
 def test_ls_sessions_shows_a_page_by_default_and_says_how_many_more():
     runtime, commands, clock, clients = world(DEFAULT_PAGE + 500)
     reply = commands.execute('ls sessions')
-    assert reply.more is None                          # one slice: answered at once
-    assert len(reply.lines) == DEFAULT_PAGE + 2
-    assert reply.lines[-2:] == ('... 500 more (ls sessions all --all lists every one)', 'OK')
-    assert commands.execute('ls sessions own').lines[-2] == \
+    assert (reply.more is None) == (DEFAULT_PAGE <= LIST_SLICE)   # a page per slice at most
+    lines = reply.complete().lines
+    assert len(lines) == DEFAULT_PAGE + 2
+    assert lines[-2:] == ('... 500 more (ls sessions all --all lists every one)', 'OK')
+    assert commands.execute('ls sessions own').complete().lines[-2] == \
         '... 500 more (ls sessions own --all lists every one)'
-    assert len(commands.execute('ls sessions 7').lines) == 8           # a LIMIT: no "more" line
+    few = commands.execute('ls sessions 7')
+    assert few.more is None and len(few.lines) == 8        # a LIMIT: no "more" line
 
 
 def test_ls_sessions_all_is_streamed_a_slice_per_batch():
@@ -226,3 +228,14 @@ def test_a_large_takeover_runs_in_the_background_and_blocks_a_bulk_terminate():
     assert commands.execute('ls numsessions').lines == (
         'Current sessions own: %d' % (3 * TAKEOVER_SLICE + 1), 'Current sessions foreign: 0',
         'Current sessions total: %d' % (3 * TAKEOVER_SLICE + 1), 'OK')
+
+
+def test_a_late_tick_is_made_up_by_a_larger_step_up_to_twice_the_slice():
+    runtime, commands, clock, clients = world(20 * TERMINATE_SLICE)
+    commands.execute('terminate all')
+    before = len(sent(clients))
+    clock.advance(1.5 * TERMINATE_TICK)               # one tick, half a tick late
+    assert len(sent(clients)) - before == round(1.5 * TERMINATE_SLICE)
+    before = len(sent(clients))
+    clock.advance(10 * TERMINATE_TICK)                # very late: at most twice the slice
+    assert len(sent(clients)) - before == 2 * TERMINATE_SLICE
