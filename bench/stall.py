@@ -9,8 +9,9 @@ admin operation in turn,
 
 the control path is measured while the operation runs: `V` every 10 ms from a separate
 process (its latency p50/p99/max) and a load of --rate calls/s (U, L, D; loadgen) whose
-latencies are reported per command.  The admin commands are sent by rtp_cluster_client in
-child processes, as an operator would.  Printed as a table; written as JSON.
+latencies are reported per command.  The admin commands go over one admin connection from
+a child process (starting an interpreter per command would compete with the daemon for
+the CPU).  Printed as a table; written as JSON.
 
     python -m bench.stall                      # 200,000 sessions, 1,000 calls/s
     python -m bench.stall --sessions 20000 --seconds 5
@@ -35,6 +36,7 @@ import time
 
 from bench.loadgen import LoadGen, Stats, percentile
 from bench.members import ROOT, Fleet, cluster_available, free_udp_port, write_results
+from rtp_cluster.admin_client import read_reply
 
 HOST = '127.0.0.1'
 RESULTS = os.path.join(ROOT, 'bench', 'results', 'stall.json')
@@ -91,80 +93,83 @@ def _round(value):
     return None if value is None else round(value, 2)
 
 
-# --- admin operations ---------------------------------------------------------------------------
+# --- admin operations (a child process on one admin connection: no interpreter start per
+#     command competing with the daemon for the CPU) ---------------------------------------------
 
-def admin(socket_path: str, *words: str, timeout: float = 120.0) -> list[str]:
-    result = subprocess.run([sys.executable, '-m', 'rtp_cluster.admin_client', '-s',
-                             'unix:' + socket_path, '-t', '60'] + list(words), cwd=ROOT,
-                            capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError('%s: %s %s' % (' '.join(words), result.stdout[-500:], result.stderr))
-    return result.stdout.splitlines()
+class AdminConnection:
+    """One connection to the admin socket; `ask(line)` gives the reply lines."""
 
+    def __init__(self, socket_path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(socket_path)
 
-class Repeat:
-    """An admin command sent again and again (a child process each) until stopped."""
+    def ask(self, line: str) -> list[str]:
+        self.sock.sendall(line.encode() + b'\n')
+        reply = read_reply(self.sock, 60.0)
+        if reply[-1] != 'OK':
+            raise RuntimeError('%s: %s' % (line, reply[-1]))
+        return reply
 
-    def __init__(self, socket_path: str, words: tuple[str, ...], pause: float) -> None:
-        self.socket_path, self.words, self.pause = socket_path, words, pause
-        self.runs: list[float] = []
-        self.lines = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            self.lines = len(admin(self.socket_path, *self.words))
-            self.runs.append(time.monotonic() - started)
-            self._stop.wait(self.pause)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join(180)
-        return {'runs': len(self.runs), 'lines_last_run': self.lines,
-                'seconds_per_run': round(sum(self.runs) / len(self.runs), 3) if self.runs
-                else None}
+    def close(self) -> None:
+        self.sock.close()
 
 
-def sessions_left(socket_path: str) -> tuple[int, bool]:
+def sessions_left(connection: AdminConnection) -> tuple[int, bool]:
     """(sessions, a bulk job still runs) from ls numsessions."""
-    lines = admin(socket_path, 'ls', 'numsessions')
+    lines = connection.ask('ls numsessions')
     total = int(lines[0].rsplit(':', 1)[1])
     return total, any(line.startswith(('Terminating', 'Taking over')) for line in lines)
 
 
-class Terminate:
-    """`terminate all` once; done when no session is left and no job runs."""
+def admin_main(socket_path: str, command: str, seconds: float, pause: float) -> int:
+    """`command` again and again for `seconds` (`terminate all`: once, then its progress
+    until it is done); prints what it saw as JSON."""
+    connection = AdminConnection(socket_path)
+    started = time.monotonic()
+    if command == 'terminate all':
+        reply = connection.ask(command)
+        while sessions_left(connection)[1]:
+            time.sleep(0.25)
+        result = {'seconds': round(time.monotonic() - started, 1), 'reply': reply[:2]}
+    else:
+        runs: list[float] = []
+        lines = 0
+        while time.monotonic() - started < seconds:
+            begun = time.monotonic()
+            lines = len(connection.ask(command))
+            runs.append(time.monotonic() - begun)
+            time.sleep(pause)
+        result = {'runs': len(runs), 'lines_last_run': lines,
+                  'seconds_per_run': round(sum(runs) / len(runs), 3)}
+    connection.close()
+    print(json.dumps(result))
+    return 0
 
-    def __init__(self, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self.seconds: float | None = None
-        self.reply: list[str] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.done = threading.Event()
+
+class AdminWork:
+    """An admin operation run by a child process (admin_main) while the load runs."""
+
+    def __init__(self, socket_path: str, command: str, seconds: float, pause: float) -> None:
+        self.command = command
+        self.argv = [sys.executable, '-m', 'bench.stall', '--admin', socket_path,
+                     '--command', command, '--seconds', str(seconds), '--pause', str(pause)]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def once(self) -> bool:
+        return self.command == 'terminate all'
 
     def start(self) -> None:
-        self._thread.start()
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
-    def _run(self) -> None:
-        started = time.monotonic()
-        self.reply = admin(self.socket_path, 'terminate', 'all')
-        while True:
-            total, running = sessions_left(self.socket_path)
-            if not running:
-                break
-            time.sleep(0.25)
-        self.seconds = time.monotonic() - started
-        self.done.set()
+    def finished(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
 
-    def stop(self) -> dict:
-        self._thread.join(300)
-        return {'seconds': round(self.seconds, 1) if self.seconds else None,
-                'reply': self.reply[:2]}
+    def stop(self, timeout: float) -> dict:
+        out, _ = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise RuntimeError('admin work %r failed' % self.command)
+        return json.loads(out)
 
 
 # --- one measurement ---------------------------------------------------------------------------
@@ -173,9 +178,10 @@ def load(addr: tuple[str, int], args) -> LoadGen:
     return LoadGen(addr, args.concurrency, timeout=1.0, tries=5, rate=args.rate, hold=args.hold)
 
 
-def measure(name: str, addr: tuple[str, int], args, operation=None) -> dict:
+def measure(name: str, addr: tuple[str, int], args, operation: AdminWork | None = None) -> dict:
     """The control path's latencies while `operation` runs (None: the baseline)."""
-    seconds = args.seconds if not isinstance(operation, Terminate) else args.terminate_limit
+    once = operation is not None and operation.once
+    seconds = args.terminate_limit if once else args.seconds
     prober = start_prober(addr, seconds)
     if operation is not None:
         operation.start()
@@ -184,20 +190,19 @@ def measure(name: str, addr: tuple[str, int], args, operation=None) -> dict:
     while time.monotonic() - started < seconds:
         gen = load(addr, args)
         try:
-            parts.append(gen.run(min(5.0, seconds - (time.monotonic() - started)) or 0.5))
+            parts.append(gen.run(max(0.5, min(5.0, seconds - (time.monotonic() - started)))))
         finally:
             gen.close()
-        if isinstance(operation, Terminate) and operation.done.is_set():
+        if once and operation.finished():
             break
-    if isinstance(operation, Terminate):
-        operation.done.wait(args.terminate_limit)
+    if once:
         prober.send_signal(signal.SIGTERM)
     result = {'operation': name, 'v_ms': prober_result(prober)}
     stats = Stats.merge(parts).summary()
     result['load'] = {'cycles_per_s': stats['cycles_per_s'], 'latency_ms': stats['latency_ms'],
                       'errors': stats['errors'], 'timeouts': stats['timeouts']}
     if operation is not None:
-        result['admin'] = operation.stop()
+        result['admin'] = operation.stop(args.terminate_limit)
     print(row(result), flush=True)
     return result
 
@@ -248,13 +253,13 @@ def run(args) -> dict:
               % ('operation', args.rate), flush=True)
         runs = results['runs']
         runs.append(measure('baseline', addr, args))
-        runs.append(measure('ls numsessions', addr, args,
-                            Repeat(admin_socket, ('ls', 'numsessions'), 0.05)))
-        runs.append(measure('ls sessions --all', addr, args,
-                            Repeat(admin_socket, ('ls', 'sessions', '--all'), 0.1)))
-        runs.append(measure('reload', addr, args, Repeat(admin_socket, ('reload',), 0.5)))
-        runs.append(measure('terminate all', addr, args, Terminate(admin_socket)))
-        results['sessions_left'] = sessions_left(admin_socket)[0]
+        for command, pause in (('ls numsessions', 0.05), ('ls sessions --all', 0.1),
+                               ('reload', 0.5), ('terminate all', 0.0)):
+            runs.append(measure(command, addr, args,
+                                AdminWork(admin_socket, command, args.seconds, pause)))
+        connection = AdminConnection(admin_socket)
+        results['sessions_left'] = sessions_left(connection)[0]
+        connection.close()
     results['verdict'] = verdict(results)
     return results
 
@@ -285,9 +290,14 @@ def main(argv: list[str] | None = None) -> int:
                     help='longest wait for terminate all (120 s)')
     ap.add_argument('--out', default=RESULTS)
     ap.add_argument('--probe', metavar='HOST:PORT', help=argparse.SUPPRESS)
+    ap.add_argument('--admin', metavar='SOCKET', help=argparse.SUPPRESS)
+    ap.add_argument('--command', help=argparse.SUPPRESS)
+    ap.add_argument('--pause', type=float, default=0.1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.probe:
         return probe_main(args.probe, args.seconds)
+    if args.admin:
+        return admin_main(args.admin, args.command, args.seconds, args.pause)
     if not cluster_available():
         print('rtp_cluster daemon not found', file=sys.stderr)
         return 2
