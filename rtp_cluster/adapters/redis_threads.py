@@ -50,6 +50,13 @@ def _text(value) -> str:
     return value.decode('latin-1') if isinstance(value, bytes) else str(value)
 
 
+def _wire(text: str) -> bytes:
+    """Keys and patterns go to redis-py as bytes: with hiredis installed redis-py packs a
+    `str` as UTF-8 whatever its `encoding`, and a call-id byte such as 0x85 would then name
+    another key."""
+    return text.encode('latin-1')
+
+
 class SharingThreads:
     """The threads of `RedisSharing` (its base): they read `self.state`, `self.reactor`,
     `self.config` and `self._client_factory`, and hand every result to the reactor."""
@@ -114,7 +121,7 @@ class SharingThreads:
                     self._patterns_changed.clear()
                     moved.clear()
                     pubsub = self._client_factory().pubsub()
-                    pubsub.psubscribe(*self._patterns)
+                    pubsub.psubscribe(*map(_wire, self._patterns))
                 self._pump(pubsub)
                 backoff.reset()
             except Exception as exc:
@@ -207,13 +214,13 @@ class SharingThreads:
             chunk = keys[start:start + SCAN_COUNT]
             pipe = client.pipeline(transaction=False)
             for key in chunk:
-                pipe.hgetall(key)
+                pipe.hgetall(_wire(key))
             for key, value in zip(chunk, pipe.execute(raise_on_error=False)):
                 results.append((key, value if isinstance(value, dict) else {'_error': str(value)}))
         return results
 
     def _scan(self, client, pattern: str):
-        for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+        for key in client.scan_iter(match=_wire(pattern), count=SCAN_COUNT):
             yield _text(key)
 
     def _load_prefix(self, client, prefix: str, source: str) -> list[str]:
