@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
 
+from tests.support.session_tables import RecordingClient
 from rtp_cluster.adapters.admin import AdminCommands
 from rtp_cluster.adapters.admin_sessions import BulkWork
 from rtp_cluster.adapters.admin_sharing import NOT_CONFIGURED, execute_sharing_command, show
@@ -532,19 +533,6 @@ def test_final_timeout_zero_disables_it():
 
 # --- admin commands (no Redis: RedisSharing is never started) ------------------------------------
 
-class RecordingClient:
-    """A member client that answers D with 0 and records every command."""
-    rtt = None
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, text, callback, timeout=None):
-        self.sent.append(text)
-        callback('0' if text.startswith('D') else 'E1')
-
-    def close(self):
-        pass
 
 
 class FakeRuntime:
