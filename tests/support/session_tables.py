@@ -26,11 +26,11 @@ class RecordingClient:
 
 
 def cluster_with(store=None, name='c', members=('m1', 'm2'), clock=None,
-                 client=lambda: RecordingClient()):
+                 client=lambda: RecordingClient(), capacity: int = 10 ** 6):
     """A cluster on `store` with online members whose clients (`client()`, by default
     recording what they are sent and answering D with 0) are returned by member name."""
     clock = clock or task.Clock()
-    configs = tuple(MemberConfig(m, Endpoint('udp', '127.0.0.1', 7001 + i), 100, 10 ** 6)
+    configs = tuple(MemberConfig(m, Endpoint('udp', '127.0.0.1', 7001 + i), 100, capacity)
                     for i, m in enumerate(members))
     cluster = Cluster(ClusterConfig(name, Endpoint('udp', '127.0.0.1', 7000), configs), clock,
                       store=store)

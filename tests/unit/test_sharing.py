@@ -11,13 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
 
-from tests.support.session_tables import RecordingClient
+from tests.support.session_tables import cluster_with
 from rtp_cluster.adapters.admin import AdminCommands
 from rtp_cluster.adapters.admin_sessions import BulkWork
 from rtp_cluster.adapters.admin_sharing import NOT_CONFIGURED, execute_sharing_command, show
-from rtp_cluster.core.cluster import Cluster
-from rtp_cluster.core.config import ClusterConfig, Endpoint, MemberConfig, RedisConfig
-from rtp_cluster.core.member import ONLINE, Member
+from rtp_cluster.core.config import RedisConfig
 from rtp_cluster.adapters.redis_sharing import RedisSharing
 from rtp_cluster.core.protocol import parse_command
 from rtp_cluster.core.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
@@ -534,7 +532,6 @@ def test_final_timeout_zero_disables_it():
 # --- admin commands (no Redis: RedisSharing is never started) ------------------------------------
 
 
-
 class FakeRuntime:
     def __init__(self, sharing, clusters, clock=None) -> None:
         self.sharing = sharing
@@ -550,16 +547,8 @@ def sharing_cluster(me='a', peers=(), clock=None):
     sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
                            reactor=clock, client_factory=lambda: None)
     clock = clock or task.Clock()
-    configs = (MemberConfig('m1', Endpoint('udp', '127.0.0.1', 7001), 100, 1000),
-               MemberConfig('m2', Endpoint('udp', '127.0.0.1', 7002), 100, 1000))
-    cluster = Cluster(ClusterConfig('test', Endpoint('udp', '127.0.0.1', 7000), configs), clock,
-                      store=sharing.store_for('test', 3600.0))
-    clients = {}
-    for config in configs:
-        clients[config.name] = RecordingClient()
-        member = Member(config, clients[config.name], clock)
-        member.state = ONLINE
-        cluster.add_member(member)
+    cluster, clients = cluster_with(sharing.store_for('test', 3600.0), 'test', clock=clock,
+                                    capacity=1000)
     return sharing, cluster, clients
 
 
