@@ -24,7 +24,7 @@ Nothing here holds the reactor for long at 200,000 sessions (issue 16):
 from __future__ import annotations
 
 import time
-from typing import Generator, Iterable
+from typing import Generator
 
 from twisted.logger import Logger
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 import time
 from functools import lru_cache
-from typing import Iterable
 
 from twisted.logger import Logger
 

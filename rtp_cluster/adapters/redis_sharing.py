@@ -199,7 +199,7 @@ class RedisSharing(SharingThreads):
 
     @property
     def degraded(self) -> bool:
-        return self.state.degraded
+        return self.state.link.degraded
 
     @property
     def peers(self) -> dict[str, dict]:
@@ -226,7 +226,7 @@ class RedisSharing(SharingThreads):
         return self.state.unsubscribe(peer)
 
     def take_over(self, peer: str | None) -> int:
-        return self.state.take_over(peer)
+        return self.state.stores.take_over_all(peer)
 
     def request_resync(self) -> None:
         self.state.request_resync()
@@ -243,11 +243,11 @@ class RedisSharing(SharingThreads):
 
     def status(self) -> dict[str, Any]:
         state = self.state
-        own, foreign = state.ownership_counts()
+        own, foreign = state.stores.ownership_counts()
         master = self.locator.current if self.locator is not None else None
         return {'instance_id': state.instance_id, 'url': describe_server(self.config, master),
                 'sentinel_watch': self._watch_text(),
-                'state': 'degraded' if state.degraded else 'connected',
+                'state': 'degraded' if state.link.degraded else 'connected',
                 'subscriber': 'connected' if state.subscriber_connected else 'disconnected',
                 'queue_depth': self.queue_depth(), 'last_error': state.last_error,
                 'writes': self.writer.writes_ok, 'transactions': self.writer.transactions,
@@ -256,8 +256,8 @@ class RedisSharing(SharingThreads):
                 'last_resync': dict(state.last_resync),
                 'resyncs': state.redis_counters.resyncs, 'events': state.events_received,
                 'bad_events': state.bad_events, 'own': own, 'foreign': foreign,
-                'counters': state.counters.as_dict(), 'redis_run_id': state.redis_run_id or '',
-                'synced_run_id': state.synced_run_id, 'tunables': tunables(self.config),
+                'counters': state.counters.as_dict(), 'redis_run_id': state.link.redis_run_id or '',
+                'synced_run_id': state.link.synced_run_id, 'tunables': tunables(self.config),
                 'checks': ([(f.level, f.text) for f in self.checks.findings]
                            if self.checks.checked else None)}
 
@@ -367,7 +367,7 @@ class RedisSharing(SharingThreads):
         """The writer's node is not the master, or the master was switched: the threads
         leave it too, once per search (each of their reconnects costs a resync; while the
         sentinels still name a demoted node, the writer finds it a replica at every try)."""
-        searching = bool(self.state.rewrite_due)
+        searching = bool(self.state.link.rewrite_due)
         self.state.on_new_master(why)
         if not searching:
             self.master_moved()

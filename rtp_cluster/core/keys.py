@@ -16,7 +16,7 @@ cluster whose name has either were written unescaped by older versions and no lo
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 SESSIONS = 's'
 PRESENCE = 'n'
@@ -98,3 +98,17 @@ def parse_presence_key(namespace: str, key: str) -> str | None:
     if not key.startswith(head) or len(key) == len(head) or ':' in key[len(head):]:
         return None
     return key[len(head):]
+
+
+def group_session_keys(namespace: str, keys: Iterable[str]) -> tuple[dict[tuple[str, str],
+                                                                           set[str]], int]:
+    """The call-ids of the session keys among `keys` by (owner, cluster), and how many keys
+    there were in all."""
+    groups: dict[tuple[str, str], set[str]] = {}
+    count = 0
+    for key in keys:
+        count += 1
+        parsed = parse_session_key(namespace, key)
+        if parsed is not None:
+            groups.setdefault((parsed.owner, parsed.cluster), set()).add(parsed.call_id)
+    return groups, count

@@ -30,8 +30,8 @@ import random
 from typing import Any, Callable, Iterable, Mapping
 
 from .counters import Field, counter_group
-from .keys import (SessionKey, parse_presence_key, parse_session_key, presence_key,
-                   presence_pattern, session_key, session_prefix)
+from .keys import (SessionKey, group_session_keys, parse_presence_key, parse_session_key,
+                   presence_key, presence_pattern, session_key, session_prefix)
 from .sessions import DEFAULT_SESSION_TTL
 from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, SharingCounters,
                       Tombstone, decode_record)
@@ -39,7 +39,7 @@ from .sharing_actions import (Action, Barrier, Identity, ListOwn, LoadOwn, Log, 
                               Refresh, Resume, Resync, Subscribe, WhenFlushed, Write,
                               WritePresence)
 from .sharing_views import (DUPLICATE_WINDOW, DuplicateWatch, OwnLoad, PeerView,
-                            PendingTombstones, ReadOrder)
+                            PendingTombstones, ReadOrder, ServerLink, SharedStores)
 
 __all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL', 'DUPLICATE_WINDOW']
 
@@ -69,7 +69,7 @@ class SharingState:
         self.mono = mono_clock
         self.run_token = run_token or '%x' % random.getrandbits(64)
         self.started = wall_clock()
-        self.stores: dict[str, SharedSessionStore] = {}
+        self.stores = SharedStores()        # cluster name: SharedSessionStore
         self.counters = SharingCounters()
         self.redis_counters = RedisCounters()
         self.peers_view = PeerView(identity, self.instance_id)
@@ -77,16 +77,11 @@ class SharingState:
         self.tombstones = PendingTombstones()
         self.twin = DuplicateWatch(self.run_token)
         self.owners_seen: set[str] = set()     # instances whose records we read (bounded)
-        self.degraded = False
-        self.write_errors = 0                  # consecutive failed writes
+        self.link = ServerLink(identity.degraded_after)
         self.subscriber_connected = False
         self._repair_since: float | None = None     # a repair resync is due or running
         self.reader_ok = True
         self.last_error = ''
-        self.redis_run_id: str | None = None
-        self.synced_run_id = ''
-        self.rewrite_due = ''                  # why the next server must get everything again
-        self.unsynced_peers: set[str] = set()  # alive, not yet rewritten into this Redis
         self.last_resync: dict[str, Any] = {}
         self.events_received = 0
         self.bad_events = 0
@@ -131,7 +126,7 @@ class SharingState:
         if barrier is not None:
             self.emit(Barrier(barrier))
         if self._ticks % self._every(max(1.0, self.identity.session_ttl / 4.0)) == 0:
-            keys = [k for store in self.stores.values() for k in store.own_keys()]
+            keys = self.stores.own_keys()
             if keys:
                 self.emit(Refresh(tuple(keys)))
         if self._ticks % self._every(self.identity.resync_interval) == 0:
@@ -142,13 +137,13 @@ class SharingState:
                                 self.presence_record(), PRESENCE_TTL_MS))
 
     def presence_record(self) -> dict[str, str]:
-        own = sum(s.ownership_counts()[0] for s in self.stores.values())
-        state = ('degraded' if self.degraded else
+        own = self.stores.own_count()
+        state = ('degraded' if self.link.degraded else
                  'duplicate-id' if self.duplicate_active else 'ok')
         return {'run_token': self.run_token, 'started': '%.3f' % self.started,
                 'version': self.identity.version, 'state': state,
                 'own_sessions': str(own), 'last_seen': '%.3f' % self.wall(),
-                'synced_run_id': self.synced_run_id}
+                'synced_run_id': self.link.synced_run_id}
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -172,22 +167,11 @@ class SharingState:
         return [session_prefix(self.namespace, peer) + rest for peer in sorted(peers)]
 
     def on_write_ok(self) -> None:
-        if self.degraded:
-            self.emit(Log('info', 'redis: writes succeed again',
-                          {'event': 'redis_state', 'old': 'degraded', 'new': 'connected'}))
-        self.degraded = False
-        self.write_errors = 0
+        self._emit_all(self.link.write_ok())
 
     def on_write_failed(self, error: str) -> None:
-        """A failed write or connection; degraded after <degraded_after> of them in a row."""
-        self.write_errors += 1
         self.last_error = error
-        if self.degraded or self.write_errors < self.identity.degraded_after:
-            return
-        self.emit(Log('warn', 'redis: write failed, serving from memory (degraded): '
-                      '{error}', {'error': error, 'event': 'redis_state', 'old': 'connected',
-                                  'new': 'degraded', 'reason': error}))
-        self.degraded = True
+        self._emit_all(self.link.write_failed(error))
 
     def on_server(self, run_id: str, previous_token: str | None) -> None:
         """After each presence write: the server's run_id and the run token it replaced."""
@@ -197,18 +181,20 @@ class SharingState:
                           'own <instance_id>.  Own keys missing from the table are not deleted '
                           'until this stops',
                           {'id': self.instance_id, 'token': self.duplicate['token'][:16]}))
-        if run_id != self.redis_run_id or self.rewrite_due:
-            self._new_server(run_id)
+        if self.link.needs_rewrite(run_id):
+            self._emit_all(self.link.new_server(run_id))
+            rewritten = self.stores.rewrite_all_own()
+            self.emit(WhenFlushed(run_id))
+            self.emit(ListOwn())
+            self.emit(Log('info', 'redis: {n} own sessions written for run {run}',
+                          {'n': rewritten, 'run': run_id[:8]}))
 
     def on_new_master(self, why: str) -> None:
-        """The node written to is not (or no longer) the master, or the sentinels switched
-        it: the next master may lack writes the old one took (replication is asynchronous),
-        so every own session is written again once a master answers."""
-        if not self.rewrite_due:
-            self.emit(Log('warn', 'redis: looking for the master ({why}); own sessions are '
-                          'written again once it answers', {'why': why}))
-        self.rewrite_due = why
-        self.synced_run_id = ''    # peers must not take a missing key of ours as deleted
+        """The node written to is not (or no longer) the master, or the sentinels switched it."""
+        self._emit_all(self.link.new_master(why))
+
+    def on_synced(self, run_id: str) -> None:
+        self.link.synced_run_id = run_id
 
     @property
     def duplicate(self) -> dict[str, Any]:
@@ -219,30 +205,15 @@ class SharingState:
     def duplicate_active(self) -> bool:
         return self.twin.active(self.wall())
 
-    def _new_server(self, run_id: str) -> None:
-        if self.rewrite_due:
-            self.emit(Log('info', 'redis: writing own sessions to the master (run {run})',
-                          {'run': run_id[:8]}))
-        elif self.redis_run_id is not None:
-            self.emit(Log('warn', 'redis: server restarted (run_id changed); rewriting own '
-                          'sessions'))
-        self.rewrite_due = ''
-        self.synced_run_id = ''
-        self.redis_run_id = run_id
-        rewritten = sum(store.rewrite_all_own() for store in self.stores.values())
-        self.emit(WhenFlushed(run_id))
-        self.emit(ListOwn())
-        self.emit(Log('info', 'redis: {n} own sessions written for run {run}',
-                      {'n': rewritten, 'run': run_id[:8]}))
-
-    def on_synced(self, run_id: str) -> None:
-        self.synced_run_id = run_id
+    def _emit_all(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            self.emit(action)
 
     def on_own_keys(self, keys: Iterable[str]) -> None:
         """Own keys in Redis that our table does not have (restored from an old dump)."""
         if self.duplicate_active:
             return                  # they may be the other process's: leave them alone
-        live = {k for store in self.stores.values() for k in store.own_keys()}
+        live = set(self.stores.own_keys())
         for key in keys:
             if key not in live:
                 self.emit(Write(key, None))
@@ -294,7 +265,7 @@ class SharingState:
             self.peers_view.seen(peer, alive, self.wall() if alive else None)
             if alive:
                 self._discover(peer)
-                if peer in self.unsynced_peers and event == 'hset':
+                if peer in self.peers_view.unsynced and event == 'hset':
                     self.request_resync()     # maybe it has rewritten its sessions now
 
     def follows(self, peer: str) -> bool:
@@ -419,30 +390,12 @@ class SharingState:
                        duration: float) -> None:
         """The scan behind the last `on_records(..., 'resync')`: every session key it saw,
         the presence hashes by peer, the server's run id."""
-        seen: dict[tuple[str, str], set[str]] = {}     # (owner, cluster): call-ids
-        count = 0
-        for key in keys:
-            count += 1
-            parsed = parse_session_key(self.namespace, key)
-            if parsed is not None:
-                seen.setdefault((parsed.owner, parsed.cluster), set()).add(parsed.call_id)
+        seen, count = group_session_keys(self.namespace, keys)
         removed = 0
-        for peer, presence in presences.items():
-            if peer == self.instance_id:
-                continue
-            self.peers_view.presence(peer, dict(presence), self.wall())
+        for peer in self.peers_view.after_resync(presences, run_id, self.wall()):
+            removed += self.stores.drop_unseen(peer, seen, since)
+        for peer in presences:
             self._discover(peer)
-            # absence in Redis proves deletion only once the peer rewrote into this Redis
-            if presence.get('synced_run_id') == run_id and run_id:
-                self.unsynced_peers.discard(peer)
-                for name, store in self.stores.items():
-                    removed += store.drop_unseen(peer, seen.get((peer, name), set()), since)
-            else:
-                self.unsynced_peers.add(peer)
-        self.peers_view.gone(set(self.peers_view.info) - set(presences))
-        # a peer without presence may not have reconnected yet (or be dead: then no presence
-        # write of it ever comes, and waiting costs nothing)
-        self.unsynced_peers |= self.peers_view.known() - set(presences) - {self.instance_id}
         self.last_resync = {'at': self.wall(), 'duration': duration, 'keys': count,
                             'removed': removed}
         self.redis_counters.resyncs += 1
@@ -458,7 +411,6 @@ class SharingState:
     @property
     def stale(self) -> bool:
         """Our view of the peers may miss sessions (subscriber down, repair resync not done)."""
-        reads = self.reads
         return not self.subscriber_connected or self._repair_since is not None
 
     def lookup_unknown(self, cluster: str, call_id: str, then: Callable[[], None],
@@ -472,7 +424,7 @@ class SharingState:
             self.own_load.ended(cluster, call_id)
         peers = sorted(self.peers_view.known() - {self.instance_id})
         # with Redis unreachable a lookup would only add its deadline to every new call
-        if not self.stale or not peers or self.degraded or not self.reader_ok:
+        if not self.stale or not peers or self.link.degraded or not self.reader_ok:
             return False
         self._lookup_counter += 1
         token = self._lookup_counter
@@ -506,14 +458,4 @@ class SharingState:
     def unsubscribe(self, peer: str) -> int:
         self.peers_view.unsubscribe(peer)
         self.emit(Subscribe(tuple(self.patterns())))
-        return sum(store.drop_foreign(peer) for store in self.stores.values())
-
-    def take_over(self, peer: str | None) -> int:
-        return sum(store.take_over_all(peer) for store in self.stores.values())
-
-    def ownership_counts(self) -> tuple[int, int]:
-        own = foreign = 0
-        for store in self.stores.values():
-            o, f = store.ownership_counts()
-            own, foreign = own + o, foreign + f
-        return own, foreign
+        return self.stores.drop_foreign(peer)

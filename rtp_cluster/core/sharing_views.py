@@ -1,9 +1,9 @@
 """Bookkeeping of `SharingState`: the peers it knows and follows, and the order of reads."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from .sharing_actions import Identity
+from .sharing_actions import Identity, Log
 
 DUPLICATE_WINDOW = 10.0       # s a foreign run token in our presence counts as a live twin
 DUPLICATE_LOG_EVERY = 60.0    # s between two errors about the same twin
@@ -21,6 +21,7 @@ class PeerView:
         self.info: dict[str, dict] = {}        # peer: alive, last_event, presence
         self.listening_since = 0.0             # events before it may have been lost
         self._heard: dict[str, float] = {}     # peer: when its presence was last seen
+        self.unsynced: set[str] = set()        # alive, not yet rewritten into this Redis
 
     def followed(self) -> set[str]:
         peers = self.discovered if self.auto else self.subscribed
@@ -63,9 +64,27 @@ class PeerView:
             self.info[peer]['alive'] = False
         return silent
 
-    def gone(self, peers: Iterable[str]) -> None:
-        for peer in peers:
+    def after_resync(self, presences: Mapping[str, Mapping[str, str]], run_id: str,
+                     now: float) -> list[str]:
+        """The presences a resync read; returns the peers that rewrote their sessions into
+        this Redis (their presence names its run id): only their missing keys prove
+        deletions."""
+        synced = []
+        for peer, presence in presences.items():
+            if peer == self.instance_id:
+                continue
+            self.presence(peer, dict(presence), now)
+            if run_id and presence.get('synced_run_id') == run_id:
+                self.unsynced.discard(peer)
+                synced.append(peer)
+            else:
+                self.unsynced.add(peer)
+        for peer in set(self.info) - set(presences):
             self.info[peer]['alive'] = False
+        # a peer without presence may not have reconnected yet (or be dead: then no presence
+        # write of it ever comes, and waiting costs nothing)
+        self.unsynced |= self.known() - set(presences) - {self.instance_id}
+        return synced
 
     def subscribe(self, peer: str) -> None:
         if self.subscribed:
@@ -264,3 +283,96 @@ class OwnLoad:
     def complete(self) -> None:
         self.done = True
         self._ended.clear()
+
+
+class ServerLink:
+    """The Redis server written to: whether writes succeed, which server run (its run id)
+    holds every own session, and whether a new master must get them all again."""
+
+    def __init__(self, degraded_after: int) -> None:
+        self.degraded_after = degraded_after
+        self.degraded = False
+        self.write_errors = 0                  # consecutive failed writes
+        self.redis_run_id: str | None = None
+        self.synced_run_id = ''                # the run our presence says holds our sessions
+        self.rewrite_due = ''                  # why the next server must get everything again
+
+    def write_ok(self) -> list[Log]:
+        was_degraded, self.degraded, self.write_errors = self.degraded, False, 0
+        if not was_degraded:
+            return []
+        return [Log('info', 'redis: writes succeed again',
+                    {'event': 'redis_state', 'old': 'degraded', 'new': 'connected'})]
+
+    def write_failed(self, error: str) -> list[Log]:
+        """Degraded after `degraded_after` failed writes or connections in a row."""
+        self.write_errors += 1
+        if self.degraded or self.write_errors < self.degraded_after:
+            return []
+        self.degraded = True
+        return [Log('warn', 'redis: write failed, serving from memory (degraded): {error}',
+                    {'error': error, 'event': 'redis_state', 'old': 'connected',
+                     'new': 'degraded', 'reason': error})]
+
+    def needs_rewrite(self, run_id: str) -> bool:
+        return run_id != self.redis_run_id or bool(self.rewrite_due)
+
+    def new_master(self, why: str) -> list[Log]:
+        """The next master may lack writes the old one took (replication is asynchronous):
+        every own session is written again once one answers."""
+        logs = [] if self.rewrite_due else [
+            Log('warn', 'redis: looking for the master ({why}); own sessions are written '
+                'again once it answers', {'why': why})]
+        self.rewrite_due = why
+        self.synced_run_id = ''    # peers must not take a missing key of ours as deleted
+        return logs
+
+    def new_server(self, run_id: str) -> list[Log]:
+        """Own sessions are about to be written to server run `run_id`."""
+        if self.rewrite_due:
+            logs = [Log('info', 'redis: writing own sessions to the master (run {run})',
+                        {'run': run_id[:8]})]
+        elif self.redis_run_id is not None:
+            logs = [Log('warn', 'redis: server restarted (run_id changed); rewriting own '
+                        'sessions')]
+        else:
+            logs = []
+        self.rewrite_due = ''
+        self.synced_run_id = ''
+        self.redis_run_id = run_id
+        return logs
+
+
+class SharedStores(dict):
+    """The shared session table of every cluster, by cluster name, and what is asked of
+    all of them at once."""
+
+    def own_keys(self) -> list[str]:
+        return [key for store in self.values() for key in store.own_keys()]
+
+    def own_count(self) -> int:
+        return sum(store.ownership_counts()[0] for store in self.values())
+
+    def ownership_counts(self) -> tuple[int, int]:
+        """(own, foreign) sessions over every cluster."""
+        own = foreign = 0
+        for store in self.values():
+            o, f = store.ownership_counts()
+            own, foreign = own + o, foreign + f
+        return own, foreign
+
+    def rewrite_all_own(self) -> int:
+        return sum(store.rewrite_all_own() for store in self.values())
+
+    def drop_foreign(self, peer: str) -> int:
+        return sum(store.drop_foreign(peer) for store in self.values())
+
+    def take_over_all(self, peer: str | None) -> int:
+        return sum(store.take_over_all(peer) for store in self.values())
+
+    def drop_unseen(self, peer: str, seen: Mapping[tuple[str, str], set[str]],
+                    since: float) -> int:
+        """After a resync: forget `peer`'s sessions missing from `seen` (call-ids by
+        (owner, cluster))."""
+        return sum(store.drop_unseen(peer, seen.get((peer, name), set()), since)
+                   for name, store in self.items())

@@ -97,7 +97,7 @@ def test_threads_leave_the_node_once_per_search_and_at_every_switch():
                            client_factory=lambda: None)
     moved = sharing._moved['subscriber']
     sharing._not_master('the node is a replica (role:slave), not the master')
-    assert moved.is_set() and sharing.state.rewrite_due
+    assert moved.is_set() and sharing.state.link.rewrite_due
     moved.clear()
     sharing._not_master('the node is a replica (role:slave), not the master')
     assert not moved.is_set()

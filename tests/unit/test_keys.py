@@ -4,8 +4,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtp_cluster.core.keys import (SessionKey, cluster_prefix, escape_component, key_owner,
-                                   parse_presence_key, parse_session_key, presence_key,
+from rtp_cluster.core.keys import (SessionKey, cluster_prefix, escape_component,
+                                   group_session_keys, key_owner, parse_presence_key, parse_session_key, presence_key,
                                    session_key, session_prefix, unescape_component)
 
 NS = 'rtpc'
@@ -73,3 +73,12 @@ def test_different_sessions_never_share_a_key(owner1, cluster1, cid1, owner2, cl
 def test_presence_and_session_keys_never_meet(instance, owner):
     assert parse_session_key(NS, presence_key(NS, instance)) is None
     assert parse_presence_key(NS, session_key(NS, owner, 'c', 'x')) is None
+
+
+def test_resync_keys_are_grouped_by_owner_and_cluster_and_all_counted():
+    keys = [session_key(NS, 'b', 'a:b', 'Q'), session_key(NS, 'b', 'a', 'b:Q'),
+            session_key(NS, 'b', 'a', 'x'), session_key(NS, 'c', 'a', 'x'),
+            presence_key(NS, 'b'), 'other:key']
+    groups, count = group_session_keys(NS, iter(keys))
+    assert count == 6
+    assert groups == {('b', 'a:b'): {'Q'}, ('b', 'a'): {'b:Q', 'x'}, ('c', 'a'): {'x'}}

@@ -285,13 +285,13 @@ def test_a_peer_not_yet_rewritten_gets_a_resync_at_its_next_presence_write():
     core.state.request_resync()
     core.state.on_resync_done(core.taken(Resync)[0].since, [],
                               {'b': {'synced_run_id': 'old-run'}}, 'run-2', 0.1)
-    assert 'ended-during-outage' in core.store and core.state.unsynced_peers == {'b'}
+    assert 'ended-during-outage' in core.store and core.state.peers_view.unsynced == {'b'}
     core.state.on_events([('rtpc:n:b', 'expire')])      # not a write of the presence
     assert core.taken(Resync) == []
     core.state.on_events([('rtpc:n:b', 'hset')])
     [resync] = core.taken(Resync)
     core.state.on_resync_done(resync.since, [], {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
-    assert 'ended-during-outage' not in core.store and core.state.unsynced_peers == set()
+    assert 'ended-during-outage' not in core.store and core.state.peers_view.unsynced == set()
     core.state.on_events([('rtpc:n:b', 'hset')])        # synced: presence writes cost nothing
     assert core.taken(Resync) == []
 
@@ -304,11 +304,11 @@ def test_a_peer_whose_presence_is_not_back_yet_gets_a_resync_when_it_is():
     core.mono.now += 10
     core.state.request_resync()
     core.state.on_resync_done(core.taken(Resync)[0].since, [], {}, 'run-2', 0.1)
-    assert 'ended-during-outage' in core.store and core.state.unsynced_peers == {'b'}
+    assert 'ended-during-outage' in core.store and core.state.peers_view.unsynced == {'b'}
     core.state.on_events([('rtpc:n:b', 'hset')])        # b is back
     [resync] = core.taken(Resync)
     core.state.on_resync_done(resync.since, [], {'b': {'synced_run_id': 'run-2'}}, 'run-2', 0.1)
-    assert 'ended-during-outage' not in core.store and core.state.unsynced_peers == set()
+    assert 'ended-during-outage' not in core.store and core.state.peers_view.unsynced == set()
 
 
 def test_a_resync_before_our_tombstone_is_written_does_not_revive_the_call():
@@ -420,7 +420,7 @@ def degrading_state(degraded_after: int) -> tuple[SharingState, list]:
 def test_degraded_by_default_at_the_first_failed_write():
     state, actions = degrading_state(1)
     state.on_write_failed('no reply within 1 s')
-    assert state.degraded and state.last_error == 'no reply within 1 s'
+    assert state.link.degraded and state.last_error == 'no reply within 1 s'
     assert [a.level for a in actions if isinstance(a, Log)] == ['warn']
 
 
@@ -428,16 +428,16 @@ def test_degraded_only_after_the_configured_errors_in_a_row():
     state, actions = degrading_state(3)
     state.on_write_failed('e1')
     state.on_write_failed('e2')
-    assert not state.degraded and state.last_error == 'e2'
+    assert not state.link.degraded and state.last_error == 'e2'
     state.on_write_ok()                       # a success starts the count again
     state.on_write_failed('e3')
     state.on_write_failed('e4')
-    assert not state.degraded
+    assert not state.link.degraded
     assert not [a for a in actions if isinstance(a, Log)]
     state.on_write_failed('e5')
-    assert state.degraded and state.presence_record()['state'] == 'degraded'
+    assert state.link.degraded and state.presence_record()['state'] == 'degraded'
     state.on_write_ok()
-    assert not state.degraded
+    assert not state.link.degraded
 
 
 # --- dead peers -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtp_cluster.core.sharing_actions import Identity
-from rtp_cluster.core.sharing_views import PeerView, ReadOrder
+from rtp_cluster.core.sharing_actions import Log
+from rtp_cluster.core.sharing_views import PeerView, ReadOrder, ServerLink, SharedStores
 
 
 def test_automatic_peers_follow_what_they_discover_and_never_themselves():
@@ -30,11 +31,21 @@ def test_configured_peers_and_ksrm_in_auto_mode_pin_the_list():
 def test_peers_without_presence_after_a_resync_are_not_alive():
     view = PeerView(Identity('a', 'rtpc'), 'a')
     view.seen('b', True, 5.0)
-    view.presence('c', {'state': 'ok'}, 1.0)
-    view.gone(['b'])
+    assert view.after_resync({'c': {'state': 'ok'}}, 'run1', 1.0) == []
     assert view.info == {'b': {'alive': False, 'last_event': 5.0},
                          'c': {'alive': True, 'presence': {'state': 'ok'}}}
     assert view.known() == {'b', 'c'}
+    assert view.unsynced == {'b', 'c'}      # neither has rewritten into run1
+
+
+def test_only_peers_that_name_this_redis_run_are_synced_after_a_resync():
+    view = PeerView(Identity('a', 'rtpc'), 'a')
+    presences = {'a': {'synced_run_id': 'run1'}, 'b': {'synced_run_id': 'run1'},
+                 'c': {'synced_run_id': 'run0'}, 'd': {}}
+    assert view.after_resync(presences, 'run1', 2.0) == ['b']
+    assert view.unsynced == {'c', 'd'} and 'a' not in view.info
+    assert view.after_resync(presences, '', 3.0) == []      # no run id known: nobody
+    assert view.unsynced == {'b', 'c', 'd'}
 
 
 def test_a_removal_outranks_a_read_issued_before_it_only():
@@ -110,3 +121,72 @@ def test_duplicate_watch_ignores_our_previous_run_and_expired_records():
     assert watch.after_presence_write('twin', 3.0)             # logged
     assert not watch.after_presence_write('twin', 4.0)         # not again within a minute
     assert watch.active(3.0 + DUPLICATE_WINDOW - 1) and not watch.active(4.0 + DUPLICATE_WINDOW)
+
+
+def test_the_server_link_degrades_after_errors_in_a_row_and_logs_each_change_once():
+    link = ServerLink(degraded_after=2)
+    assert link.write_failed('e1') == [] and not link.degraded
+    assert link.write_ok() == [] and link.write_errors == 0       # not in a row
+    assert link.write_failed('e1') == []
+    [log] = link.write_failed('e2')
+    assert link.degraded and log.level == 'warn' and log.fields['reason'] == 'e2'
+    assert link.write_failed('e3') == []                         # already degraded
+    [log] = link.write_ok()
+    assert not link.degraded and log.fields == {'event': 'redis_state', 'old': 'degraded',
+                                                 'new': 'connected'}
+
+
+def test_the_server_link_rewrites_for_a_new_run_or_a_new_master_only():
+    link = ServerLink(degraded_after=1)
+    assert link.needs_rewrite('run1')
+    assert link.new_server('run1') == []                   # the first server: nothing to say
+    assert not link.needs_rewrite('run1')
+    link.synced_run_id = 'run1'
+    [log] = link.new_master('READONLY')
+    assert link.needs_rewrite('run1') and link.synced_run_id == '' and log.level == 'warn'
+    assert link.new_master('switch') == [] and link.rewrite_due == 'switch'
+    [log] = link.new_server('run2')
+    assert 'master' in log.text and link.rewrite_due == '' and link.redis_run_id == 'run2'
+    [log] = link.new_server('run3')                        # restarted under us
+    assert 'restarted' in log.text and isinstance(log, Log)
+
+
+class _Store:
+    def __init__(self, own: int, foreign: dict[str, set[str]]) -> None:
+        self.own, self.foreign = own, foreign
+
+    def ownership_counts(self) -> tuple[int, int]:
+        return self.own, sum(len(ids) for ids in self.foreign.values())
+
+    def own_keys(self) -> list[str]:
+        return ['k%d' % i for i in range(self.own)]
+
+    def rewrite_all_own(self) -> int:
+        return self.own
+
+    def drop_foreign(self, peer: str) -> int:
+        return len(self.foreign.pop(peer, set()))
+
+    def take_over_all(self, peer: str | None) -> int:
+        peers = list(self.foreign) if peer is None else [peer]
+        taken = sum(len(self.foreign.pop(p, set())) for p in peers)
+        self.own += taken
+        return taken
+
+    def drop_unseen(self, peer: str, seen: set[str], since: float) -> int:
+        ids = self.foreign.get(peer, set())
+        gone = ids - seen
+        ids -= gone
+        return len(gone)
+
+
+def test_shared_stores_add_up_every_cluster():
+    stores = SharedStores(one=_Store(2, {'b': {'x', 'y'}}), two=_Store(1, {'b': {'z'},
+                                                                         'c': {'w'}}))
+    assert stores.ownership_counts() == (3, 4) and stores.own_count() == 3
+    assert len(stores.own_keys()) == 3 and stores.rewrite_all_own() == 3
+    # cluster `one` saw y only, cluster `two` saw nothing of b
+    assert stores.drop_unseen('b', {('b', 'one'): {'y'}}, 0.0) == 2
+    assert stores.ownership_counts() == (3, 2)
+    assert stores.drop_foreign('c') == 1 and stores.take_over_all(None) == 1
+    assert stores.ownership_counts() == (4, 0)
