@@ -79,7 +79,7 @@ class Runtime:
                 self.sharing.start()
             self._sync_http(self.config.http)
             if self.admin_spec:
-                from .admin import AdminServer   # the admin socket is optional in tests
+                from .admin_socket import AdminServer   # the admin socket is optional in tests
                 self.admin = AdminServer(self, self.admin_spec, self.sock_owner,
                                          secret=self.admin_secret)
                 self.admin.listen(self.reactor)

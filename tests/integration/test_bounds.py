@@ -288,7 +288,7 @@ def probe_line(path: str) -> bytes:
 
 
 def test_admin_socket_limits_connections_with_a_refusal(procs, tmp_path):
-    from rtp_cluster.adapters.admin import MAX_CONNECTIONS
+    from rtp_cluster.adapters.admin_socket import MAX_CONNECTIONS
     from rtp_cluster.adapters.streams import EVICT_IDLE
     daemon = start_udp_daemon(procs, tmp_path)
     opened = time.monotonic()

@@ -95,7 +95,7 @@ def test_half_close_waits_for_forwarded_replies_then_closes():
 
 
 def test_half_close_of_the_admin_protocol_closes_after_the_replies():
-    from rtp_cluster.adapters.admin import AdminFactory
+    from rtp_cluster.adapters.admin_socket import AdminFactory
 
     class Commands:
         def execute(self, line):
