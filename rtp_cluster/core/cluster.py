@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 from .log import Logger
 
 from . import protocol
+from .broadcast import Answer, Verdict, judge
 from .bulk import SessionWalk
 from .counters import CounterGroup, Field, counter_group
 from .capabilities import Capabilities
@@ -339,48 +340,34 @@ class Cluster:
             return
         self.counters.broadcasts += 1
         query = cmd.as_lookup() if cmd.letter == 'U' else cmd
-        answers: list[tuple[Member, Command, str | None]] = []
+        answers: list[Answer] = []
 
         def collect(member: Member, out: Command, reply: str | None) -> None:
-            answers.append((member, out, reply))
+            answers.append(Answer(member, out, reply))
             if len(answers) == len(online):
-                self._finish_broadcast(cmd, answers, respond)
+                self._finish_broadcast(cmd, judge(cmd, answers), respond)
 
         for member in online:
             out = self.rewriter.outgoing(query, member)
             member.send(out.serialize(), lambda r, m=member, o=out: collect(m, o, r),
                         BROADCAST_DEADLINE)
 
-    def _finish_broadcast(self, cmd: Command, answers: list, respond: Respond) -> None:
-        found = [a for a in answers if a[2] is not None and _knows_session(cmd.letter, a[2])]
-        if cmd.letter == 'D' and found:
-            respond(found[0][2])
-            return
-        if len(found) == 1:
-            member, out, reply = found[0]
+    def _finish_broadcast(self, cmd: Command, verdict: Verdict, respond: Respond) -> None:
+        if verdict.holders:
+            self.log.warn('call {cid!r} found on {n} members', cid=cmd.call_id,
+                          n=verdict.holders)
+        if verdict.owner is not None:
+            member, out, reply = verdict.owner
             self.store.bind(cmd.call_id, member.name, cmd.from_tag, cmd.to_tag,
                             address=member.control_spec)
             respond(self.rewriter.client_reply(cmd, out, member, reply))
-            return
-        replies = [reply for _, _, reply in answers]
-        if found:
-            common = _common_reply(replies)
-            if common is not None and protocol.is_error(common):
-                respond(common)     # the command itself failed, wherever the call is
-                return
-            self.log.warn('call {cid!r} found on {n} members', cid=cmd.call_id, n=len(found))
-            respond('0' if cmd.letter in ('U', 'L') else protocol.E_BROADCAST_AMBIGUOUS)
-            return
-        silent = frozenset(m.name for m, _, reply in answers if reply is None)
-        if cmd.letter == 'U':
+        elif verdict.late_offer is not None:
             self.counters.late_offers += 1
-            self._new_session(cmd, respond, silent=silent)
-        elif silent:
-            respond(protocol.E_MEMBER_TIMEOUT)      # the call may be on the silent member
+            self._new_session(cmd, respond, silent=verdict.late_offer)
         else:
-            respond(_common_reply(replies) or replies[0])
+            respond(verdict.reply)
 
-    # --- locally answered commands -----------------------------------------------------------------
+    # --- locally answered commands ------------------------------------------------------------
 
     @property
     def config(self):
@@ -496,19 +483,6 @@ def delete_command(call_id: str, from_tag: str | None, to_tag: str | None) -> Co
         words.append(to_tag.split(';', 1)[0])
     cmd = protocol.parse_command(' '.join(words))
     return None if cmd.error is not None else cmd
-
-
-def _knows_session(letter: str, reply: str) -> bool:
-    """Whether a member's reply to a broadcast command shows that it has the call."""
-    if letter in ('U', 'L'):
-        return protocol.is_positive_ul_reply(reply)
-    return reply != protocol.E_SESSION_NOT_FOUND
-
-
-def _common_reply(replies: list[str | None]) -> str | None:
-    """The reply every member gave, or None if they differ."""
-    first = replies[0]
-    return first if all(reply == first for reply in replies) else None
 
 
 def _ends_the_call(cmd: Command) -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
-from rtp_cluster.adapters.admin import AdminCommands, AdminFactory
+from rtp_cluster.adapters.admin import AdminCommands
+from rtp_cluster.adapters.admin_socket import AdminFactory
 from rtp_cluster.adapters.admin_sessions import (DEFAULT_PAGE, LIST_SLICE, TAKEOVER_SLICE,
                                                  TERMINATE_SLICE, TERMINATE_TICK, BulkWork)
 from tests.support.session_tables import cluster_with, filled, shared
