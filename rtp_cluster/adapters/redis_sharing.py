@@ -214,7 +214,7 @@ class RedisSharing(SharingThreads):
         return self.state.peers_view.auto
 
     def follows(self, peer: str) -> bool:
-        return self.state.follows(peer)
+        return self.state.peers_view.follows(peer)
 
     def store_for(self, cluster: str, ttl: float = DEFAULT_SESSION_TTL) -> SharedSessionStore:
         return self.state.store_for(cluster, ttl)

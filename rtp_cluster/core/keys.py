@@ -112,3 +112,10 @@ def group_session_keys(namespace: str, keys: Iterable[str]) -> tuple[dict[tuple[
         if parsed is not None:
             groups.setdefault((parsed.owner, parsed.cluster), set()).add(parsed.call_id)
     return groups, count
+
+
+def same_call_keys(namespace: str, owner: str, key: str, others: Iterable[str]) -> list[str]:
+    """`key` (of `owner`) under each of `others`' prefixes, in name order: where another
+    instance may hold a record of the same call."""
+    rest = key[len(session_prefix(namespace, owner)):]
+    return [session_prefix(namespace, other) + rest for other in sorted(others)]

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .counters import Field, counter_group
 from .keys import (SessionKey, group_session_keys, parse_presence_key, parse_session_key,
-                   presence_key, presence_pattern, session_key, session_prefix)
+                   presence_key, presence_pattern, same_call_keys, session_key,
+                   session_prefix)
 from .sessions import DEFAULT_SESSION_TTL
 from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, SharingCounters,
                       Tombstone, decode_record)
@@ -150,21 +151,15 @@ class SharingState:
     def queue_write(self, key: str, op: LiveRecord | None) -> None:
         shadows: tuple[str, ...] = ()
         if isinstance(op, Tombstone):
-            shadows = tuple(self.shadow_keys(key))
+            # owners seen in records too: a dead instance's keys outlive its presence record
+            peers = (self.peers_view.known() | self.owners_seen) - {self.instance_id}
+            shadows = tuple(same_call_keys(self.namespace, self.instance_id, key, peers))
             record = op.snapshot()
             self.tombstones.add(record.cluster, record.cid, record.order)
         self.emit(Write(key, op, shadows))
 
     def on_barrier(self, number: int) -> None:
         self.tombstones.written(number)
-
-    def shadow_keys(self, key: str) -> list[str]:
-        """The same call's key in every other instance's prefix we know of."""
-        rest = key[len(session_prefix(self.namespace, self.instance_id)):]
-        # owners seen in records too: a dead instance's keys outlive its presence record
-        peers = self.peers_view.known() | self.owners_seen
-        peers.discard(self.instance_id)
-        return [session_prefix(self.namespace, peer) + rest for peer in sorted(peers)]
 
     def on_write_ok(self) -> None:
         self._emit_all(self.link.write_ok())
@@ -249,7 +244,7 @@ class SharingState:
     def _on_event(self, key: str, event: str) -> None:
         parsed = parse_session_key(self.namespace, key)
         if parsed is not None:
-            if parsed.owner == self.instance_id or not self.follows(parsed.owner):
+            if parsed.owner == self.instance_id or not self.peers_view.follows(parsed.owner):
                 return
             if event == 'hset':
                 self.reads.dirty.add(key)
@@ -267,9 +262,6 @@ class SharingState:
                 self._discover(peer)
                 if peer in self.peers_view.unsynced and event == 'hset':
                     self.request_resync()     # maybe it has rewritten its sessions now
-
-    def follows(self, peer: str) -> bool:
-        return self.peers_view.follows(peer)
 
     def _discover(self, peer: str) -> None:
         if self.peers_view.discover(peer):
@@ -304,7 +296,7 @@ class SharingState:
                     continue
                 if self._deleted_while_loading(parsed, key):
                     continue
-            elif not self.follows(parsed.owner):
+            elif not self.peers_view.follows(parsed.owner):
                 continue              # a resync reads every prefix; `ksrm` peers stay out
             if self.reads.removed_since(key, issued):
                 continue              # removed after this read was issued: stale

@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtp_cluster.core.keys import (SessionKey, cluster_prefix, escape_component,
-                                   group_session_keys, key_owner, parse_presence_key, parse_session_key, presence_key,
+                                   group_session_keys, key_owner, parse_presence_key,
+                                   parse_session_key, presence_key, same_call_keys,
                                    session_key, session_prefix, unescape_component)
 
 NS = 'rtpc'
@@ -82,3 +83,10 @@ def test_resync_keys_are_grouped_by_owner_and_cluster_and_all_counted():
     groups, count = group_session_keys(NS, iter(keys))
     assert count == 6
     assert groups == {('b', 'a:b'): {'Q'}, ('b', 'a'): {'b:Q', 'x'}, ('c', 'a'): {'x'}}
+
+
+def test_the_same_call_under_other_owners_prefixes():
+    key = session_key(NS, 'a', 'x:y', 'b:Q')
+    assert same_call_keys(NS, 'a', key, {'c', 'b'}) == [
+        session_key(NS, 'b', 'x:y', 'b:Q'), session_key(NS, 'c', 'x:y', 'b:Q')]
+    assert same_call_keys(NS, 'a', key, ()) == []

@@ -183,7 +183,7 @@ def test_events_of_unfollowed_peers_and_our_own_keys_are_ignored():
                           (raw(record(owner='a'))[0], 'hset')])
     assert core.taken(Read) == []
     core.state.on_events([('rtpc:n:c', 'hset')])        # presence: known, not followed
-    assert core.state.peers_view.info['c']['alive'] and not core.state.follows('c')
+    assert core.state.peers_view.info['c']['alive'] and not core.state.peers_view.follows('c')
 
 
 def test_presence_of_a_new_peer_makes_automatic_peers_follow_it():
