@@ -102,11 +102,16 @@ class _Leaf(resource.Resource):
 
 
 class _Metrics(_Leaf):
-    """Collected on the reactor, formatted in a thread (see adapters/metrics.py)."""
+    """Collected on the reactor; formatted there too when small, else in a thread (see
+    adapters/metrics.py)."""
 
     def render_GET(self, request):
         page = self.http.metrics
         families = page.collect()
+        if metrics.sample_count(families) <= metrics.INLINE_SAMPLES:
+            # a few milliseconds at most: cheaper than two thread hand-overs
+            request.setHeader(b'content-type', metrics.CONTENT_TYPE.encode())
+            return page.render(families)
         gone = []
         request.notifyFinish().addErrback(gone.append)     # the scraper hung up
 
