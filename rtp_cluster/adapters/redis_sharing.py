@@ -39,7 +39,7 @@ from .redis_connection import database_of, keepalive_options, uses_tls
 from .redis_sentinel import SentinelLocator, SentinelWatch
 from .redis_threads import Backoff, SharingThreads
 from .redis_writer import RedisWriter, TombstoneWrite
-from ..core import sharing_state as actions
+from ..core import sharing_actions as actions
 from ..core.redis_checks import NOTIFY, POLICY, ServerChecks
 from ..core.sentinel import Address, format_address
 from ..core.sessions import DEFAULT_SESSION_TTL
@@ -176,8 +176,9 @@ class RedisSharing(SharingThreads):
             actions.ListOwn: self._list_own, actions.Subscribe: self._subscribe,
             actions.WritePresence: self._presence, actions.Refresh: self._refresh,
             actions.WhenFlushed: self._when_flushed, actions.Barrier: self._barrier,
-            actions.Resume: self._resume,
+            actions.Continue: self._continue, actions.Resume: self._resume,
             actions.Log: self._log}
+        self._steps: set = set()           # delayed calls of the state's sliced work
 
     # --- what the admin socket and the runtime see --------------------------------------------
 
@@ -289,6 +290,10 @@ class RedisSharing(SharingThreads):
     def stop(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        for call in list(self._steps):
+            if call.active():
+                call.cancel()
+        self._steps.clear()
         self.writer.stop()
         if self.watch is not None:
             self.watch.stop()
@@ -337,6 +342,20 @@ class RedisSharing(SharingThreads):
 
     def _barrier(self, action: actions.Barrier) -> None:
         self.writer.when_flushed(lambda: self.state.on_barrier(action.number))
+
+    def _continue(self, action: actions.Continue) -> None:
+        """Run the step on the next reactor turns until it says it is done."""
+        def run() -> None:
+            self._steps.discard(call)
+            if action.step():
+                schedule()
+
+        def schedule() -> None:
+            nonlocal call
+            call = self.reactor.callLater(0, run)
+            self._steps.add(call)
+        call = None
+        schedule()
 
     def _resume(self, action: actions.Resume) -> None:
         action.then()

@@ -9,7 +9,9 @@ dead after a few seconds without answers.  So bulk work is cut into slices:
   Python loop): sessions bound later are not visited, sessions gone meanwhile are skipped;
 - `TerminateJob` ends the sessions it walks: an own session gets the `D` a client would
   send (through its cluster), a FOREIGN one is forgotten here and stays forgotten;
-- `TakeoverJob` makes the FOREIGN sessions of a peer (or of every peer) own.
+- `TakeoverJob` makes the FOREIGN sessions of a peer (or of every peer) own;
+- `GroupedWalk` hands the sessions it walks to a function, a slice at a time, grouped by
+  store (the sharing core's TTL refresh and rewrite of own sessions).
 
 Each `step(size)` does one slice and says whether more is left; the caller (an adapter)
 decides when the next slice runs, so the pace is the adapter's: see admin_sessions.py.
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
     from .cluster import Cluster
     from .sharing import SharedSessionStore
 
-__all__ = ['SessionWalk', 'TerminateJob', 'TakeoverJob', 'count_sessions', 'WHICH']
+__all__ = ['SessionWalk', 'GroupedWalk', 'TerminateJob', 'TakeoverJob', 'count_sessions',
+           'WHICH']
 
 WHICH: tuple[Which, ...] = ('all', 'own', 'foreign')
 
@@ -88,6 +91,31 @@ class SessionWalk:
                 self._ids = self._store.call_ids()
                 return True
         return False
+
+
+class GroupedWalk:
+    """`visit(store name, sessions)` for the sessions of `stores` that `which` selects, `size`
+    sessions per `step()`, grouped by store; `then()` after the last.  `step` says whether
+    more is left (the caller runs it again on a later turn)."""
+
+    def __init__(self, stores: Iterable[tuple[str, SessionStore]],
+                 visit: Callable[[str, list[SessionInfo]], None],
+                 then: Callable[[], None] = lambda: None, which: Which = 'all',
+                 size: int = 2000) -> None:
+        self.walk = SessionWalk(stores, which)
+        self.visit = visit
+        self.then = then
+        self.size = size
+
+    def step(self) -> bool:
+        groups: dict[str, list[SessionInfo]] = {}
+        for name, info in self.walk.next_slice(self.size):
+            groups.setdefault(name, []).append(info)
+        for name, infos in groups.items():
+            self.visit(name, infos)
+        if self.walk.done:
+            self.then()
+        return not self.walk.done
 
 
 Refusal = Callable[[str, str], None]

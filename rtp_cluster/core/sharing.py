@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from sys import intern
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 from .counters import Field, counter_group
 from .keys import (cluster_prefix, key_owner, parse_session_key, presence_key, session_key,
@@ -456,9 +456,14 @@ class SharedSessionStore:
 
     def rewrite_all_own(self) -> int:
         """After a Redis restart: write every OWN session again."""
+        return self.rewrite_own(self.call_ids())
+
+    def rewrite_own(self, call_ids: Iterable[str]) -> int:
+        """Write these sessions again, those still OWN; how many."""
         n = 0
-        for call_id, session in self.table.view():
-            if session.owner == self.instance_id:
+        for call_id in call_ids:
+            session = self.get(call_id)
+            if session is not None and session.owner == self.instance_id:
                 self._queue(call_id, session)
                 n += 1
         return n

@@ -82,6 +82,13 @@ class Barrier:
 
 
 @dataclass(frozen=True)
+class Continue:
+    """Run `step` on a later reactor turn, and again while it returns True: work over every
+    session, a slice per turn, so that the control path is served in between."""
+    step: Callable[[], bool]
+
+
+@dataclass(frozen=True)
 class Resume:
     """Run `then` (a command waiting for a lookup-on-miss)."""
     then: Callable[[], None]
@@ -95,7 +102,7 @@ class Log:
 
 
 Action = Union[Write, Read, Lookup, Resync, LoadOwn, ListOwn, Subscribe, WritePresence,
-               Refresh, WhenFlushed, Barrier, Resume, Log]
+               Refresh, WhenFlushed, Barrier, Continue, Resume, Log]
 
 
 @dataclass

@@ -33,18 +33,19 @@ from .counters import Field, counter_group
 from .keys import (SessionKey, group_session_keys, parse_presence_key, parse_session_key,
                    presence_key, presence_pattern, same_call_keys, session_key,
                    session_prefix)
+from .bulk import GroupedWalk
 from .sessions import DEFAULT_SESSION_TTL
 from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, SharingCounters,
                       Tombstone, decode_record)
-from .sharing_actions import (Action, Barrier, Identity, ListOwn, LoadOwn, Log, Lookup, Read,
-                              Refresh, Resume, Resync, Subscribe, WhenFlushed, Write,
-                              WritePresence)
-from .sharing_views import (DUPLICATE_WINDOW, DuplicateWatch, OwnLoad, PeerView,
-                            PendingTombstones, ReadOrder, ServerLink, SharedStores)
+from .sharing_actions import (Action, Barrier, Continue, Identity, LoadOwn, Log, Lookup, Read,
+                              Refresh, Resync, Subscribe, Write, WritePresence)
+from .sharing_views import (DUPLICATE_WINDOW, DuplicateWatch, MissLookups, OwnLoad, OwnRewrite,
+                            PeerView, PendingTombstones, ReadOrder, ServerLink, SharedStores)
 
 __all__ = ['SharingState', 'Identity', 'Action', 'PRESENCE_INTERVAL', 'DUPLICATE_WINDOW']
 
 PRESENCE_INTERVAL = 1.0       # s between presence writes (the tick)
+OWN_SLICE = 2000              # own sessions a TTL refresh or a rewrite looks at per turn
 PRESENCE_TTL_MS = 3000
 MAX_OWNERS_SEEN = 1024
 
@@ -87,8 +88,8 @@ class SharingState:
         self.events_received = 0
         self.bad_events = 0
         self.own_load = OwnLoad()
-        self._lookups: dict[int, Callable[[], None]] = {}
-        self._lookup_counter = 0
+        self.lookups = MissLookups()
+        self._rewrite: OwnRewrite | None = None    # the rewrite of own sessions under way
         self._ticks = 0
 
     # --- stores and start ----------------------------------------------------------------
@@ -127,9 +128,10 @@ class SharingState:
         if barrier is not None:
             self.emit(Barrier(barrier))
         if self._ticks % self._every(max(1.0, self.identity.session_ttl / 4.0)) == 0:
-            keys = self.stores.own_keys()
-            if keys:
-                self.emit(Refresh(tuple(keys)))
+            if self.stores.own_count():
+                refresh = GroupedWalk(self.stores.items(), which='own', size=OWN_SLICE, visit=(
+                    lambda cluster, infos: self.emit(Refresh(tuple(i.key for i in infos)))))
+                self.emit(Continue(refresh.step))
         if self._ticks % self._every(self.identity.resync_interval) == 0:
             self.request_resync()
 
@@ -178,11 +180,12 @@ class SharingState:
                           {'id': self.instance_id, 'token': self.duplicate['token'][:16]}))
         if self.link.needs_rewrite(run_id):
             self._emit_all(self.link.new_server(run_id))
-            rewritten = self.stores.rewrite_all_own()
-            self.emit(WhenFlushed(run_id))
-            self.emit(ListOwn())
-            self.emit(Log('info', 'redis: {n} own sessions written for run {run}',
-                          {'n': rewritten, 'run': run_id[:8]}))
+            if self._rewrite is not None:
+                self._rewrite.cancelled = True
+            job = self._rewrite = OwnRewrite(self.stores, run_id)
+            self.emit(Continue(GroupedWalk(self.stores.items(), job.visit,
+                                           lambda: self._emit_all(job.finished()), 'own',
+                                           OWN_SLICE).step))
 
     def on_new_master(self, why: str) -> None:
         """The node written to is not (or no longer) the master, or the sentinels switched it."""
@@ -359,7 +362,7 @@ class SharingState:
         self.last_error = error
         self.reader_ok = False
         if kind == 'lookup':
-            self._finish_lookup(payload)
+            self._emit_all(self.lookups.finish(payload))
         elif kind == 'read':
             self.reads.read_failed(payload)
         elif kind == 'resync':
@@ -418,9 +421,7 @@ class SharingState:
         # with Redis unreachable a lookup would only add its deadline to every new call
         if not self.stale or not peers or self.link.degraded or not self.reader_ok:
             return False
-        self._lookup_counter += 1
-        token = self._lookup_counter
-        self._lookups[token] = then
+        token = self.lookups.start(then)
         self.counters.lookups_on_miss += 1
         self.emit(Lookup(token, tuple(session_key(self.namespace, peer, cluster, call_id)
                                       for peer in peers)))
@@ -431,15 +432,10 @@ class SharingState:
         for key, raw in results:
             if raw and parse_session_key(self.namespace, key) is not None:
                 self.apply_raw(key, raw)
-        self._finish_lookup(token)
+        self._emit_all(self.lookups.finish(token))
 
     def on_lookup_deadline(self, token: int) -> None:
-        self._finish_lookup(token)
-
-    def _finish_lookup(self, token: int) -> None:
-        then = self._lookups.pop(token, None)
-        if then is not None:
-            self.emit(Resume(then))
+        self._emit_all(self.lookups.finish(token))
 
     # --- operator commands ---------------------------------------------------------------------
 

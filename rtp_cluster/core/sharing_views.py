@@ -1,9 +1,10 @@
-"""Bookkeeping of `SharingState`: the peers it knows and follows, and the order of reads."""
+"""Bookkeeping of `SharingState`: the peers it knows and follows, the order of reads, the
+Redis server, the stores, lookups on miss and rewrites of own sessions."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from .sharing_actions import Identity, Log
+from .sharing_actions import Action, Identity, ListOwn, Log, Resume, WhenFlushed
 
 DUPLICATE_WINDOW = 10.0       # s a foreign run token in our presence counts as a live twin
 DUPLICATE_LOG_EVERY = 60.0    # s between two errors about the same twin
@@ -361,9 +362,6 @@ class SharedStores(dict):
             own, foreign = own + o, foreign + f
         return own, foreign
 
-    def rewrite_all_own(self) -> int:
-        return sum(store.rewrite_all_own() for store in self.values())
-
     def drop_foreign(self, peer: str) -> int:
         return sum(store.drop_foreign(peer) for store in self.values())
 
@@ -376,3 +374,48 @@ class SharedStores(dict):
         (owner, cluster))."""
         return sum(store.drop_unseen(peer, seen.get((peer, name), set()), since)
                    for name, store in self.items())
+
+
+class MissLookups:
+    """Lookups of unknown call-ids under way: each resumes its command exactly once."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, Callable[[], None]] = {}
+        self._issued = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def start(self, then: Callable[[], None]) -> int:
+        self._issued += 1
+        self._waiting[self._issued] = then
+        return self._issued
+
+    def finish(self, token: int) -> list[Resume]:
+        """The command to resume; nothing when it was resumed already."""
+        then = self._waiting.pop(token, None)
+        return [] if then is None else [Resume(then)]
+
+
+class OwnRewrite:
+    """Every own session written again for server run `run_id`, a slice at a time (its
+    `visit` goes to a `GroupedWalk`); `cancel` stops it when a newer rewrite starts."""
+
+    def __init__(self, stores: SharedStores, run_id: str) -> None:
+        self.stores = stores
+        self.run_id = run_id
+        self.rewritten = 0
+        self.cancelled = False
+
+    def visit(self, cluster: str, sessions: list) -> None:
+        if not self.cancelled:
+            self.rewritten += self.stores[cluster].rewrite_own(s.call_id for s in sessions)
+
+    def finished(self) -> list[Action]:
+        """What follows the last slice: the barrier that tells when every write is done, and
+        the list of own keys (to delete those no longer in the table)."""
+        if self.cancelled:
+            return []
+        return [WhenFlushed(self.run_id), ListOwn(),
+                Log('info', 'redis: {n} own sessions written for run {run}',
+                    {'n': self.rewritten, 'run': self.run_id[:8]})]

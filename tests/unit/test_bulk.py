@@ -1,7 +1,8 @@
 """core/bulk.py: walking the session tables in slices, and terminate as a sliced job."""
 from __future__ import annotations
 
-from rtp_cluster.core.bulk import SessionWalk, TakeoverJob, TerminateJob, count_sessions
+from rtp_cluster.core.bulk import (GroupedWalk, SessionWalk, TakeoverJob, TerminateJob,
+                                   count_sessions)
 from rtp_cluster.core.sessions import MemorySessionStore
 from rtp_cluster.core.sharing import Record
 from tests.support.session_tables import RecordingClient, cluster_with, filled, shared
@@ -56,6 +57,28 @@ def test_a_walk_does_not_snapshot_a_store_without_selected_sessions():
     store = Spy()
     store.bind('c1', 'm1', 'ft', None)
     assert SessionWalk([('x', store)], 'foreign').next_slice(10) == [] and calls == []
+
+
+def test_a_grouped_walk_hands_each_slice_over_by_store_and_ends_once():
+    x, z = filled(5), filled(4, 'z')
+    visits, ends = [], []
+    walk = GroupedWalk([('x', x), ('z', z)], lambda name, infos: visits.append(
+        (name, [i.call_id for i in infos])), lambda: ends.append(1), size=4)
+    assert walk.step() and visits == [('x', ['c0', 'c1', 'c2', 'c3'])] and ends == []
+    x.unbind('c4')                                      # gone before its slice: skipped
+    assert walk.step() and visits[1:] == [('z', ['z0', 'z1', 'z2'])]
+    assert not walk.step() and visits[2:] == [('z', ['z3'])] and ends == [1]
+
+
+def test_a_grouped_walk_of_own_sessions_and_of_nothing():
+    store = shared(own=3, foreign=4)
+    visits, ends = [], []
+    walk = GroupedWalk([('c', store)], lambda name, infos: visits.append(len(infos)),
+                       lambda: ends.append(1), which='own', size=100)
+    assert not walk.step() and visits == [3] and ends == [1]
+    empty = GroupedWalk([('c', MemorySessionStore())], lambda *a: visits.append(a),
+                        lambda: ends.append(2))
+    assert not empty.step() and visits == [3] and ends == [1, 2]
 
 
 def test_terminate_job_ends_a_slice_per_step_with_the_d_a_client_would_send():

@@ -18,6 +18,7 @@ from rtp_cluster.adapters.admin_sharing import NOT_CONFIGURED, execute_sharing_c
 from rtp_cluster.core.config import RedisConfig
 from rtp_cluster.adapters.redis_sharing import RedisSharing
 from rtp_cluster.core.protocol import parse_command
+from rtp_cluster.core.sharing_actions import Continue
 from rtp_cluster.core.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
                                  SharedSessionStore, decode_record, key_owner, presence_key,
                                  session_key, session_prefix)
@@ -773,7 +774,7 @@ CHANNEL = '__keyspace@0__:'
 
 def sharing_setup(me='a', peers=()):
     sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id=me, peers=peers),
-                           reactor=None, client_factory=lambda: None)
+                           reactor=task.Clock(), client_factory=lambda: None)
     store = sharing.store_for('test', 3600.0)
     return sharing, store
 
@@ -1103,3 +1104,18 @@ def test_drop_member_does_not_walk_the_table_for_a_member_without_sessions():
     walked = []
     h.store.table.call_ids_of = lambda member: walked.append(member) or []
     assert h.store.drop_member('m2') == 0 and walked == []
+
+
+def test_sliced_work_of_the_core_runs_on_later_reactor_turns_until_done_or_stopped():
+    clock = task.Clock()
+    sharing = RedisSharing(RedisConfig('redis://127.0.0.1:1/0', instance_id='a'),
+                           reactor=clock, client_factory=lambda: None)
+    steps = []
+    sharing._carry_out(Continue(lambda: steps.append(1) or len(steps) < 3))
+    assert steps == [] and len(clock.getDelayedCalls()) == 1    # not within the emitting call
+    clock.advance(0)            # (a Clock runs calls made for "now" within the same advance)
+    assert steps == [1, 1, 1] and clock.getDelayedCalls() == []
+    sharing._carry_out(Continue(lambda: steps.append(2) or True))      # never ends by itself
+    sharing.stop()
+    clock.advance(0)
+    assert steps == [1, 1, 1] and clock.getDelayedCalls() == []

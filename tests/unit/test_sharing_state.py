@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from rtp_cluster.core.keys import session_key
 from rtp_cluster.core.sharing import Record
-from rtp_cluster.core.sharing_actions import (Barrier, Identity, ListOwn, LoadOwn, Log, Lookup,
-                                              Read, Refresh, Resume, Resync, Subscribe,
-                                              WhenFlushed, Write, WritePresence)
+from rtp_cluster.core.sharing_actions import (Barrier, Continue, Identity, ListOwn, LoadOwn, Log,
+                                              Lookup, Read, Refresh, Resume, Resync,
+                                              Subscribe, WhenFlushed, Write, WritePresence)
+from rtp_cluster.core import sharing_state
 from rtp_cluster.core.sharing_state import DUPLICATE_WINDOW, SharingState
 
 NS = 'rtpc'
@@ -27,18 +28,33 @@ class Clock:
 
 
 class Core:
-    """A SharingState for instance `me` with fake clocks; `actions` is what it asked for."""
+    """A SharingState for instance `me` with fake clocks; `actions` is what it asked for.
+
+    Sliced work (`Continue`) is carried out at once, every step, as the adapter does on
+    the next reactor turns; `steps` counts them.  With `run_steps=False` the `Continue`
+    actions are kept with the others instead.
+    """
 
     def __init__(self, me: str = 'a', peers: tuple[str, ...] = (), ttl: float = 100.0,
-                 resync_interval: float = 30.0) -> None:
+                 resync_interval: float = 30.0, run_steps: bool = True) -> None:
         self.wall = Clock(1_700_000_000.0)
         self.mono = Clock(100.0)
         self.actions: list = []
+        self.steps = 0
+        self.run_steps = run_steps
         self.state = SharingState(Identity(me, NS, peers=peers, session_ttl=ttl,
                                            resync_interval=resync_interval),
-                                  self.actions.append, wall_clock=self.wall,
+                                  self.emit, wall_clock=self.wall,
                                   mono_clock=self.mono, run_token='ours')
         self.store = self.state.store_for('test', ttl)
+
+    def emit(self, action) -> None:
+        if not (self.run_steps and isinstance(action, Continue)):
+            self.actions.append(action)
+            return
+        self.steps += 1
+        while action.step():
+            self.steps += 1
 
     def taken(self, kind=None) -> list:
         """The actions so far (of one type), forgetting them."""
@@ -143,6 +159,60 @@ def test_a_new_master_with_the_same_run_id_still_gets_every_own_session_again():
     assert actions[0].key == 'rtpc:s:a:test:own'
     core.state.on_server('run-1', 'ours')               # written: nothing more to do
     assert core.taken(Write) == []
+
+
+def test_the_ttl_refresh_and_the_rewrite_walk_own_sessions_a_slice_per_step(monkeypatch):
+    """At 200,000 own sessions one pass holds the reactor for tenths of a second: both go
+    OWN_SLICE sessions per reactor turn (`Continue`), and the barrier comes after the last."""
+    monkeypatch.setattr(sharing_state, 'OWN_SLICE', 2)
+    core = Core(ttl=4.0, run_steps=False)                # refresh every tick
+    for i in range(5):
+        core.store.bind('own%d' % i, 'm1', 'ft')
+    core.state.apply(record(cid='theirs'))               # FOREIGN: neither refreshed nor rewritten
+    core.taken()
+    core.state.tick()
+    [refresh] = core.taken(Continue)
+    assert [refresh.step(), refresh.step(), refresh.step()] == [True, True, False]
+    assert [a.keys for a in core.taken(Refresh)] == [
+        ('rtpc:s:a:test:own0', 'rtpc:s:a:test:own1'), ('rtpc:s:a:test:own2', 'rtpc:s:a:test:own3'),
+        ('rtpc:s:a:test:own4',)]
+    core.taken()
+    core.state.on_server('run-1', None)
+    [rewrite] = core.taken(Continue)
+    assert rewrite.step() and [a.key for a in core.taken()] == ['rtpc:s:a:test:own0',
+                                                                 'rtpc:s:a:test:own1']
+    core.store.unbind('own2')                            # ended meanwhile: its delete, no rewrite
+    assert rewrite.step() and [type(a) for a in core.taken()] == [Write, Write]
+    assert not rewrite.step()
+    assert [type(a) for a in core.taken() if not isinstance(a, Log)] == [Write, WhenFlushed,
+                                                                        ListOwn]
+
+
+def test_a_newer_server_cancels_the_rewrite_for_the_older_one(monkeypatch):
+    monkeypatch.setattr(sharing_state, 'OWN_SLICE', 1)
+    core = Core(run_steps=False)
+    core.store.bind('x', 'm1', 'ft')
+    core.store.bind('y', 'm1', 'ft')
+    core.state.on_server('run-1', None)
+    [old] = core.taken(Continue)
+    assert old.step()
+    core.state.on_server('run-2', 'ours')               # restarted again meanwhile
+    [new] = core.taken(Continue)
+    core.taken()
+    while old.step():
+        pass
+    assert core.taken() == []                           # the old job wrote and said nothing
+    while new.step():
+        pass
+    assert WhenFlushed('run-2') in core.taken()
+
+
+def test_no_refresh_walk_without_own_sessions():
+    core = Core(ttl=4.0, run_steps=False)
+    core.state.apply(record(cid='theirs'))
+    core.taken()
+    core.state.tick()
+    assert core.taken(Continue) == [] and core.taken(Refresh) == []
 
 
 def test_duplicate_instance_window_follows_the_injected_clock():

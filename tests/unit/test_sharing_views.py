@@ -5,8 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtp_cluster.core.sharing_actions import Identity
-from rtp_cluster.core.sharing_actions import Log
-from rtp_cluster.core.sharing_views import PeerView, ReadOrder, ServerLink, SharedStores
+from rtp_cluster.core.sharing_actions import ListOwn, Log, Resume, WhenFlushed
+from rtp_cluster.core.sharing_views import (MissLookups, OwnRewrite, PeerView, ReadOrder,
+                                            ServerLink, SharedStores)
+from tests.support.session_tables import shared
 
 
 def test_automatic_peers_follow_what_they_discover_and_never_themselves():
@@ -161,9 +163,6 @@ class _Store:
     def own_keys(self) -> list[str]:
         return ['k%d' % i for i in range(self.own)]
 
-    def rewrite_all_own(self) -> int:
-        return self.own
-
     def drop_foreign(self, peer: str) -> int:
         return len(self.foreign.pop(peer, set()))
 
@@ -184,9 +183,38 @@ def test_shared_stores_add_up_every_cluster():
     stores = SharedStores(one=_Store(2, {'b': {'x', 'y'}}), two=_Store(1, {'b': {'z'},
                                                                          'c': {'w'}}))
     assert stores.ownership_counts() == (3, 4) and stores.own_count() == 3
-    assert len(stores.own_keys()) == 3 and stores.rewrite_all_own() == 3
+    assert len(stores.own_keys()) == 3
     # cluster `one` saw y only, cluster `two` saw nothing of b
     assert stores.drop_unseen('b', {('b', 'one'): {'y'}}, 0.0) == 2
     assert stores.ownership_counts() == (3, 2)
     assert stores.drop_foreign('c') == 1 and stores.take_over_all(None) == 1
     assert stores.ownership_counts() == (4, 0)
+
+
+def test_a_lookup_on_miss_resumes_its_command_once():
+    lookups = MissLookups()
+    resumed = []
+    first = lookups.start(lambda: resumed.append('first'))
+    second = lookups.start(lambda: resumed.append('second'))
+    assert first != second and len(lookups) == 2
+    [resume] = lookups.finish(second)
+    assert isinstance(resume, Resume) and lookups.finish(second) == []    # the deadline, late
+    resume.then()
+    assert resumed == ['second'] and len(lookups) == 1
+
+
+def test_a_rewrite_counts_what_it_wrote_and_a_cancelled_one_stops():
+    written = []
+    store = shared(own=3, foreign=2)
+    store.write = lambda key, op: written.append(key)
+    stores = SharedStores(c=store)
+    job = OwnRewrite(stores, 'run-12345678')
+    infos = store.listing('all')
+    job.visit('c', infos)                               # the foreign ones are not ours
+    assert job.rewritten == 3 and written == ['ns:s:a:c:own0', 'ns:s:a:c:own1', 'ns:s:a:c:own2']
+    flushed, listed, log = job.finished()
+    assert flushed == WhenFlushed('run-12345678') and listed == ListOwn()
+    assert log.fields == {'n': 3, 'run': 'run-1234'}
+    job.cancelled = True
+    job.visit('c', infos)
+    assert job.rewritten == 3 and len(written) == 3 and job.finished() == []
