@@ -243,7 +243,7 @@ def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True,
                  baseline: str | None = None) -> list[Target]:
     """The targets in the order each round measures them; B last."""
     if kind == 'cluster-redis':
-        return list(sharing_targets(fleet, ranges))
+        return sharing_targets(fleet, ranges, baseline)
     if kind == 'cluster-http':
         return list(http_targets(fleet, ranges))
     a_port = free_udp_port(HOST)
@@ -277,8 +277,10 @@ def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True,
     return [target_a, target_f] + before_b + [target_b]
 
 
-def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
-    """A = rtp_cluster without sharing, B = rtp_cluster sharing through Redis; same two members."""
+def sharing_targets(fleet: Fleet, ranges, baseline: str | None = None) -> list[Target]:
+    """A = rtp_cluster without sharing, B = rtp_cluster sharing through Redis; same two members.
+    With `baseline`, C = that checkout's rtp_cluster sharing through database 1 of the same
+    Redis (keyspace events are per database: B and C never see each other's sessions)."""
     ports = [free_udp_port(HOST) for _ in range(4)]
     m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
     m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
@@ -288,10 +290,19 @@ def sharing_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
     plain = fleet.cluster(ports[2], members, HOST, name='cluster-plain')
     shared = fleet.cluster(ports[3], members, HOST, redis_url='redis://127.0.0.1:%d/0' % redis_port,
                            name='cluster-redis')
-    return (Target('A', 'rtp_cluster, no session sharing', (HOST, ports[2]), plain.pid,
-                   [m1.pid, m2.pid]),
-            Target('B', 'rtp_cluster sharing sessions through Redis', (HOST, ports[3]),
-                   shared.pid, [m1.pid, m2.pid], redis_port=redis_port))
+    targets = [Target('A', 'rtp_cluster, no session sharing', (HOST, ports[2]), plain.pid,
+                      [m1.pid, m2.pid])]
+    if baseline is not None:
+        c_port = free_udp_port(HOST)
+        old = fleet.cluster(c_port, members, HOST, name='cluster-redis-baseline',
+                            redis_url='redis://127.0.0.1:%d/1' % redis_port,
+                            root=os.path.abspath(baseline))
+        targets.append(Target('C', 'rtp_cluster of %s (baseline) sharing sessions through '
+                              'Redis' % os.path.abspath(baseline), (HOST, c_port), old.pid,
+                              [m1.pid, m2.pid], redis_port=redis_port))
+    targets.append(Target('B', 'rtp_cluster sharing sessions through Redis', (HOST, ports[3]),
+                          shared.pid, [m1.pid, m2.pid], redis_port=redis_port))
+    return targets
 
 
 def http_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
