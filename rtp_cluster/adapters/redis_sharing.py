@@ -226,9 +226,6 @@ class RedisSharing(SharingThreads):
     def unsubscribe(self, peer: str) -> int:
         return self.state.unsubscribe(peer)
 
-    def take_over(self, peer: str | None) -> int:
-        return self.state.stores.take_over_all(peer)
-
     def request_resync(self) -> None:
         self.state.request_resync()
 

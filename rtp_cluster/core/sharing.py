@@ -553,6 +553,14 @@ class SharedSessionStore:
             self._drop(call_id)
         return len(doomed)
 
+    def drop_sessions_of(self, owner: str, call_ids: Iterable[str]) -> int:
+        """Forget those of these sessions that `owner` (a peer) still owns; how many."""
+        doomed = [c for c in call_ids if (s := self.get(c)) is not None and s.owner == owner
+                  and owner != self.instance_id]
+        for call_id in doomed:
+            self._drop(call_id)
+        return len(doomed)
+
     def drop_unseen(self, peer: str, seen: set[str], since: float) -> int:
         """After a full resync of `peer`: forget its sessions Redis no longer has."""
         doomed = [c for c, s in self.table.view()

@@ -444,6 +444,14 @@ class SharingState:
         self.emit(Subscribe(tuple(self.patterns())))
 
     def unsubscribe(self, peer: str) -> int:
+        """Stop following `peer` and forget its sessions: OWN_SLICE now, the rest a slice per
+        reactor turn; returns how many there are."""
         self.peers_view.unsubscribe(peer)
         self.emit(Subscribe(tuple(self.patterns())))
-        return self.stores.drop_foreign(peer)
+        count = self.stores.foreign_count(peer)
+        walk = GroupedWalk(self.stores.items(), which='foreign', size=OWN_SLICE, visit=(
+            lambda cluster, infos: self.stores[cluster].drop_sessions_of(
+                peer, (i.call_id for i in infos))))
+        if walk.step():
+            self.emit(Continue(walk.step))
+        return count

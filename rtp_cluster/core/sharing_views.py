@@ -362,11 +362,9 @@ class SharedStores(dict):
             own, foreign = own + o, foreign + f
         return own, foreign
 
-    def drop_foreign(self, peer: str) -> int:
-        return sum(store.drop_foreign(peer) for store in self.values())
-
-    def take_over_all(self, peer: str | None) -> int:
-        return sum(store.take_over_all(peer) for store in self.values())
+    def foreign_count(self, peer: str) -> int:
+        """`peer`'s sessions over every cluster (kept counts)."""
+        return sum(store.foreign_counts().get(peer, 0) for store in self.values())
 
     def drop_unseen(self, peer: str, seen: Mapping[tuple[str, str], set[str]],
                     since: float) -> int:

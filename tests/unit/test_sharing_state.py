@@ -602,3 +602,27 @@ def test_a_repair_asked_while_a_resync_runs_waits_for_the_next_resync():
     assert len(follow_up) == 1
     core.state.on_resync_done(follow_up[0].since, [], {}, 'run-1', 0.1)
     assert not core.state.stale
+
+
+def test_ksrm_forgets_the_peers_sessions_a_slice_now_and_the_rest_a_slice_per_turn(monkeypatch):
+    monkeypatch.setattr(sharing_state, 'OWN_SLICE', 3)
+    core = Core(peers=('b', 'c'), run_steps=False)
+    core.store.bind('mine', 'm1', 'ft')
+    for i in range(7):
+        core.state.apply(record(cid='b%d' % i, owner='b'))
+    core.state.apply(record(cid='c0', owner='c'))
+    core.taken()
+    assert core.state.unsubscribe('b') == 7              # the count comes from kept counts
+    [walk] = core.taken(Continue)
+    assert core.store.foreign_counts() == {'b': 5, 'c': 1}  # looked at now: mine, b0, b1
+    assert walk.step() and core.store.foreign_counts() == {'b': 2, 'c': 1}
+    assert not walk.step() and core.store.foreign_counts() == {'c': 1}
+    assert 'mine' in core.store and 'c0' in core.store
+
+
+def test_ksrm_of_a_peer_with_few_sessions_is_done_at_once():
+    core = Core(peers=('b',), run_steps=False)
+    core.state.apply(record(cid='b0', owner='b'))
+    core.taken()
+    assert core.state.unsubscribe('b') == 1
+    assert core.taken(Continue) == [] and 'b0' not in core.store

@@ -163,14 +163,8 @@ class _Store:
     def own_keys(self) -> list[str]:
         return ['k%d' % i for i in range(self.own)]
 
-    def drop_foreign(self, peer: str) -> int:
-        return len(self.foreign.pop(peer, set()))
-
-    def take_over_all(self, peer: str | None) -> int:
-        peers = list(self.foreign) if peer is None else [peer]
-        taken = sum(len(self.foreign.pop(p, set())) for p in peers)
-        self.own += taken
-        return taken
+    def foreign_counts(self) -> dict[str, int]:
+        return {peer: len(ids) for peer, ids in self.foreign.items()}
 
     def drop_unseen(self, peer: str, seen: set[str], since: float) -> int:
         ids = self.foreign.get(peer, set())
@@ -187,8 +181,8 @@ def test_shared_stores_add_up_every_cluster():
     # cluster `one` saw y only, cluster `two` saw nothing of b
     assert stores.drop_unseen('b', {('b', 'one'): {'y'}}, 0.0) == 2
     assert stores.ownership_counts() == (3, 2)
-    assert stores.drop_foreign('c') == 1 and stores.take_over_all(None) == 1
-    assert stores.ownership_counts() == (4, 0)
+    assert stores.foreign_count('b') == 1 and stores.foreign_count('c') == 1
+    assert stores.foreign_count('nobody') == 0
 
 
 def test_a_lookup_on_miss_resumes_its_command_once():
