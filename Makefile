@@ -56,12 +56,15 @@ bench-stall: venv
 	$(VENV)/bin/python -m bench.stall --sessions 200000 --rate 1000
 
 # two loads: a closed loop of short calls (most changes coalesce), then 1,000 calls/s that
-# each live 0.2 s (every offer, answer and delete reaches Redis)
+# each live 0.2 s (every offer, answer and delete reaches Redis); BASELINE=CHECKOUT adds C,
+# that checkout's cluster sharing through the same Redis, to compare revisions
+BASELINE_ARGS = $(if $(BASELINE),--baseline $(BASELINE))
 bench-sharing: venv
 	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 3 --duration 10 \
-		--concurrency 16 --out bench/results/sharing-closed.json
+		--concurrency 16 --out bench/results/sharing-closed.json $(BASELINE_ARGS)
 	$(VENV)/bin/python -m bench.runner --b cluster-redis --rounds 10 --duration 5 \
-		--concurrency 256 --rate 1000 --hold 0.1 --out bench/results/sharing-paced.json
+		--concurrency 256 --rate 1000 --hold 0.1 --out bench/results/sharing-paced.json \
+		$(BASELINE_ARGS)
 
 # issue 18's targets: three instances, 100,000 shared sessions, scripted members
 bench-sharing-scale: venv
