@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 from .counters import Field, counter_group
 from .keys import (cluster_prefix, key_owner, parse_session_key, presence_key, session_key,
                    session_prefix)
-from .sessions import (DEFAULT_SESSION_TTL, SESSION_AGING_INTERVAL, MemorySessionStore, Session,
-                       SessionInfo, Which)
+from .sessions import (DEFAULT_SESSION_TTL, LAST_USED, MEMBER, SESSION_AGING_INTERVAL, TO_TAG,
+                       MemorySessionStore, SessionInfo, Which)
 
 __all__ = ['key_owner', 'presence_key', 'session_key', 'session_prefix', 'Record', 'BadRecord',
            'decode_record', 'newest_records', 'SharedSessionStore', 'SharingCounters']
@@ -138,23 +138,29 @@ def newest_records(namespace: str,
             if not isinstance(item, Record) or item.order == best[(item.cluster, item.cid)]]
 
 
-class SharedSession(Session):
-    __slots__ = ('owner', 'epoch', 'seq', 'created', 'updated', 'address')
+class SharedSession(NamedTuple):
+    """A session with its ownership, as the store hands it out (a copy).  The table holds
+    it as a plain tuple of the same fields (`MemorySessionStore`: the garbage collector
+    does not walk those)."""
 
-    def __init__(self, member: str, last_used: float, from_tag: str | None, to_tag: str | None,
-                 owner: str, epoch: int, seq: int, created: float, updated: float,
-                 address: str = '') -> None:
-        super().__init__(member, last_used, from_tag, to_tag)
-        self.owner = owner
-        self.epoch = epoch
-        self.seq = seq
-        self.created = created
-        self.updated = updated
-        self.address = address       # the member's control address when it was bound
+    member: str
+    last_used: float
+    from_tag: str | None
+    to_tag: str | None
+    owner: str
+    epoch: int
+    seq: int
+    created: float
+    updated: float
+    address: str = ''        # the member's control address when it was bound
 
     @property
     def order(self) -> tuple[int, int, str]:
         return self.epoch, self.seq, self.owner
+
+
+# positions of the ownership fields in a table entry (after those of `Session`)
+OWNER, EPOCH, SEQ, CREATED, UPDATED, ADDRESS = range(4, 10)
 
 
 class LiveRecord:
@@ -164,6 +170,8 @@ class LiveRecord:
     before the writer takes the key cost one record); `snapshot()` fixes that state.  The
     writer snapshots every key of a transaction when it takes the batch, so what it writes
     is the state at that moment even if the session changes while the batch is encoded.
+    The current state is the table's entry for the call while it is still own; once the
+    call is gone (or no longer own) it is the state it had when the write was queued.
     """
 
     __slots__ = ('store', 'call_id', 'session', 'state')
@@ -175,8 +183,12 @@ class LiveRecord:
         self.session = session
         self.state = state
 
+    def current(self) -> SharedSession:
+        now = self.store.get(self.call_id)
+        return now if now is not None and now.owner == self.session.owner else self.session
+
     def snapshot(self) -> Record:
-        s = self.session
+        s = self.current()
         return Record(self.call_id, self.store.cluster, s.member, s.address, s.from_tag or '',
                       s.to_tag or '', s.created, s.updated, s.owner, s.epoch, s.seq, self.state)
 
@@ -193,6 +205,9 @@ class Tombstone(LiveRecord):
     def __init__(self, store: 'SharedSessionStore', call_id: str,
                  session: SharedSession) -> None:
         super().__init__(store, call_id, session, DELETED_STATE)
+
+    def current(self) -> SharedSession:
+        return self.session          # the call is deleted: its last state is final
 
 
 # (key, op): op is a LiveRecord (Tombstone included) to write, or None to delete the key
@@ -234,7 +249,7 @@ class SharedSessionStore:
                  wall_clock: Callable[[], float] = time.time,
                  counters: SharingCounters | None = None,
                  resolve: Resolver = _never_resolves) -> None:
-        self.table = MemorySessionStore(ttl=ttl, clock=clock)
+        self.table = MemorySessionStore(ttl=ttl, clock=clock, entry_type=SharedSession._make)
         self.cluster = cluster
         self.instance_id = instance_id
         self.namespace = namespace
@@ -260,7 +275,8 @@ class SharedSessionStore:
         return call_id in self.table
 
     def get(self, call_id: str) -> SharedSession | None:
-        return self.table.get(call_id)   # type: ignore[return-value]
+        """A copy of the session of `call_id`, or None."""
+        return self.table.get(call_id)
 
     def items(self):
         return self.table.items()
@@ -273,25 +289,22 @@ class SharedSessionStore:
         return SESSION_AGING_INTERVAL
 
     def lookup(self, call_id: str) -> str | None:
-        session = self.get(call_id)
-        if session is None:
+        entry = self.table.entry(call_id)
+        if entry is None:
             return None
-        if session.owner != self.instance_id:
-            self._take_over(call_id, session)
-        self.table.touch(call_id, session)
-        return session.member
+        if entry[OWNER] != self.instance_id:
+            entry = self._take_over(call_id, SharedSession._make(entry))
+        self.table.touch(call_id, entry)
+        return entry[MEMBER]
 
     def bind(self, call_id: str, member: str, from_tag: str | None = None,
              to_tag: str | None = None, *, address: str = '') -> None:
         old = self.get(call_id)
         if old is not None and old.member == member:
             if old.owner != self.instance_id:
-                old.address = address or old.address
-                self._take_over(call_id, old)
+                self._take_over(call_id, old._replace(address=address or old.address))
                 return
-            self.table.touch(call_id, old)
-            if to_tag is not None:
-                old.to_tag = to_tag
+            self.table.touch(call_id, old if to_tag is None else old._replace(to_tag=to_tag))
             return
         now = self.wall_clock()
         epoch = old.epoch + 1 if old is not None else 1
@@ -302,13 +315,16 @@ class SharedSessionStore:
         self._queue(call_id, session)
 
     def learn_to_tag(self, call_id: str, to_tag: str) -> None:
-        session = self.get(call_id)
-        if session is not None and session.to_tag is None:
-            session.to_tag = to_tag
-            if session.owner == self.instance_id:
-                session.seq += 1
-                session.updated = self.wall_clock()
-                self._queue(call_id, session)
+        entry = self.table.entry(call_id)
+        if entry is None or entry[TO_TAG] is not None:
+            return
+        session = SharedSession._make(entry)._replace(to_tag=to_tag)
+        if session.owner == self.instance_id:
+            session = session._replace(seq=session.seq + 1, updated=self.wall_clock())
+            self.table.replace(call_id, session)
+            self._queue(call_id, session)
+        else:
+            self.table.replace(call_id, session)
 
     def unbind(self, call_id: str) -> str | None:
         session = self.get(call_id)
@@ -336,10 +352,10 @@ class SharedSessionStore:
         return self.table.call_ids()
 
     def forget_foreign(self, call_id: str) -> bool:
-        session = self.get(call_id)
-        if session is None or session.owner == self.instance_id:
+        entry = self.table.entry(call_id)
+        if entry is None or entry[OWNER] == self.instance_id:
             return False
-        self._terminated[call_id] = (session.owner, self.table.now())
+        self._terminated[call_id] = (entry[OWNER], self.table.now())
         self._drop(call_id)
         return True
 
@@ -363,21 +379,21 @@ class SharedSessionStore:
         self._forget_terminated_before((self.table.now() if now is None else now) - self.table.ttl)
         if self.final_timeout > 0:
             limit = self.wall_clock() - self.final_timeout
-            for call_id in [c for c, s in self.table.view() if s.created < limit]:
+            for call_id in [c for c, e in self.table.entries() if e[CREATED] < limit]:
                 self.unbind(call_id)
                 expired += 1
         return expired
 
     def describe(self, call_id: str) -> SessionInfo | None:
-        session = self.get(call_id)
-        return None if session is None else self._info(call_id, session)
+        entry = self.table.entry(call_id)
+        return None if entry is None else self._info(call_id, entry)
 
     def listing(self, which: Which = 'all', limit: int | None = None,
                 offset: int = 0) -> list[SessionInfo]:
         found: list[SessionInfo] = []
         skipped = 0
-        for call_id, session in self.table.view():
-            own = session.owner == self.instance_id
+        for call_id, entry in self.table.entries():
+            own = entry[OWNER] == self.instance_id
             if (which == 'own' and not own) or (which == 'foreign' and own):
                 continue
             if skipped < offset:
@@ -385,33 +401,35 @@ class SharedSessionStore:
                 continue
             if limit is not None and len(found) >= limit:
                 break
-            found.append(self._info(call_id, session))
+            found.append(self._info(call_id, entry))
         return found
 
     def resolve_unknown(self, call_id: str, then: Callable[[], None], *,
                         ends_call: bool = False) -> bool:
         return self._resolve(call_id, then, ends_call)
 
-    def _info(self, call_id: str, s: SharedSession) -> SessionInfo:
-        return SessionInfo(call_id, s.member, s.from_tag, s.to_tag, s.last_used,
-                           s.owner == self.instance_id, s.owner, s.epoch, s.seq, s.created,
-                           s.updated, self.key_of(call_id, s.owner))
+    def _info(self, call_id: str, entry: tuple) -> SessionInfo:
+        member, last_used, from_tag, to_tag, owner, epoch, seq, created, updated, _ = entry
+        return SessionInfo(call_id, member, from_tag, to_tag, last_used,
+                           owner == self.instance_id, owner, epoch, seq, created, updated,
+                           self.key_of(call_id, owner))
 
     # --- ownership -----------------------------------------------------------------------
 
     def is_own(self, call_id: str) -> bool:
-        session = self.get(call_id)
-        return session is not None and session.owner == self.instance_id
+        entry = self.table.entry(call_id)
+        return entry is not None and entry[OWNER] == self.instance_id
 
-    def _take_over(self, call_id: str, session: SharedSession) -> None:
+    def _take_over(self, call_id: str, session: SharedSession) -> SharedSession:
+        """Make `session` (the call's entry, maybe changed) own; returns the new entry."""
         self._count(session.owner, -1)
         self._count(self.instance_id, 1)
-        session.owner = self.instance_id
-        session.epoch += 1
-        session.seq = 1
-        session.updated = self.wall_clock()
+        session = session._replace(owner=self.instance_id, epoch=session.epoch + 1, seq=1,
+                                   updated=self.wall_clock())
+        self.table.replace(call_id, session)
         self.counters.takeovers += 1
         self._queue(call_id, session)
+        return session
 
     def take_over_one(self, call_id: str, peer: str | None = None) -> bool:
         """Make one FOREIGN session (of `peer`, or of any peer) own; False if it is not one."""
@@ -423,12 +441,11 @@ class SharedSessionStore:
         return True
 
     def take_over_all(self, peer: str | None = None) -> int:
-        taken = 0
-        for call_id, session in self.table.view():
-            if session.owner != self.instance_id and (peer is None or session.owner == peer):
-                self._take_over(call_id, session)
-                taken += 1
-        return taken
+        doomed = [c for c, e in self.table.entries()
+                  if e[OWNER] != self.instance_id and (peer is None or e[OWNER] == peer)]
+        for call_id in doomed:
+            self.take_over_one(call_id)
+        return len(doomed)
 
     def mapping_of(self, call_id: str, session: SharedSession,
                    state: str = ACTIVE_STATE) -> dict[str, str]:
@@ -451,8 +468,8 @@ class SharedSessionStore:
             self.write(self._own_prefix + call_id, None)
         else:
             # a previous owner's key may still exist: outrank it as long as it does
-            session.seq += 1
-            self.write(self._own_prefix + call_id, Tombstone(self, call_id, session))
+            self.write(self._own_prefix + call_id,
+                       Tombstone(self, call_id, session._replace(seq=session.seq + 1)))
 
     def rewrite_all_own(self) -> int:
         """After a Redis restart: write every OWN session again."""
@@ -469,7 +486,7 @@ class SharedSessionStore:
         return n
 
     def own_keys(self) -> list[str]:
-        return [self.key_of(c) for c, s in self.table.view() if s.owner == self.instance_id]
+        return [self.key_of(c) for c, e in self.table.entries() if e[OWNER] == self.instance_id]
 
     # --- learning from Redis -------------------------------------------------------------
 
@@ -504,26 +521,26 @@ class SharedSessionStore:
         """A peer's key disappeared: drop our copy only if that peer still owns it."""
         if self._terminated.get(call_id, ('',))[0] == peer:
             del self._terminated[call_id]          # its owner deleted it: nothing to hide
-        session = self.get(call_id)
-        if session is None or session.owner != peer or peer == self.instance_id:
+        entry = self.table.entry(call_id)
+        if entry is None or entry[OWNER] != peer or peer == self.instance_id:
             return False
         self._drop(call_id)
         self.counters.removed_by_event += 1
         return True
 
     def _drop(self, call_id: str) -> None:
-        session = self.table.pop(call_id)
-        if session is None:
+        entry = self.table.pop(call_id)
+        if entry is None:
             return
-        self._count(session.owner, -1)
+        self._count(entry[OWNER], -1)
         if self.on_unbind is not None:
-            self.on_unbind(call_id, session.member)
+            self.on_unbind(call_id, entry[MEMBER])
 
     def _put(self, call_id: str, session: SharedSession) -> None:
         """Add or replace an entry, keeping the counts per owner."""
-        old = self.table.get(call_id)
+        old = self.table.entry(call_id)
         if old is not None:
-            self._count(old.owner, -1)
+            self._count(old[OWNER], -1)
         self.table.put(call_id, session)
         self._count(session.owner, 1)
 
@@ -544,11 +561,11 @@ class SharedSessionStore:
             del terminated[call_id]
 
     def foreign_of(self, peer: str) -> list[str]:
-        return [c for c, s in self.table.view() if s.owner == peer]
+        return [c for c, e in self.table.entries() if e[OWNER] == peer]
 
     def drop_foreign(self, peer: str | None = None) -> int:
-        doomed = [c for c, s in self.table.view()
-                  if s.owner != self.instance_id and (peer is None or s.owner == peer)]
+        doomed = [c for c, e in self.table.entries()
+                  if e[OWNER] != self.instance_id and (peer is None or e[OWNER] == peer)]
         for call_id in doomed:
             self._drop(call_id)
         return len(doomed)
@@ -563,8 +580,8 @@ class SharedSessionStore:
 
     def drop_unseen(self, peer: str, seen: set[str], since: float) -> int:
         """After a full resync of `peer`: forget its sessions Redis no longer has."""
-        doomed = [c for c, s in self.table.view()
-                  if s.owner == peer and c not in seen and s.last_used < since]
+        doomed = [c for c, e in self.table.entries()
+                  if e[OWNER] == peer and c not in seen and e[LAST_USED] < since]
         for call_id in doomed:
             self._drop(call_id)
         for call_id in [c for c, (owner, _) in self._terminated.items()

@@ -211,3 +211,35 @@ def test_drop_member_without_sessions_does_not_walk_the_table():
     store.bind('a', 'm1', 'ft', None)
     store.call_ids_of = lambda member: pytest.fail('walked the table')
     assert store.drop_member('m2') == 0
+
+
+def test_entries_are_plain_tuples_the_garbage_collector_stops_tracking():
+    """A full collection walks every tracked object while the event loop waits: the table's
+    entries must not be among them, however they were made or changed."""
+    import gc
+    store, clock, _ = make_store()
+    store.bind('new', 'm1', 'f', None)
+    store.bind('tagged', 'm1', 'f', None)
+    store.learn_to_tag('tagged', 't')
+    store.bind('rebound', 'm1', 'f', None)
+    store.bind('rebound', 'm1', 'f', 't2')
+    store.bind('moved', 'm1', 'f', None)
+    store.bind('moved', 'm2', 'f', None)
+    clock.now += 1.0
+    store.lookup('new')
+    gc.collect()
+    for call_id in ('new', 'tagged', 'rebound', 'moved'):
+        entry = store.entry(call_id)
+        assert type(entry) is tuple and not gc.is_tracked(entry), call_id
+    assert store.get('new').last_used == clock.now
+    assert store.get('rebound').to_tag == 't2' and store.get('tagged').to_tag == 't'
+    assert store.get('moved').member == 'm2'
+
+
+def test_a_copy_handed_out_does_not_change_the_table():
+    store, clock, _ = make_store()
+    store.bind('c', 'm1', 'f', None)
+    seen = store.get('c')
+    store.learn_to_tag('c', 't')
+    assert seen.to_tag is None and store.get('c').to_tag == 't'
+    assert [(c, s.member) for c, s in store.view()] == [('c', 'm1')]

@@ -20,8 +20,8 @@ from rtp_cluster.adapters.redis_sharing import RedisSharing
 from rtp_cluster.core.protocol import parse_command
 from rtp_cluster.core.sharing_actions import Continue
 from rtp_cluster.core.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
-                                 SharedSessionStore, decode_record, key_owner, presence_key,
-                                 session_key, session_prefix)
+                                 SharedSessionStore, Tombstone, decode_record, key_owner,
+                                 presence_key, session_key, session_prefix)
 
 NS = 'rtpc'
 
@@ -1119,3 +1119,39 @@ def test_sliced_work_of_the_core_runs_on_later_reactor_turns_until_done_or_stopp
     sharing.stop()
     clock.advance(0)
     assert steps == [1, 1, 1] and clock.getDelayedCalls() == []
+
+
+def test_shared_entries_are_plain_tuples_the_garbage_collector_stops_tracking():
+    import gc
+    h = Harness()
+    store = h.store
+    store.bind('own', 'm1', 'ft', None)
+    store.learn_to_tag('own', 'tt')
+    store.apply_record(record(cid='foreign', owner='b', epoch=1))
+    store.apply_record(record(cid='taken', owner='b', epoch=1))
+    store.lookup('taken')                          # a client's command takes it over
+    store.apply_record(record(cid='tagged', owner='b', epoch=1, ttag=''))
+    store.learn_to_tag('tagged', 'late')
+    gc.collect()
+    for call_id in ('own', 'foreign', 'taken', 'tagged'):
+        entry = store.table.entry(call_id)
+        assert type(entry) is tuple and not gc.is_tracked(entry), call_id
+    assert (store.get('taken').owner, store.get('taken').epoch) == ('a', 2)
+    assert store.get('tagged').to_tag == 'late' and store.get('tagged').owner == 'b'
+
+
+def test_a_tombstone_keeps_the_state_of_the_deleted_call_when_it_comes_back():
+    """A queued write renders the call's current state while it is own; a tombstone is the
+    call's last state, even if a client binds the call-id again before it is written."""
+    h = Harness()
+    store = h.store
+    store.apply_record(record(cid='c1', owner='b', epoch=1))
+    store.lookup('c1')                                   # taken over: epoch 2, seq 1
+    store.unbind('c1')
+    key, tombstone = h.thunks[-1]
+    assert isinstance(tombstone, Tombstone)
+    store.bind('c1', 'm2', 'ft2', None)                  # back, as a new own call
+    assert tombstone.snapshot().order == (2, 2, 'a')
+    assert tombstone.snapshot().state == DELETED_STATE and tombstone.snapshot().member == 'm1'
+    _, live = h.thunks[-1]
+    assert live.snapshot().member == 'm2' and live.snapshot().state == 'active'
