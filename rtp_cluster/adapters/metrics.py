@@ -26,6 +26,7 @@ from prometheus_client.utils import floatToGoString
 from .. import __version__
 from ..core.counters import CounterGroup, Histogram, Kind
 from ..core.member import ACTIVE, DRAINING, SUSPENDED
+from .gc_pauses import GC_PAUSES, GCPauses
 
 MEMBER_STATUSES = (ACTIVE, SUSPENDED, DRAINING)
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
@@ -80,10 +81,12 @@ class _Collected:
 
 
 class RuntimeCollector:
-    """Reads clusters, members, notify relays and the Redis sharing at each scrape."""
+    """Reads clusters, members, notify relays and the Redis sharing at each scrape (and the
+    garbage collector's pauses, once their recorder is installed)."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, gc_pauses: GCPauses = GC_PAUSES) -> None:
         self.runtime = runtime
+        self.gc_pauses = gc_pauses
 
     def describe(self) -> list[Metric]:
         return []       # families depend on the configuration: not described up front
@@ -101,6 +104,8 @@ class RuntimeCollector:
         yield from group_families([relay.counters for relay in runtime.relays.values()])
         if runtime.sharing is not None:
             yield from _redis_families(runtime.sharing)
+        if self.gc_pauses.installed:
+            yield gc_pause_family(self.gc_pauses)
 
 
 def _info() -> Metric:
@@ -218,6 +223,16 @@ def _redis_families(sharing: Any) -> Iterator[Metric]:
     yield peers
     yield from group_families([state.redis_counters])
     yield from group_families([sharing.counters])
+
+
+def gc_pause_family(pauses: GCPauses) -> Metric:
+    family = HistogramMetricFamily('rtp_cluster_gc_pause_seconds', 'Time the cyclic garbage '
+                                   'collector held the process, by generation collected '
+                                   '(2: a full pass over every tracked object).',
+                                   labels=['generation'])
+    for generation, histogram in enumerate(pauses.histograms):
+        add_histogram(family, [str(generation)], histogram)
+    return family
 
 
 def add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:

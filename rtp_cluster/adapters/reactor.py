@@ -16,7 +16,8 @@ other event on them (an error, a hang-up) and every other descriptor take Twiste
 `tune_garbage_collector()` fits the cyclic garbage collector to the same loop: every command
 allocates a handful of container objects that die when it is answered, and with Python's
 default (a young-generation pass every 700 allocations) the collector took about 5 % of
-the daemon's Python time at concurrency 16.
+the daemon's Python time at concurrency 16.  It also starts timing every collection
+(`gc_pauses.GC_PAUSES`, the `rtp_cluster_gc_pause_seconds` histogram).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from typing import Callable
 from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
 from twisted.python import log
+
+from .gc_pauses import GC_PAUSES
 
 _READ_ONLY = select.EPOLLIN
 LEAN_BATCH = 64             # datagrams read from one socket per wake-up, at most
@@ -112,8 +115,10 @@ def tune_garbage_collector() -> None:
     (which otherwise walks them each time the live sessions have grown by a quarter).  The
     price: a frozen object that later becomes cyclic garbage (a cluster or member of the
     startup configuration that a reload removes) stays in memory; at most once, and no
-    larger than the startup configuration's objects.
+    larger than the startup configuration's objects.  From then on every collection is timed
+    (`GC_PAUSES`).
     """
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
     gc.freeze()
+    GC_PAUSES.install()

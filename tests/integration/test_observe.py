@@ -214,6 +214,26 @@ def test_http_errors_and_methods(procs, tmp_path):
         cluster.stop()
 
 
+
+def test_metrics_carry_the_garbage_collectors_pauses_by_generation(procs, tmp_path):
+    """The daemon times its collections from start-up on (rtp_cluster_gc_pause_seconds)."""
+    m1 = procs.member()
+    http_port = free_tcp_port()
+    cluster = ClusterProc.start(procs, tmp_path, config_xml({'main': [('m1', m1)]}, http_port),
+                                wait_online=['m1'])
+    try:
+        body = http_get(http_port, '/metrics')[1]
+        assert b'# TYPE rtp_cluster_gc_pause_seconds histogram' in body
+        counts = dict(re.findall(rb'^rtp_cluster_gc_pause_seconds_count\{generation="(\d)"\} '
+                                 rb'([0-9.e+]+)$', body, re.M))
+        assert sorted(counts) == [b'0', b'1', b'2']
+        for generation in counts:
+            infinite = re.search(rb'^rtp_cluster_gc_pause_seconds_bucket\{generation="%s",'
+                                 rb'le="\+Inf"\} ([0-9.e+]+)$' % generation, body, re.M)
+            assert infinite and float(infinite.group(1)) == float(counts[generation])
+    finally:
+        cluster.stop()
+
 # --- the status page in headless Chromium ------------------------------------------------------
 
 def member_rows(dom: str) -> dict[str, str]:

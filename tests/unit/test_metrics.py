@@ -220,3 +220,27 @@ def test_metrics_page_collects_then_renders_the_same_text():
               if line.startswith('rtp_cluster_')]
     assert len(ours) == len(direct)
     assert 'rtp_cluster_commands_total{cluster="a",command="U"} 2.0' in direct
+
+
+
+def test_gc_pauses_are_exported_by_generation_once_recorded():
+    import gc
+
+    from rtp_cluster.adapters.gc_pauses import GCPauses
+    world = World({'a': ['m1']})
+    pauses = GCPauses()
+    collector = metrics.RuntimeCollector(world, pauses)
+    assert not [f for f in collector.collect() if f.name.startswith('rtp_cluster_gc')]
+    pauses.install()
+    try:
+        gc.collect(2)
+        family = next(f for f in collector.collect() if f.name == 'rtp_cluster_gc_pause_seconds')
+    finally:
+        pauses.remove()
+    assert family.type == 'histogram'
+    samples = {(s.name, s.labels['generation'], s.labels.get('le')): s.value
+               for s in family.samples}
+    assert samples['rtp_cluster_gc_pause_seconds_count', '2', None] == 1
+    assert samples['rtp_cluster_gc_pause_seconds_sum', '2', None] > 0.0
+    assert samples['rtp_cluster_gc_pause_seconds_bucket', '2', '+Inf'] == 1
+    assert {generation for _, generation, _ in samples} == {'0', '1', '2'}

@@ -91,6 +91,7 @@ def test_the_poll_returns_when_its_timeout_passes_with_nothing_to_read(reactor):
 def test_garbage_collector_tuning_makes_young_passes_rarer_and_freezes_what_exists():
     import gc
 
+    from rtp_cluster.adapters.gc_pauses import GC_PAUSES
     from rtp_cluster.adapters.reactor import GC_YOUNG_THRESHOLD, tune_garbage_collector
     before = gc.get_threshold()
     frozen_before = gc.get_freeze_count()
@@ -99,7 +100,12 @@ def test_garbage_collector_tuning_makes_young_passes_rarer_and_freezes_what_exis
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
         assert GC_YOUNG_THRESHOLD > before[0]
         assert gc.get_freeze_count() > frozen_before
+        assert GC_PAUSES.installed                  # every collection is timed from now on
+        full_passes = GC_PAUSES.histograms[2].count
+        gc.collect()
+        assert GC_PAUSES.histograms[2].count == full_passes + 1
     finally:
+        GC_PAUSES.remove()
         gc.unfreeze()
         gc.set_threshold(*before)
 
