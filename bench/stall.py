@@ -11,7 +11,10 @@ the control path is measured while the operation runs: `V` every 10 ms from a se
 process (its latency p50/p99/max) and a load of --rate calls/s (U, L, D; loadgen) whose
 latencies are reported per command.  The admin commands go over one admin connection from
 a child process (starting an interpreter per command would compete with the daemon for
-the CPU).  Printed as a table; written as JSON.
+the CPU).  Printed as a table; written as JSON.  Beside the latencies, the daemon's own
+garbage-collector pauses during each operation (`rtp_cluster_gc_pause_seconds`, read from
+/metrics before and after it): how many full passes, their time in all and a bound of the
+longest, figures that other tenants of the machine do not change.
 
     python -m bench.stall                      # 200,000 sessions, 1,000 calls/s
     python -m bench.stall --sessions 20000 --seconds 5
@@ -33,9 +36,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.loadgen import LoadGen, Stats, percentile
-from bench.members import ROOT, Fleet, cluster_available, free_udp_port, write_results
+from bench.members import (ROOT, Fleet, cluster_available, free_tcp_port, free_udp_port,
+                           write_results)
 from rtp_cluster.admin_client import read_reply
 
 HOST = '127.0.0.1'
@@ -172,14 +179,60 @@ class AdminWork:
         return json.loads(out)
 
 
+# --- the daemon's garbage-collector pauses (its /metrics) ----------------------------------------
+
+GC_FAMILY = 'rtp_cluster_gc_pause_seconds'
+
+
+def gc_pauses(http_port: int) -> dict[str, dict]:
+    """{generation: {bucket bound: cumulative passes, 'sum': seconds}}; {} when the daemon
+    does not export the histogram (an older revision) or does not answer."""
+    try:
+        with urllib.request.urlopen('http://%s:%d/metrics' % (HOST, http_port),
+                                    timeout=10) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    found: dict[str, dict] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != GC_FAMILY:
+            continue
+        for sample in family.samples:
+            one = found.setdefault(sample.labels['generation'], {})
+            if sample.name.endswith('_bucket'):
+                one[float(sample.labels['le'])] = sample.value
+            elif sample.name.endswith('_sum'):
+                one['sum'] = sample.value
+    return found
+
+
+def gc_between(before: dict, after: dict) -> dict | None:
+    """Per generation: the passes between two readings, their milliseconds in all and the
+    bucket bound the longest stayed within (ms); None without the histogram."""
+    if not before or not after:
+        return None
+    out = {}
+    for generation, buckets in sorted(after.items()):
+        old = before.get(generation, {})
+        passes = {bound: n - old.get(bound, 0) for bound, n in buckets.items() if bound != 'sum'}
+        total = passes[float('inf')]
+        longest = min(bound for bound, n in passes.items() if n == total) if total else 0.0
+        out[generation] = {'passes': int(total),
+                           'ms': round((buckets['sum'] - old.get('sum', 0.0)) * 1e3, 1),
+                           'longest_within_ms': longest * 1e3}
+    return out
+
+
 # --- one measurement ---------------------------------------------------------------------------
 
 def load(addr: tuple[str, int], args) -> LoadGen:
     return LoadGen(addr, args.concurrency, timeout=1.0, tries=5, rate=args.rate, hold=args.hold)
 
 
-def measure(name: str, addr: tuple[str, int], args, operation: AdminWork | None = None) -> dict:
+def measure(name: str, addr: tuple[str, int], args, operation: AdminWork | None = None,
+            http_port: int | None = None) -> dict:
     """The control path's latencies while `operation` runs (None: the baseline)."""
+    gc_before = gc_pauses(http_port) if http_port else {}
     once = operation is not None and operation.once
     seconds = args.terminate_limit if once else args.seconds
     prober = start_prober(addr, seconds)
@@ -203,6 +256,7 @@ def measure(name: str, addr: tuple[str, int], args, operation: AdminWork | None 
                       'errors': stats['errors'], 'timeouts': stats['timeouts']}
     if operation is not None:
         result['admin'] = operation.stop(args.terminate_limit)
+    result['gc'] = gc_between(gc_before, gc_pauses(http_port) if http_port else {})
     print(row(result), flush=True)
     return result
 
@@ -220,6 +274,10 @@ def row(result: dict) -> str:
         cells.append('took %s s' % admin_part['seconds'])
     elif admin_part:
         cells.append('%s runs, %s s each' % (admin_part['runs'], admin_part['seconds_per_run']))
+    full = (result.get('gc') or {}).get('2')
+    if full is not None:
+        cells.append('GC full passes %d, %.1f ms, longest <= %g ms'
+                     % (full['passes'], full['ms'], full['longest_within_ms']))
     return ' | '.join(cells)
 
 
@@ -234,10 +292,11 @@ def run(args) -> dict:
                          'terminate_all_s': TARGET_TERMINATE_S}, 'runs': []}
     with Fleet() as fleet:
         ports = [free_udp_port(HOST) for _ in range(3)]
+        http_port = free_tcp_port(HOST)
         fleet.fake_member('fake1', ports[0])
         fleet.fake_member('fake2', ports[1])
         fleet.cluster(ports[2], [('fake1', (HOST, ports[0])), ('fake2', (HOST, ports[1]))],
-                      HOST, capacity=max(1_000_000, 2 * args.sessions))
+                      HOST, capacity=max(1_000_000, 2 * args.sessions), http_port=http_port)
         addr = (HOST, ports[2])
         admin_socket = os.path.join(fleet.workdir, 'rtp_cluster-admin.sock')
         holder = LoadGen(addr, 1, timeout=1.0, live_concurrency=128)
@@ -252,11 +311,11 @@ def run(args) -> dict:
         print('%-22s | V p50 p99 max (ms) | U/L/D p99 max (ms) at %d calls/s'
               % ('operation', args.rate), flush=True)
         runs = results['runs']
-        runs.append(measure('baseline', addr, args))
+        runs.append(measure('baseline', addr, args, http_port=http_port))
         for command, pause in (('ls numsessions', 0.05), ('ls sessions --all', 0.1),
                                ('reload', 0.5), ('terminate all', 0.0)):
             runs.append(measure(command, addr, args,
-                                AdminWork(admin_socket, command, args.seconds, pause)))
+                                AdminWork(admin_socket, command, args.seconds, pause), http_port))
         connection = AdminConnection(admin_socket)
         results['sessions_left'] = sessions_left(connection)[0]
         connection.close()

@@ -227,6 +227,9 @@ def test_stall_benchmark_measures_every_operation_on_a_small_scale(tmp_path):
     for run in result['runs']:
         assert run['v_ms']['n'] > 10 and run['v_ms']['lost'] == 0, run
         assert run['load']['latency_ms']['U']['n'] > 0, run
+        # the daemon's own collector pauses, read from its /metrics around each operation
+        assert sorted(run['gc']) == ['0', '1', '2'], run
+        assert all(g['passes'] >= 0 and g['ms'] >= 0.0 for g in run['gc'].values()), run
     listing = result['runs'][2]['admin']
     assert listing['runs'] >= 1 and listing['lines_last_run'] >= 2001
     assert result['runs'][4]['admin']['seconds'] is not None
