@@ -14,7 +14,8 @@ a child process (starting an interpreter per command would compete with the daem
 the CPU).  Printed as a table; written as JSON.  Beside the latencies, the daemon's own
 garbage-collector pauses during each operation (`rtp_cluster_gc_pause_seconds`, read from
 /metrics before and after it): how many full passes, their time in all and a bound of the
-longest, figures that other tenants of the machine do not change.
+longest, and the CPU time they used (which, unlike the wall-clock figures, other tenants of
+the machine do not stretch).
 
     python -m bench.stall                      # 200,000 sessions, 1,000 calls/s
     python -m bench.stall --sessions 20000 --seconds 5
@@ -182,11 +183,12 @@ class AdminWork:
 # --- the daemon's garbage-collector pauses (its /metrics) ----------------------------------------
 
 GC_FAMILY = 'rtp_cluster_gc_pause_seconds'
+GC_CPU_FAMILY = 'rtp_cluster_gc_cpu_seconds'
 
 
 def gc_pauses(http_port: int) -> dict[str, dict]:
-    """{generation: {bucket bound: cumulative passes, 'sum': seconds}}; {} when the daemon
-    does not export the histogram (an older revision) or does not answer."""
+    """{generation: {bucket bound: cumulative passes, 'sum': seconds, 'cpu': seconds}}; {}
+    when the daemon does not export the histogram (an older revision) or does not answer."""
     try:
         with urllib.request.urlopen('http://%s:%d/metrics' % (HOST, http_port),
                                     timeout=10) as reply:
@@ -195,7 +197,7 @@ def gc_pauses(http_port: int) -> dict[str, dict]:
         return {}
     found: dict[str, dict] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != GC_FAMILY:
+        if family.name not in (GC_FAMILY, GC_CPU_FAMILY):
             continue
         for sample in family.samples:
             one = found.setdefault(sample.labels['generation'], {})
@@ -203,22 +205,28 @@ def gc_pauses(http_port: int) -> dict[str, dict]:
                 one[float(sample.labels['le'])] = sample.value
             elif sample.name.endswith('_sum'):
                 one['sum'] = sample.value
+            elif sample.name == GC_CPU_FAMILY + '_total':
+                one['cpu'] = sample.value
     return found
 
 
 def gc_between(before: dict, after: dict) -> dict | None:
-    """Per generation: the passes between two readings, their milliseconds in all and the
-    bucket bound the longest stayed within (ms); None without the histogram."""
+    """Per generation: the passes between two readings, their milliseconds in all (wall
+    clock and CPU) and the bucket bound the longest stayed within (ms); None without the
+    histogram."""
     if not before or not after:
         return None
     out = {}
     for generation, buckets in sorted(after.items()):
         old = before.get(generation, {})
-        passes = {bound: n - old.get(bound, 0) for bound, n in buckets.items() if bound != 'sum'}
+        passes = {bound: n - old.get(bound, 0) for bound, n in buckets.items()
+                  if bound not in ('sum', 'cpu')}
         total = passes[float('inf')]
         longest = min(bound for bound, n in passes.items() if n == total) if total else 0.0
         out[generation] = {'passes': int(total),
                            'ms': round((buckets['sum'] - old.get('sum', 0.0)) * 1e3, 1),
+                           'cpu_ms': round((buckets.get('cpu', 0.0) - old.get('cpu', 0.0)) * 1e3,
+                                           1),
                            'longest_within_ms': longest * 1e3}
     return out
 
@@ -276,8 +284,11 @@ def row(result: dict) -> str:
         cells.append('%s runs, %s s each' % (admin_part['runs'], admin_part['seconds_per_run']))
     full = (result.get('gc') or {}).get('2')
     if full is not None:
-        cells.append('GC full passes %d, %.1f ms, longest <= %g ms'
-                     % (full['passes'], full['ms'], full['longest_within_ms']))
+        young = [result['gc'][g] for g in ('0', '1')]
+        cells.append('GC full %d (%.0f ms, CPU %.0f, longest <= %g), young %d (%.0f ms, CPU %.0f)'
+                     % (full['passes'], full['ms'], full['cpu_ms'], full['longest_within_ms'],
+                        sum(g['passes'] for g in young), sum(g['ms'] for g in young),
+                        sum(g['cpu_ms'] for g in young)))
     return ' | '.join(cells)
 
 

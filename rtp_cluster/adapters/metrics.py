@@ -105,7 +105,7 @@ class RuntimeCollector:
         if runtime.sharing is not None:
             yield from _redis_families(runtime.sharing)
         if self.gc_pauses.installed:
-            yield gc_pause_family(self.gc_pauses)
+            yield from gc_pause_families(self.gc_pauses)
 
 
 def _info() -> Metric:
@@ -225,14 +225,18 @@ def _redis_families(sharing: Any) -> Iterator[Metric]:
     yield from group_families([sharing.counters])
 
 
-def gc_pause_family(pauses: GCPauses) -> Metric:
+def gc_pause_families(pauses: GCPauses) -> Iterator[Metric]:
     family = HistogramMetricFamily('rtp_cluster_gc_pause_seconds', 'Time the cyclic garbage '
                                    'collector held the process, by generation collected '
                                    '(2: a full pass over every tracked object).',
                                    labels=['generation'])
+    cpu = CounterMetricFamily('rtp_cluster_gc_cpu_seconds', 'CPU time of the garbage '
+                              "collector's passes, by generation collected.",
+                              labels=['generation'])
     for generation, histogram in enumerate(pauses.histograms):
         add_histogram(family, [str(generation)], histogram)
-    return family
+        cpu.add_metric([str(generation)], pauses.cpu_seconds[generation])
+    return iter((family, cpu))
 
 
 def add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:

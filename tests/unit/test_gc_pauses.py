@@ -36,15 +36,17 @@ def test_each_collection_is_timed_in_the_histogram_of_its_generation(recorder):
     assert after[2] - before[2] == 1
     assert after[0] - before[0] >= 1     # and any young pass the test's own allocations caused
     assert recorder.histograms[2].sum > 0.0 and recorder.longest[2] > 0.0
+    assert recorder.cpu_seconds[2] > 0.0
 
 
 def test_the_pause_is_the_time_between_start_and_stop():
-    pauses = GCPauses(clock=SteppingClock(0.25))
+    pauses = GCPauses(clock=SteppingClock(0.25), cpu_clock=SteppingClock(0.01))
     pauses('start', {'generation': 1})
     pauses('stop', {'generation': 1, 'collected': 0, 'uncollectable': 0})
     assert pauses.histograms[1].count == 1
     assert pauses.histograms[1].sum == pytest.approx(0.25)
     assert pauses.longest == [0.0, 0.25, 0.0]
+    assert pauses.cpu_seconds == [0.0, pytest.approx(0.01), 0.0]
     # 0.25 s lands in the bucket bounded by 0.25, not a shorter one
     assert dict(pauses.histograms[1].cumulative())[0.1] == 0
     assert dict(pauses.histograms[1].cumulative())[0.25] == 1

@@ -234,9 +234,10 @@ def test_gc_pauses_are_exported_by_generation_once_recorded():
     pauses.install()
     try:
         gc.collect(2)
-        family = next(f for f in collector.collect() if f.name == 'rtp_cluster_gc_pause_seconds')
+        families = {f.name: f for f in collector.collect()}
     finally:
         pauses.remove()
+    family = families['rtp_cluster_gc_pause_seconds']
     assert family.type == 'histogram'
     samples = {(s.name, s.labels['generation'], s.labels.get('le')): s.value
                for s in family.samples}
@@ -244,3 +245,7 @@ def test_gc_pauses_are_exported_by_generation_once_recorded():
     assert samples['rtp_cluster_gc_pause_seconds_sum', '2', None] > 0.0
     assert samples['rtp_cluster_gc_pause_seconds_bucket', '2', '+Inf'] == 1
     assert {generation for _, generation, _ in samples} == {'0', '1', '2'}
+    cpu = families['rtp_cluster_gc_cpu_seconds']
+    assert cpu.type == 'counter'
+    assert {s.labels['generation']: s.value for s in cpu.samples
+            if s.name == 'rtp_cluster_gc_cpu_seconds_total'}['2'] == pauses.cpu_seconds[2] > 0

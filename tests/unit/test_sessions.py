@@ -243,3 +243,16 @@ def test_a_copy_handed_out_does_not_change_the_table():
     store.learn_to_tag('c', 't')
     assert seen.to_tag is None and store.get('c').to_tag == 't'
     assert [(c, s.member) for c, s in store.view()] == [('c', 'm1')]
+
+
+def test_replace_keeps_the_aging_order_and_the_counts_per_member():
+    store, clock, unbound = make_store()
+    store.bind('a', 'm1', 'f', None)
+    store.bind('b', 'm1', 'f', None)
+    store.replace('a', ('m2',) + store.entry('a')[1:])
+    assert store.call_ids() == ['a', 'b'] and [c for c, _ in store.entries()] == ['a', 'b']
+    assert store.member_counts() == {'m1': 1, 'm2': 1} and unbound == []
+    store.replace('b', store.get('b')._replace(to_tag='t'))   # a view is stored as a plain tuple
+    assert type(store.entry('b')) is tuple and store.get('b').to_tag == 't'
+    clock.now += 200.0
+    assert store.expire() == 2 and store.member_counts() == {}
