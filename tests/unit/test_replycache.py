@@ -103,3 +103,29 @@ def test_budget_holds_for_any_sequence_of_puts_and_rotations(ops, budget):
         cache.put((cookie, ADDR), b'x' * size)
         assert cache.get((cookie, ADDR)) == b'x' * size       # the latest reply is always kept
         assert cache.bytes <= budget
+
+
+def test_kept_replies_leave_nothing_for_the_garbage_collectors_young_passes():
+    """Two tuples kept per command made the collector's young passes come every few
+    thousand commands, each walking tens of thousands of objects (issue 16)."""
+    import gc
+    cache = ReplyCache(1 << 24)
+    gc.disable()
+    try:
+        gc.collect()
+        before = gc.get_count()[0]
+        for i in range(5000):
+            cache.put(('k%d' % i, ('127.0.0.1', 5000 + i % 100)), b'x')
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 100
+    assert cache.get(('k4999', ('127.0.0.1', 5099))) == b'x'
+    assert cache.get(('k4999', ('127.0.0.1', 5098))) is None
+
+
+def test_flat_keys_tell_every_cookie_and_address_apart():
+    from rtp_cluster.core.replycache import flat_key
+    pairs = [('a b', ('127.0.0.1', 5060)), ('a', ('127.0.0.1', 5060)), ('b', ('127.0.0.1', 5060)),
+             ('5060 a', ('127.0.0.1', 1)), ('a', ('::1', 5060)), ('a', ('127.0.0.15', 60))]
+    assert len({flat_key(pair) for pair in pairs}) == len(pairs)
