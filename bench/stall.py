@@ -15,7 +15,9 @@ the CPU).  Printed as a table; written as JSON.  Beside the latencies, the daemo
 garbage-collector pauses during each operation (`rtp_cluster_gc_pause_seconds`, read from
 /metrics before and after it): how many full passes, their time in all and a bound of the
 longest, and the CPU time they used (which, unlike the wall-clock figures, other tenants of
-the machine do not stretch).
+the machine do not stretch); and, from the kernel's scheduler statistics of the daemon's
+event-loop thread, how long it ran and how long it was ready to run but waited for a CPU
+(time the control path waits that no change to the daemon can remove).
 
     python -m bench.stall                      # 200,000 sessions, 1,000 calls/s
     python -m bench.stall --sessions 20000 --seconds 5
@@ -231,6 +233,24 @@ def gc_between(before: dict, after: dict) -> dict | None:
     return out
 
 
+def schedstat(pid: int) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) of `pid`'s main thread (the
+    daemon's event loop), from /proc/PID/schedstat; None where the kernel has none."""
+    try:
+        with open('/proc/%d/schedstat' % pid) as f:
+            ran, waited = f.read().split()[:2]
+        return int(ran) / 1e9, int(waited) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def scheduled_between(before, after) -> dict | None:
+    if before is None or after is None:
+        return None
+    return {'cpu_s': round(after[0] - before[0], 2),
+            'waited_for_cpu_s': round(after[1] - before[1], 2)}
+
+
 # --- one measurement ---------------------------------------------------------------------------
 
 def load(addr: tuple[str, int], args) -> LoadGen:
@@ -238,9 +258,11 @@ def load(addr: tuple[str, int], args) -> LoadGen:
 
 
 def measure(name: str, addr: tuple[str, int], args, operation: AdminWork | None = None,
-            http_port: int | None = None) -> dict:
+            http_port: int | None = None, daemon_pid: int | None = None) -> dict:
     """The control path's latencies while `operation` runs (None: the baseline)."""
     gc_before = gc_pauses(http_port) if http_port else {}
+    sched_before = schedstat(daemon_pid) if daemon_pid else None
+    begun = time.monotonic()
     once = operation is not None and operation.once
     seconds = args.terminate_limit if once else args.seconds
     prober = start_prober(addr, seconds)
@@ -264,6 +286,10 @@ def measure(name: str, addr: tuple[str, int], args, operation: AdminWork | None 
                       'errors': stats['errors'], 'timeouts': stats['timeouts']}
     if operation is not None:
         result['admin'] = operation.stop(args.terminate_limit)
+    result['daemon'] = scheduled_between(sched_before,
+                                         schedstat(daemon_pid) if daemon_pid else None)
+    if result['daemon'] is not None:
+        result['daemon']['seconds'] = round(time.monotonic() - begun, 1)
     result['gc'] = gc_between(gc_before, gc_pauses(http_port) if http_port else {})
     print(row(result), flush=True)
     return result
@@ -282,6 +308,10 @@ def row(result: dict) -> str:
         cells.append('took %s s' % admin_part['seconds'])
     elif admin_part:
         cells.append('%s runs, %s s each' % (admin_part['runs'], admin_part['seconds_per_run']))
+    daemon = result.get('daemon')
+    if daemon is not None:
+        cells.append('daemon CPU %.1f s, waited %.1f s for a CPU'
+                     % (daemon['cpu_s'], daemon['waited_for_cpu_s']))
     full = (result.get('gc') or {}).get('2')
     if full is not None:
         young = [result['gc'][g] for g in ('0', '1')]
@@ -306,7 +336,7 @@ def run(args) -> dict:
         http_port = free_tcp_port(HOST)
         fleet.fake_member('fake1', ports[0])
         fleet.fake_member('fake2', ports[1])
-        fleet.cluster(ports[2], [('fake1', (HOST, ports[0])), ('fake2', (HOST, ports[1]))],
+        daemon = fleet.cluster(ports[2], [('fake1', (HOST, ports[0])), ('fake2', (HOST, ports[1]))],
                       HOST, capacity=max(1_000_000, 2 * args.sessions), http_port=http_port)
         addr = (HOST, ports[2])
         admin_socket = os.path.join(fleet.workdir, 'rtp_cluster-admin.sock')
@@ -322,11 +352,12 @@ def run(args) -> dict:
         print('%-22s | V p50 p99 max (ms) | U/L/D p99 max (ms) at %d calls/s'
               % ('operation', args.rate), flush=True)
         runs = results['runs']
-        runs.append(measure('baseline', addr, args, http_port=http_port))
+        runs.append(measure('baseline', addr, args, http_port=http_port, daemon_pid=daemon.pid))
         for command, pause in (('ls numsessions', 0.05), ('ls sessions --all', 0.1),
                                ('reload', 0.5), ('terminate all', 0.0)):
             runs.append(measure(command, addr, args,
-                                AdminWork(admin_socket, command, args.seconds, pause), http_port))
+                                AdminWork(admin_socket, command, args.seconds, pause), http_port,
+                                daemon.pid))
         connection = AdminConnection(admin_socket)
         results['sessions_left'] = sessions_left(connection)[0]
         connection.close()

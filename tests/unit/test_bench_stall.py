@@ -26,3 +26,14 @@ def test_no_pass_means_no_longest_and_no_histogram_means_no_figures():
     assert gc_between(same, same) == {'2': {'passes': 0, 'ms': 0.0, 'cpu_ms': 0.0,
                                             'longest_within_ms': 0.0}}
     assert gc_between({}, same) is None and gc_between(same, {}) is None
+
+
+def test_the_daemons_cpu_and_wait_for_a_cpu_come_from_its_scheduler_statistics():
+    import os
+
+    from bench.stall import scheduled_between, schedstat
+    mine = schedstat(os.getpid())
+    assert mine is not None and mine[0] > 0.0 and mine[1] >= 0.0
+    assert scheduled_between((1.0, 0.5), (3.25, 0.75)) == {'cpu_s': 2.25, 'waited_for_cpu_s': 0.25}
+    assert scheduled_between(None, mine) is None
+    assert schedstat(2 ** 22 + 12345) is None            # no such process
