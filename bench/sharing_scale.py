@@ -21,7 +21,6 @@ Phases, in this order, on one private redis-server and two bench.fakemember memb
 from __future__ import annotations
 
 import argparse
-import bisect
 import os
 import platform
 import signal
