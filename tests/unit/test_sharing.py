@@ -19,6 +19,7 @@ from rtp_cluster.core.config import RedisConfig
 from rtp_cluster.adapters.redis_sharing import RedisSharing
 from rtp_cluster.core.protocol import parse_command
 from rtp_cluster.core.sharing_actions import Continue
+from rtp_cluster.core import sharing as sharing_module
 from rtp_cluster.core.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
                                  SharedSessionStore, Tombstone, decode_record, key_owner,
                                  presence_key, session_key, session_prefix)
@@ -521,6 +522,37 @@ def test_final_timeout_ends_long_calls_by_creation_time():
     assert h.store.expire() == 2
     assert sorted(c for c, _ in h.store.items()) == ['young']
     assert h.writes == [('rtpc:s:a:test:old', None)]           # only our own key
+
+
+def test_final_timeout_pass_is_sliced_and_asks_to_run_again_at_once(monkeypatch):
+    monkeypatch.setattr(sharing_module, 'FINAL_SCAN_SLICE', 2)
+    h = Harness(me='a', ttl=10_000.0, final_timeout=30.0)
+    for n in range(5):
+        h.store.bind('old%d' % n, 'm1', 'f', None)
+    h.wall.now += 31
+    h.store.bind('young', 'm1', 'f', None)
+    ended = []
+    for _ in range(3):
+        ended.append(h.store.expire())
+        if h.store.aging_interval != 0.0:
+            break
+    assert ended == [2, 2, 1]                  # 6 call-ids, 2 per slice: the third ends the pass
+    assert h.store.aging_interval == 3.0
+    assert sorted(c for c, _ in h.store.items()) == ['young']
+
+
+def test_final_timeout_pass_skips_calls_gone_since_its_snapshot(monkeypatch):
+    monkeypatch.setattr(sharing_module, 'FINAL_SCAN_SLICE', 1)
+    h = Harness(me='a', ttl=10_000.0, final_timeout=30.0)
+    h.store.bind('first', 'm1', 'f', None)
+    h.store.bind('second', 'm1', 'f', None)
+    h.wall.now += 31
+    assert h.store.expire() == 1
+    assert h.store.aging_interval == 0.0
+    h.store.unbind('second')                   # a client's D between two slices
+    assert h.store.expire() == 0
+    assert h.store.aging_interval == 3.0
+    assert len(h.store) == 0
 
 
 def test_final_timeout_zero_disables_it():
