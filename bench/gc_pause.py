@@ -27,7 +27,8 @@ import time
 
 from bench.micro import Stand      # (the daemon's modules: imported before the freeze)
 from rtp_cluster.core.sessions import MemorySessionStore
-from rtp_cluster.core.sharing import Record, SharedSessionStore
+from rtp_cluster.core.records import Record
+from rtp_cluster.core.sharing import SharedSessionStore
 
 KINDS = ('memory', 'shared', 'cluster')
 

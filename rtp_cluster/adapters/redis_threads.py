@@ -21,7 +21,7 @@ import redis
 from twisted.logger import Logger
 
 from ..core.keys import parse_presence_key, presence_pattern, session_prefix, sessions_pattern
-from ..core.sharing import newest_records
+from ..core.records import newest_records
 
 __all__ = ['SharingThreads', 'Backoff', 'EVENT_BATCH', 'SCAN_COUNT', 'APPLY_CHUNK']
 

@@ -6,139 +6,27 @@ refreshes and deletes a record.  Conflicts are ordered by (epoch, seq, owner), n
 clocks: epoch grows on every takeover, seq on every change within an epoch.
 
 Key of a session: see `keys` (the grammar); it is a Redis hash whose fields are those of
-`Record`.  `SharedSessionStore` is the cluster's session store with
+`records.Record`.  `SharedSessionStore` is the cluster's session store with
 ownership; it hands every change of an OWN session to a writer (`queue_write`) and never
 waits for it.
 """
 from __future__ import annotations
 
 import time
-from sys import intern
-from typing import Callable, Iterable, Mapping, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from .counters import Field, counter_group
-from .keys import (cluster_prefix, key_owner, parse_session_key, presence_key, session_key,
-                   session_prefix)
+from .keys import cluster_prefix, key_owner, presence_key, session_key, session_prefix
+from .records import ACTIVE_STATE, DELETED_STATE, Record
 from .sessions import (DEFAULT_SESSION_TTL, LAST_USED, MEMBER, SESSION_AGING_INTERVAL, TO_TAG,
                        MemorySessionStore, SessionInfo, Which)
 
-__all__ = ['key_owner', 'presence_key', 'session_key', 'session_prefix', 'Record', 'BadRecord',
-           'decode_record', 'newest_records', 'SharedSessionStore', 'SharingCounters']
+__all__ = ['key_owner', 'presence_key', 'session_key', 'session_prefix', 'SharedSessionStore',
+           'SharingCounters', 'LiveRecord', 'Tombstone']
 
-RECORD_VERSION = 1
-_VERSION_TEXT = str(RECORD_VERSION)
-MAX_CALL_ID = 512
-MAX_FIELD = 1024
-ACTIVE_STATE = 'active'
-DELETED_STATE = 'deleted'
 # sessions checked against final_timeout per expire(): a pass over 200,000 in one go held
 # the event loop for about 90 ms on a slow VM, a slice of this size holds it for about 2 ms
 FINAL_SCAN_SLICE = 5000
-_FIELDS = ('v', 'cid', 'cluster', 'member', 'maddr', 'ftag', 'ttag', 'created', 'updated',
-           'owner', 'epoch', 'seq', 'state')
-_FIELD_SET = frozenset(_FIELDS)
-
-
-class Record(NamedTuple):
-    """One session as published: the fields of its Redis hash.  Immutable: a write carries
-    the state the session had when the writer took it, never a later one."""
-    cid: str
-    cluster: str
-    member: str
-    maddr: str
-    ftag: str
-    ttag: str
-    created: float
-    updated: float
-    owner: str
-    epoch: int
-    seq: int
-    state: str = ACTIVE_STATE
-
-    @property
-    def order(self) -> tuple[int, int, str]:
-        return self.epoch, self.seq, self.owner
-
-    def to_mapping(self) -> dict[str, str]:
-        return {'v': str(RECORD_VERSION), 'cid': self.cid, 'cluster': self.cluster,
-                'member': self.member, 'maddr': self.maddr, 'ftag': self.ftag,
-                'ttag': self.ttag, 'created': '%.3f' % self.created,
-                'updated': '%.3f' % self.updated, 'owner': self.owner,
-                'epoch': str(self.epoch), 'seq': str(self.seq), 'state': self.state}
-
-
-def _text(value) -> str:
-    return value.decode('latin-1') if isinstance(value, bytes) else str(value)
-
-
-class BadRecord(ValueError):
-    """A record in Redis that cannot be used; the message says why."""
-
-
-def decode_record(key: str, namespace: str, raw: Mapping) -> Record:
-    """Validate a hash read from Redis (bytes or str); raises BadRecord."""
-    if not raw:
-        raise BadRecord('empty or missing')
-    try:                    # redis-py's bytes: the common case of every resync, kept fast
-        fields = {name.decode('latin-1'): value.decode('latin-1')
-                  for name, value in raw.items()}
-    except AttributeError:
-        fields = {_text(name): _text(value) for name, value in raw.items()}
-    if max(map(len, fields.values())) > MAX_FIELD:
-        name = next(n for n, v in fields.items() if len(v) > MAX_FIELD)
-        raise BadRecord('field %s is %d bytes long' % (name[:40], len(fields[name])))
-    if not _FIELD_SET <= fields.keys():
-        missing = [f for f in _FIELDS if f not in fields]
-        raise BadRecord('missing fields: %s' % ', '.join(missing))
-    try:
-        version, epoch, seq = int(fields['v']), int(fields['epoch']), int(fields['seq'])
-        created, updated = float(fields['created']), float(fields['updated'])
-    except ValueError as exc:
-        raise BadRecord('bad number: %s' % exc) from None
-    if version < 1 or epoch < 1 or seq < 1:
-        raise BadRecord('version, epoch and seq must be positive')
-    parsed = parse_session_key(namespace, key)
-    owner = parsed.owner if parsed is not None else None
-    if owner is None or owner != fields['owner']:
-        raise BadRecord('owner %r does not match the key' % fields['owner'][:64])
-    if fields['state'] not in (ACTIVE_STATE, DELETED_STATE):
-        raise BadRecord('unknown state %r' % fields['state'][:20])
-    cid, cluster = fields['cid'], fields['cluster']
-    if not cid or len(cid) > MAX_CALL_ID or not fields['member']:
-        raise BadRecord('bad call-id or member')
-    if parsed != (owner, cluster, cid):
-        raise BadRecord('call-id/cluster do not match the key')
-    # the names a record shares with thousands of others are kept once (interned), not
-    # once per session: ~180 bytes less per foreign session at 100,000
-    return Record(cid, intern(cluster), intern(fields['member']), intern(fields['maddr']),
-                  fields['ftag'], fields['ttag'], created, updated, intern(owner), epoch, seq,
-                  intern(fields['state']))
-
-
-def newest_records(namespace: str,
-                   records: list[tuple[str, dict]]) -> list[tuple[str, Record | dict]]:
-    """Of the keys of one call in different prefixes, keep only the newest record.
-
-    A dead owner's key outlives a takeover and the taker's tombstone until both expire; a
-    resync reads them in scan order, and applying the stale record after the tombstone
-    would bring a deleted call back.  Decodable hashes come back decoded (a `Record`, so
-    the reactor does not decode them again); unreadable ones are kept as they were read
-    (counted where applied).
-    """
-    best: dict[tuple[str, str], tuple] = {}
-    decoded: list[tuple[str, Record | dict]] = []
-    for key, raw in records:
-        try:
-            record = decode_record(key, namespace, raw)
-        except BadRecord:
-            decoded.append((key, raw))
-            continue
-        decoded.append((key, record))
-        ident = (record.cluster, record.cid)
-        if ident not in best or record.order > best[ident]:
-            best[ident] = record.order
-    return [(key, item) for key, item in decoded
-            if not isinstance(item, Record) or item.order == best[(item.cluster, item.cid)]]
 
 
 class SharedSession(NamedTuple):

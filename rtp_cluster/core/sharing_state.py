@@ -35,8 +35,8 @@ from .keys import (SessionKey, group_session_keys, parse_presence_key, parse_ses
                    session_prefix)
 from .bulk import GroupedWalk
 from .sessions import DEFAULT_SESSION_TTL
-from .sharing import (BadRecord, LiveRecord, Record, SharedSessionStore, SharingCounters,
-                      Tombstone, decode_record)
+from .records import BadRecord, Record, decode_record
+from .sharing import LiveRecord, SharedSessionStore, SharingCounters, Tombstone
 from .sharing_actions import (Action, Barrier, Continue, Identity, LoadOwn, Log, Lookup, Read,
                               Refresh, Resync, Subscribe, Write, WritePresence)
 from .sharing_views import (DUPLICATE_WINDOW, DuplicateWatch, MissLookups, OwnLoad, OwnRewrite,

@@ -16,7 +16,7 @@ import redis
 from rtp_cluster.adapters.redis_sharing import Backoff, connection_kwargs
 from rtp_cluster.core.config import RedisConfig
 from rtp_cluster.core.keys import presence_key, session_key
-from rtp_cluster.core.sharing import Record
+from rtp_cluster.core.records import Record
 from tests.support.daemon import Daemon, cluster_xml, member_xml
 from tests.support.procs import start_scripted_member
 from tests.support.redis_server import RedisServer

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from rtp_cluster.core.keys import session_key
-from rtp_cluster.core.sharing import Record
+from rtp_cluster.core.records import Record
 from tests.support.daemon import Daemon, cluster_xml, member_xml
 from tests.support.procs import free_tcp_port, media_port_range
 from tests.support.redis_server import REDIS_SERVER, RedisServer

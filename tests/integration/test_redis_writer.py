@@ -23,7 +23,8 @@ from rtp_cluster.adapters.redis_writer import (COMMAND_TIMEOUT, ENCODE_SLICE, FL
                                       WRITE_BATCH, RedisWriter, database_number,
                                       describe_failure, handshake_commands)
 from rtp_cluster.core.resp import ReplyParser, encode
-from rtp_cluster.core.sharing import Record, SharedSessionStore, Tombstone, decode_record
+from rtp_cluster.core.records import Record, decode_record
+from rtp_cluster.core.sharing import SharedSessionStore, Tombstone
 from tests.support.redis_server import RedisServer
 
 

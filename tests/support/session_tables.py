@@ -7,7 +7,8 @@ from rtp_cluster.core.cluster import Cluster
 from rtp_cluster.core.config import ClusterConfig, Endpoint, MemberConfig
 from rtp_cluster.core.member import ONLINE, Member
 from rtp_cluster.core.sessions import MemorySessionStore
-from rtp_cluster.core.sharing import Record, SharedSessionStore
+from rtp_cluster.core.records import Record
+from rtp_cluster.core.sharing import SharedSessionStore
 
 
 class RecordingClient:

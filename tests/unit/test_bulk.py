@@ -4,7 +4,7 @@ from __future__ import annotations
 from rtp_cluster.core.bulk import (GroupedWalk, SessionWalk, TakeoverJob, TerminateJob,
                                    count_sessions)
 from rtp_cluster.core.sessions import MemorySessionStore
-from rtp_cluster.core.sharing import Record
+from rtp_cluster.core.records import Record
 from tests.support.session_tables import RecordingClient, cluster_with, filled, shared
 
 

@@ -20,9 +20,10 @@ from rtp_cluster.adapters.redis_sharing import RedisSharing
 from rtp_cluster.core.protocol import parse_command
 from rtp_cluster.core.sharing_actions import Continue
 from rtp_cluster.core import sharing as sharing_module
-from rtp_cluster.core.sharing import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
-                                 SharedSessionStore, Tombstone, decode_record, key_owner,
-                                 presence_key, session_key, session_prefix)
+from rtp_cluster.core.records import (DELETED_STATE, MAX_CALL_ID, MAX_FIELD, BadRecord, Record,
+                                      decode_record)
+from rtp_cluster.core.sharing import (SharedSessionStore, Tombstone, key_owner, presence_key,
+                                      session_key, session_prefix)
 
 NS = 'rtpc'
 

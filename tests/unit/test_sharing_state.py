@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtp_cluster.core.keys import session_key
-from rtp_cluster.core.sharing import Record
+from rtp_cluster.core.records import Record
 from rtp_cluster.core.sharing_actions import (Barrier, Continue, Identity, ListOwn, LoadOwn, Log,
                                               Lookup, Read, Refresh, Resume, Resync,
                                               Subscribe, WhenFlushed, Write, WritePresence)
