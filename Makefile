@@ -51,9 +51,10 @@ bench-memory: venv
 	$(VENV)/bin/python -m bench.memory --sessions 100000
 
 # issue 16: control-path latency (V, and U/L/D at 1,000 calls/s) while each bulk admin
-# operation runs against 200,000 sessions on scripted members; bench/results/stall.json
+# operation runs against 200,000 sessions on scripted members, three whole runs a minute
+# apart; bench/results/stall.json
 bench-stall: venv
-	$(VENV)/bin/python -m bench.stall --sessions 200000 --rate 1000
+	$(VENV)/bin/python -m bench.stall --sessions 200000 --rate 1000 --repeats 3 --rest 60
 
 # two loads: a closed loop of short calls (most changes coalesce), then 1,000 calls/s that
 # each live 0.2 s (every offer, answer and delete reaches Redis); BASELINE=CHECKOUT adds C,

@@ -21,6 +21,12 @@ event-loop thread, how long it ran and how long it was ready to run but waited f
 
     python -m bench.stall                      # 200,000 sessions, 1,000 calls/s
     python -m bench.stall --sessions 20000 --seconds 5
+    python -m bench.stall --repeats 3 --rest 60   # the README's figures: three whole runs
+
+With --repeats N the whole run (a fresh daemon and fresh members each time) is made N times,
+--rest seconds apart so one run's aftermath does not load the next; the JSON holds every run
+and, per operation, the spread (min-max over the runs) of each figure, and the verdict over
+all of them.
 
 Targets (issue 16): p99 <= 20 ms and max <= 100 ms during every operation; terminate all of
 200,000 sessions within a minute.  On a shared machine the figures include the other
@@ -325,7 +331,9 @@ def row(result: dict) -> str:
 # --- the run -----------------------------------------------------------------------------------
 
 def run(args) -> dict:
+    """One whole run: a fresh fleet, the sessions, then every operation in turn."""
     results: dict = {'when': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                     'loadavg_start': list(os.getloadavg()),
                      'host': platform.node(), 'cpus': os.cpu_count(),
                      'sessions_requested': args.sessions, 'rate': args.rate,
                      'seconds': args.seconds, 'targets': {
@@ -361,8 +369,58 @@ def run(args) -> dict:
         connection = AdminConnection(admin_socket)
         results['sessions_left'] = sessions_left(connection)[0]
         connection.close()
+    results['loadavg_end'] = list(os.getloadavg())
     results['verdict'] = verdict(results)
     return results
+
+
+def run_repeated(args) -> dict:
+    """--repeats whole runs, --rest seconds apart, with the spread of every figure."""
+    runs = []
+    for number in range(1, args.repeats + 1):
+        if number > 1:
+            print('\nresting %g s before run %d' % (args.rest, number), flush=True)
+            time.sleep(args.rest)
+        print('\nrun %d of %d' % (number, args.repeats), flush=True)
+        runs.append(run(args))
+    return {'repeats': runs, 'spread': spread(runs), 'verdict': overall_verdict(runs)}
+
+
+def spread(runs: list[dict]) -> dict:
+    """Per operation, [min, max] over the runs of V p50/p99/max and of the worst U/L/D p99
+    and max (the figures the README quotes)."""
+    def figures(one: dict) -> dict:
+        load = [f for f in one['load']['latency_ms'].values() if f.get('p99') is not None]
+        out = {'v_p50': one['v_ms']['p50'], 'v_p99': one['v_ms']['p99'],
+               'v_max': one['v_ms']['max'],
+               'uld_p99': max((f['p99'] for f in load), default=None),
+               'uld_max': max((f['max'] for f in load), default=None)}
+        if 'seconds' in one.get('admin', {}):
+            out['seconds'] = one['admin']['seconds']
+        return out
+    table: dict = {}
+    for one_run in runs:
+        for one in one_run['runs']:
+            for key, value in figures(one).items():
+                if value is not None:
+                    table.setdefault(one['operation'], {}).setdefault(key, []).append(value)
+    return {operation: {key: [min(values), max(values)] for key, values in keys.items()}
+            for operation, keys in table.items()}
+
+
+def overall_verdict(runs: list[dict]) -> dict:
+    """Every target against the worst of all runs, and how many runs met all of them."""
+    verdicts = [one['verdict'] for one in runs]
+    terminates = [v['terminate_all_s'] for v in verdicts]
+    return {'worst_p99_ms': max(v['worst_p99_ms'] for v in verdicts),
+            'worst_max_ms': max(v['worst_max_ms'] for v in verdicts),
+            'terminate_all_s': None if None in terminates else max(terminates),
+            'p99_met': all(v['p99_met'] for v in verdicts),
+            'max_met': all(v['max_met'] for v in verdicts),
+            'terminate_met': all(v['terminate_met'] for v in verdicts),
+            'runs_meeting_all': sum(v['p99_met'] and v['max_met'] and v['terminate_met']
+                                    for v in verdicts),
+            'runs': len(verdicts)}
 
 
 def verdict(results: dict) -> dict:
@@ -389,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--seconds', type=float, default=10.0, help='per repeated operation (10)')
     ap.add_argument('--terminate-limit', type=float, default=120.0,
                     help='longest wait for terminate all (120 s)')
+    ap.add_argument('--repeats', type=int, default=1, help='whole runs (1)')
+    ap.add_argument('--rest', type=float, default=60.0, help='s between runs (60)')
     ap.add_argument('--out', default=RESULTS)
     ap.add_argument('--probe', metavar='HOST:PORT', help=argparse.SUPPRESS)
     ap.add_argument('--admin', metavar='SOCKET', help=argparse.SUPPRESS)
@@ -402,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     if not cluster_available():
         print('rtp_cluster daemon not found', file=sys.stderr)
         return 2
-    results = run(args)
+    if args.repeats < 1:
+        ap.error('--repeats must be at least 1')
+    results = run_repeated(args)
     write_results(args.out, results)
     print('\nverdict: %s' % json.dumps(results['verdict']))
     print('results: %s' % args.out)

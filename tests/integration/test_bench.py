@@ -217,10 +217,23 @@ def test_stall_benchmark_measures_every_operation_on_a_small_scale(tmp_path):
     import json
     out = tmp_path / 'stall.json'
     subprocess.run([sys.executable, '-m', 'bench.stall', '--sessions', '2000', '--rate', '100',
-                    '--concurrency', '32', '--seconds', '1', '--out', str(out)], cwd=ROOT,
-                   check=True, timeout=240, stdout=subprocess.DEVNULL)
-    result = json.loads(out.read_text())
+                    '--concurrency', '32', '--seconds', '1', '--repeats', '2', '--rest', '0',
+                    '--out', str(out)], cwd=ROOT, check=True, timeout=240,
+                   stdout=subprocess.DEVNULL)
+    document = json.loads(out.read_text())
     out.unlink()
+    assert len(document['repeats']) == 2
+    for result in document['repeats']:
+        check_stall_run(result)
+    took = sorted(r['runs'][4]['admin']['seconds'] for r in document['repeats'])
+    assert document['spread']['terminate all']['seconds'] == [took[0], took[-1]]
+    v_p99 = sorted(r['runs'][0]['v_ms']['p99'] for r in document['repeats'])
+    assert document['spread']['baseline']['v_p99'] == [v_p99[0], v_p99[-1]]
+    assert document['verdict']['runs'] == 2
+    assert 0 <= document['verdict']['runs_meeting_all'] <= 2
+
+
+def check_stall_run(result: dict) -> None:
     assert result['create']['sessions'] == 2000
     assert [r['operation'] for r in result['runs']] == [
         'baseline', 'ls numsessions', 'ls sessions --all', 'reload', 'terminate all']
