@@ -72,9 +72,10 @@ bench-sharing-scale: venv
 	$(VENV)/bin/python -m bench.sharing_scale --sessions 100000
 
 # the metrics requirement: the HTTP listener on and /metrics scraped every second (B) against
-# the same cluster without it (A), interleaved in one run; B/A must stay within 3 %
+# the same cluster without it (A) and its twin (C, to show the noise), interleaved in one
+# run; B/A must stay within 3 %
 bench-http: venv
-	$(VENV)/bin/python -m bench.runner --b cluster-http --rounds 5 --duration 10 \
+	$(VENV)/bin/python -m bench.runner --b cluster-http --rounds 8 --twin --duration 10 \
 		--concurrency 16,64 --out bench/results/http.json
 
 clean:

@@ -196,7 +196,7 @@ def run(args) -> dict:
     }, 'runs': [], 'summary': []}
     with Fleet() as fleet:
         targets = make_targets(args.b, fleet, ranges, floor=args.floor,
-                               baseline=args.baseline)
+                               baseline=args.baseline, twin=args.twin)
         results['meta']['targets'] = {t.name: t.label for t in targets}
         for t in targets:
             print('%s: %s at %s:%d (pid %d)' % (t.name, t.label, *t.addr, t.main_pid), flush=True)
@@ -232,20 +232,25 @@ def summary_row(conc: int, per_target: dict[str, list]) -> dict:
     if 'F' in per_target:
         row['paired_b_f'] = paired_ratios(per_target['B'], per_target['F'])
         row['floor_multiples'] = floor_multiples(row)
+    row['cpu_b_over_a'] = _ratio(row['B']['cpu_us_per_command'],
+                                 row['A']['cpu_us_per_command'])
     if 'C' in per_target:
         row['paired_b_c'] = paired_ratios(per_target['B'], per_target['C'])
+        row['paired_c_a'] = paired_ratios(per_target['C'], per_target['A'])
         row['cpu_b_over_c'] = _ratio(row['B']['cpu_us_per_command'],
                                      row['C']['cpu_us_per_command'])
+        row['cpu_c_over_a'] = _ratio(row['C']['cpu_us_per_command'],
+                                     row['A']['cpu_us_per_command'])
     return row
 
 
 def make_targets(kind: str, fleet: Fleet, ranges, floor: bool = True,
-                 baseline: str | None = None) -> list[Target]:
+                 baseline: str | None = None, twin: bool = False) -> list[Target]:
     """The targets in the order each round measures them; B last."""
     if kind == 'cluster-redis':
         return sharing_targets(fleet, ranges, baseline)
     if kind == 'cluster-http':
-        return list(http_targets(fleet, ranges))
+        return http_targets(fleet, ranges, twin)
     a_port = free_udp_port(HOST)
     a = fleet.rtpp_member('a-direct', a_port, ranges[0])
     target_a = Target('A', 'one rtp-io member, direct', (HOST, a_port), a.pid, [])
@@ -305,8 +310,10 @@ def sharing_targets(fleet: Fleet, ranges, baseline: str | None = None) -> list[T
     return targets
 
 
-def http_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
-    """A = rtp_cluster without the HTTP listener, B = with it, scraped every second."""
+def http_targets(fleet: Fleet, ranges, twin: bool = False) -> list[Target]:
+    """A = rtp_cluster without the HTTP listener, B = with it, scraped every second; with
+    `twin`, C = a second cluster without the listener, measured in the same rounds: how far
+    two identical clusters differ on this machine, the noise the B/A figure carries."""
     ports = [free_udp_port(HOST) for _ in range(4)]
     m1 = fleet.rtpp_member('m1', ports[0], ranges[1])
     m2 = fleet.rtpp_member('m2', ports[1], ranges[2])
@@ -315,10 +322,16 @@ def http_targets(fleet: Fleet, ranges) -> tuple[Target, Target]:
     http_port = free_tcp_port(HOST)
     observed = fleet.cluster(ports[3], members, HOST, name='cluster-http', http_port=http_port)
     fleet.scraper('http://%s:%d/metrics' % (HOST, http_port), 1.0)
-    return (Target('A', 'rtp_cluster, no HTTP listener', (HOST, ports[2]), plain.pid,
-                   [m1.pid, m2.pid]),
-            Target('B', 'rtp_cluster with the HTTP listener, /metrics scraped every second',
-                   (HOST, ports[3]), observed.pid, [m1.pid, m2.pid]))
+    targets = [Target('A', 'rtp_cluster, no HTTP listener', (HOST, ports[2]), plain.pid,
+                      [m1.pid, m2.pid])]
+    if twin:
+        twin_port = free_udp_port(HOST)
+        other = fleet.cluster(twin_port, members, HOST, name='cluster-twin')
+        targets.append(Target('C', "rtp_cluster, no HTTP listener (A's twin)",
+                              (HOST, twin_port), other.pid, [m1.pid, m2.pid]))
+    targets.append(Target('B', 'rtp_cluster with the HTTP listener, /metrics scraped every '
+                          'second', (HOST, ports[3]), observed.pid, [m1.pid, m2.pid]))
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--baseline', default=None, metavar='CHECKOUT',
                     help='also measure C, the rtp_cluster of another checkout (a revision to '
                          'compare with), right before B in every round')
+    ap.add_argument('--twin', action='store_true',
+                    help="with --b cluster-http: also C, a second cluster without the listener "
+                         "(A's twin), so the run shows how far two identical clusters differ")
     ap.add_argument('--rate', type=float, default=None,
                     help='offer this many cycles/s (open loop) instead of a closed loop')
     ap.add_argument('--hold', type=float, default=0.0,
@@ -352,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--media-base', type=int, default=40000, help='first member RTP port')
     ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')
     args = ap.parse_args(argv)
+    if args.twin and args.b != 'cluster-http':
+        ap.error('--twin goes with --b cluster-http')
     if args.b != 'member' and not cluster_available():
         print('rtp_cluster daemon not found (rtp_cluster/app.py, adapters/runtime.py); '
               'use --b member to run B against a second direct member', file=sys.stderr)
@@ -369,11 +387,17 @@ def main(argv: list[str] | None = None) -> int:
         print('\nThe README table (python -m bench.report %s):\n' % os.path.relpath(args.out))
         print(readme_table(results))
     for row in results['summary']:
+        print('concurrency %d: B/A CPU per command %s' % (row['concurrency'],
+                                                          row['cpu_b_over_a']))
         if 'paired_b_c' in row:
             c = row['paired_b_c']
             print('concurrency %d: B/C cycles/s %s (rounds %s), B/C CPU per command %s' % (
                 row['concurrency'], c['median'], ' '.join(map(str, c['rounds'])),
                 row['cpu_b_over_c']))
+            twin = row['paired_c_a']
+            print('concurrency %d: C/A cycles/s %s (rounds %s), C/A CPU per command %s' % (
+                row['concurrency'], twin['median'], ' '.join(map(str, twin['rounds'])),
+                row['cpu_c_over_a']))
     print('\nresults: %s' % args.out)
     for row in results['summary']:
         if row['concurrency'] == max(results['meta']['concurrencies']):

@@ -187,6 +187,21 @@ def test_http_comparison_targets_and_the_scraper(tmp_path):
         assert 'scrape failed' not in log and log.count('scraped ') >= 2, log
 
 
+def test_http_comparison_with_the_twin_measures_a_second_plain_cluster(tmp_path):
+    """--twin: C, a second cluster without the listener, between A and B in every round."""
+    from bench.members import Fleet
+    from bench.runner import make_targets, media_ranges
+    from tests.support.procs import media_port_range
+    base = media_port_range(600)[0]
+    with Fleet(str(tmp_path)) as fleet:
+        targets = make_targets('cluster-http', fleet, media_ranges(base, 200, 3), twin=True)
+        assert [t.name for t in targets] == ['A', 'C', 'B']
+        twin = targets[1]
+        assert "A's twin" in twin.label and twin.addr not in (targets[0].addr, targets[2].addr)
+        assert control_command('udp:%s:%d' % twin.addr, 'V').strip() == '20040107'
+        assert '<http>' not in open(tmp_path / 'cluster-twin.xml').read()
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_sharing_scale_benchmark_runs_every_phase_on_a_small_scale(tmp_path):

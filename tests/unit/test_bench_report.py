@@ -43,6 +43,19 @@ def test_summary_keeps_every_round_and_the_medians_with_their_spread():
     assert row['paired_b_a'] == {'rounds': [0.7, 0.5, 0.5], 'median': 0.5, 'range': [0.5, 0.7]}
 
 
+def test_summary_with_a_twin_compares_b_and_the_twin_with_a():
+    """--twin (the http comparison): C is a second A; the row says how far C and B are from A."""
+    per_target = {'A': [_round(1000, 100, 0), _round(1000, 100, 0)],
+                  'C': [_round(900, 110, 0), _round(1100, 90, 0)],
+                  'B': [_round(950, 104, 0), _round(1000, 102, 0)]}
+    row = summary_row(16, per_target)
+    assert row['paired_c_a'] == {'rounds': [0.9, 1.1], 'median': 1.0, 'range': [0.9, 1.1]}
+    # pooled over all replies: (110 µs × 27,000 + 90 µs × 33,000) / 60,000 = 99 µs
+    assert row['cpu_c_over_a'] == 0.99
+    assert row['cpu_b_over_a'] == 1.03
+    assert row['paired_b_c']['rounds'] == [1.056, 0.909]
+
+
 def test_readme_table_shows_ratios_cpu_and_the_machine():
     table = readme_table(_results())
     lines = table.splitlines()
