@@ -48,7 +48,7 @@ bench: venv
 	$(VENV)/bin/python -m bench.runner --rounds 3 --duration 10 --out bench/results/bench.json
 
 bench-memory: venv
-	$(VENV)/bin/python -m bench.memory --sessions 100000
+	$(VENV)/bin/python -m bench.memory --sessions 100000 --repeats 3
 
 # issue 16: control-path latency (V, and U/L/D at 1,000 calls/s) while each bulk admin
 # operation runs against 200,000 sessions on scripted members, three whole runs a minute

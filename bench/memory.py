@@ -12,14 +12,20 @@ processes (instant answers).  In one run:
     cluster once more (order empty, full, full, empty).
 
     python -m bench.memory --sessions 100000
+    python -m bench.memory --sessions 100000 --repeats 3   # the README's figure, with its spread
     python -m bench.memory --target fake     # checks the tooling: one fake member, no cluster
+
+Each repeat is a whole run with fresh processes; the JSON holds every run, the date and the
+machine, and the median and range of the bytes per session.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 import time
+from statistics import median
 
 from bench.loadgen import LoadGen, format_table
 from bench.members import (CLK_TCK, ROOT, Fleet, cluster_available, cpu_ticks, free_udp_port,
@@ -109,6 +115,24 @@ def run(args) -> dict:
     return result
 
 
+def run_repeated(args) -> dict:
+    """--repeats whole runs; the bytes per session as median and range over them."""
+    from bench.runner import machine_description
+    document: dict = {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'machine_description': machine_description(), 'repeats': []}
+    for number in range(1, args.repeats + 1):
+        print('run %d of %d' % (number, args.repeats), flush=True)
+        document['repeats'].append(run(args))
+    document['machine_description']['loadavg_end'] = list(os.getloadavg())
+    per_session = [r['bytes_per_session'] for r in document['repeats']
+                   if r['bytes_per_session'] is not None]
+    document['bytes_per_session'] = {
+        'runs': per_session, 'median': median(per_session) if per_session else None,
+        'range': [min(per_session), max(per_session)] if per_session else None}
+    return document
+
+
 def report(result: dict) -> str:
     mib = 1024 * 1024
     what = 'rtp_cluster (2 fake members)' if result['target'] == 'cluster' else 'fake member alone'
@@ -148,17 +172,24 @@ def main(argv: list[str] | None = None) -> int:
                     help='seconds of quiet before each RSS reading (2)')
     ap.add_argument('--target', choices=('cluster', 'fake'), default='cluster',
                     help='cluster (default) or one fake member without cluster (tool check)')
+    ap.add_argument('--repeats', type=int, default=1, help='whole runs (1)')
     ap.add_argument('--out', default=RESULTS, help='JSON result file (%(default)s)')
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error('--repeats must be at least 1')
     if args.target == 'cluster' and not cluster_available():
         print('rtp_cluster daemon not found; use --target fake to check the tooling',
               file=sys.stderr)
         return 2
-    result = run(args)
-    write_results(args.out, result)
-    print()
-    print(report(result))
-    print('\nresults: %s' % args.out)
+    document = run_repeated(args)
+    write_results(args.out, document)
+    for result in document['repeats']:
+        print()
+        print(report(result))
+    spread = document['bytes_per_session']
+    print('\nbytes per session: median %s, range %s over %d runs' % (
+        spread['median'], spread['range'], len(document['repeats'])))
+    print('results: %s' % args.out)
     return 0
 
 

@@ -167,7 +167,7 @@ def test_http_comparison_targets_and_the_scraper(tmp_path):
     import time
     import urllib.request
     from bench.members import Fleet
-    from bench.runner import make_targets, media_ranges
+    from bench.runner import make_targets, media_ranges, scrape_cost
     from tests.support.procs import media_port_range
     base = media_port_range(600)[0]
     with Fleet(str(tmp_path)) as fleet:
@@ -185,6 +185,9 @@ def test_http_comparison_targets_and_the_scraper(tmp_path):
         assert scraper.alive()
         log = open(tmp_path / 'scraper.log').read()
         assert 'scrape failed' not in log and log.count('scraped ') >= 2, log
+        cost = scrape_cost(b, scrapes=20)
+        assert cost['scrapes'] == 20 and cost['bytes'] > 1000
+        assert cost['daemon_cpu_ms_per_scrape'] > 0     # 20 scrapes: several clock ticks
 
 
 def test_http_comparison_with_the_twin_measures_a_second_plain_cluster(tmp_path):
@@ -263,3 +266,22 @@ def check_stall_run(result: dict) -> None:
     assert result['runs'][4]['admin']['seconds'] is not None
     assert result['sessions_left'] == 0
     assert set(result['verdict']) >= {'p99_met', 'max_met', 'terminate_met'}
+
+
+def test_memory_benchmark_repeats_and_reports_the_spread(tmp_path):
+    """bench/memory.py --repeats 2 on a small scale (the cluster, 500 sessions): two whole
+    runs, their bytes per session, and the median and range computed from them."""
+    import json
+    from statistics import median
+    out = tmp_path / 'memory.json'
+    subprocess.run([sys.executable, '-m', 'bench.memory', '--sessions', '500', '--duration',
+                    '1', '--settle', '0.2', '--repeats', '2', '--out', str(out)], cwd=ROOT,
+                   check=True, timeout=240, stdout=subprocess.DEVNULL)
+    document = json.loads(out.read_text())
+    out.unlink()
+    assert document['date'] and document['machine_description']['cpus'] >= 1
+    runs = document['repeats']
+    assert len(runs) == 2 and all(r['create']['sessions'] == 500 for r in runs)
+    values = [r['bytes_per_session'] for r in runs]
+    assert document['bytes_per_session'] == {'runs': values, 'median': median(values),
+                                             'range': [min(values), max(values)]}
