@@ -1,7 +1,8 @@
-"""bench/stall.py: the daemon's garbage-collector pauses between two readings of /metrics."""
+"""bench/stall.py: the daemon's garbage-collector pauses between two readings of /metrics; the
+spread and the verdict over several whole runs."""
 from __future__ import annotations
 
-from bench.stall import gc_between
+from bench.stall import gc_between, overall_verdict, spread
 
 INF = float('inf')
 
@@ -37,3 +38,38 @@ def test_the_daemons_cpu_and_wait_for_a_cpu_come_from_its_scheduler_statistics()
     assert scheduled_between((1.0, 0.5), (3.25, 0.75)) == {'cpu_s': 2.25, 'waited_for_cpu_s': 0.25}
     assert scheduled_between(None, mine) is None
     assert schedstat(2 ** 22 + 12345) is None            # no such process
+
+
+def one_run(v_p99: float, d_p99: float, d_max: float, terminate_s: float) -> dict:
+    """A whole run as bench.stall.run writes it, reduced to what spread and verdict read."""
+    def operation(name: str, admin: dict | None = None) -> dict:
+        found = {'operation': name, 'v_ms': {'p50': 0.1, 'p99': v_p99, 'max': 2 * v_p99},
+                 'load': {'latency_ms': {'U': {'p99': 1.0, 'max': 2.0},
+                                         'D': {'p99': d_p99, 'max': d_max}}}}
+        if admin is not None:
+            found['admin'] = admin
+        return found
+    runs = [operation('baseline'), operation('terminate all', {'seconds': terminate_s})]
+    verdict = {'worst_p99_ms': max(2 * v_p99, d_p99), 'worst_max_ms': max(2 * v_p99, d_max),
+               'terminate_all_s': terminate_s, 'p99_met': max(v_p99, d_p99) <= 20.0,
+               'max_met': max(2 * v_p99, d_max) <= 100.0, 'terminate_met': terminate_s < 60}
+    return {'runs': runs, 'verdict': verdict}
+
+
+def test_spread_is_the_range_of_each_figure_over_the_runs():
+    runs = [one_run(1.0, 5.0, 30.0, 40.0), one_run(3.0, 12.0, 20.0, 41.5)]
+    found = spread(runs)
+    assert found['baseline']['v_p99'] == [1.0, 3.0]
+    assert found['baseline']['uld_p99'] == [5.0, 12.0]       # the worst of U and D per run
+    assert found['baseline']['uld_max'] == [20.0, 30.0]
+    assert found['terminate all']['seconds'] == [40.0, 41.5]
+    assert 'seconds' not in found['baseline']
+
+
+def test_the_verdict_over_runs_is_the_worst_and_counts_the_runs_that_met_everything():
+    runs = [one_run(1.0, 5.0, 30.0, 40.0), one_run(1.0, 25.0, 30.0, 40.0),
+            one_run(1.0, 5.0, 30.0, 70.0)]
+    found = overall_verdict(runs)
+    assert found['worst_p99_ms'] == 25.0 and found['terminate_all_s'] == 70.0
+    assert (found['p99_met'], found['max_met'], found['terminate_met']) == (False, True, False)
+    assert (found['runs_meeting_all'], found['runs']) == (1, 3)
