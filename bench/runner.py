@@ -53,11 +53,32 @@ class Target:
     """Where the load goes and which processes' CPU is charged to it."""
 
     def __init__(self, name: str, label: str, addr: tuple[str, int], main_pid: int,
-                 member_pids: list[int], redis_port: int | None = None) -> None:
+                 member_pids: list[int], redis_port: int | None = None,
+                 metrics_url: str | None = None) -> None:
         self.name, self.label, self.addr = name, label, addr
         self.main_pid = main_pid           # the process whose CPU µs/command is reported
         self.member_pids = member_pids     # RTPproxies behind it (B only)
         self.redis_port = redis_port       # where it shares sessions (cluster-redis B)
+        self.metrics_url = metrics_url     # its /metrics (cluster-http B)
+
+
+SCRAPES = 200      # scrapes back to back when the cost of one is measured on its own
+
+
+def scrape_cost(target: Target, scrapes: int = SCRAPES) -> dict:
+    """The daemon's CPU per scrape of /metrics, measured directly: `scrapes` GETs back to back
+    with no other load, the daemon's /proc CPU time before and after."""
+    import urllib.request
+    size = 0
+    before = cpu_ticks(target.main_pid)
+    started = time.monotonic()
+    for _ in range(scrapes):
+        with urllib.request.urlopen(target.metrics_url, timeout=5) as reply:
+            size = len(reply.read())
+    seconds = time.monotonic() - started
+    cpu_ms = (cpu_ticks(target.main_pid) - before) * 1000.0 / CLK_TCK
+    return {'scrapes': scrapes, 'bytes': size, 'seconds': round(seconds, 2),
+            'daemon_cpu_ms_per_scrape': round(cpu_ms / scrapes, 2)}
 
 
 def redis_writes(port: int) -> dict[str, int]:
@@ -221,6 +242,12 @@ def run(args) -> dict:
         target_b = targets[-1]
         if target_b.redis_port is not None:
             results['meta']['redis_calls'] = redis_writes(target_b.redis_port)
+        if target_b.metrics_url is not None:
+            results['scrape_cost'] = cost = scrape_cost(target_b)
+            for row in results['summary']:
+                # one scrape a second spread over the commands B answered each second
+                row['scrape_share'] = round(cost['daemon_cpu_ms_per_scrape'] * 1000.0 / (
+                    row['B']['commands_per_s'] * row['B']['cpu_us_per_command']), 4)
     return results
 
 
@@ -322,7 +349,8 @@ def http_targets(fleet: Fleet, ranges, twin: bool = False) -> list[Target]:
     plain = fleet.cluster(ports[2], members, HOST, name='cluster-plain')
     http_port = free_tcp_port(HOST)
     observed = fleet.cluster(ports[3], members, HOST, name='cluster-http', http_port=http_port)
-    fleet.scraper('http://%s:%d/metrics' % (HOST, http_port), 1.0)
+    metrics_url = 'http://%s:%d/metrics' % (HOST, http_port)
+    fleet.scraper(metrics_url, 1.0)
     targets = [Target('A', 'rtp_cluster, no HTTP listener', (HOST, ports[2]), plain.pid,
                       [m1.pid, m2.pid])]
     if twin:
@@ -331,7 +359,8 @@ def http_targets(fleet: Fleet, ranges, twin: bool = False) -> list[Target]:
         targets.append(Target('C', "rtp_cluster, no HTTP listener (A's twin)",
                               (HOST, twin_port), other.pid, [m1.pid, m2.pid]))
     targets.append(Target('B', 'rtp_cluster with the HTTP listener, /metrics scraped every '
-                          'second', (HOST, ports[3]), observed.pid, [m1.pid, m2.pid]))
+                          'second', (HOST, ports[3]), observed.pid, [m1.pid, m2.pid],
+                          metrics_url=metrics_url))
     return targets
 
 
@@ -401,6 +430,13 @@ def main(argv: list[str] | None = None) -> int:
             print('concurrency %d: C/A cycles/s %s (rounds %s), C/A CPU per command %s' % (
                 row['concurrency'], twin['median'], ' '.join(map(str, twin['rounds'])),
                 row['cpu_c_over_a']))
+    cost = results.get('scrape_cost')
+    if cost is not None:
+        print('one scrape (%d bytes) costs the daemon %s ms of CPU (%d back to back)' % (
+            cost['bytes'], cost['daemon_cpu_ms_per_scrape'], cost['scrapes']))
+        for row in results['summary']:
+            print('concurrency %d: one scrape a second is %.2f %% of B\'s CPU' % (
+                row['concurrency'], 100 * row['scrape_share']))
     print('\nresults: %s' % args.out)
     for row in results['summary']:
         if row['concurrency'] == max(results['meta']['concurrencies']):
