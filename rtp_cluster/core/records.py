@@ -16,7 +16,6 @@ __all__ = ['RECORD_VERSION', 'MAX_CALL_ID', 'MAX_FIELD', 'ACTIVE_STATE', 'DELETE
            'Record', 'BadRecord', 'decode_record', 'newest_records']
 
 RECORD_VERSION = 1
-_VERSION_TEXT = str(RECORD_VERSION)
 MAX_CALL_ID = 512
 MAX_FIELD = 1024
 ACTIVE_STATE = 'active'
