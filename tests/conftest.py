@@ -1,4 +1,9 @@
+import shutil
+import tempfile
+
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from twisted.logger import globalLogPublisher
 
 from tests.support.procs import ProcessTracker
@@ -7,6 +12,18 @@ from tests.support.redis_server import RedisServer
 
 # a private temp directory per run; the run fails if a test leaves anything in it
 pytest_plugins = ['tests.support.tempdir_guard']
+
+# Hypothesis keeps an example database and caches in a .hypothesis directory, which would
+# be left in the checkout: no database (CI starts from a fresh clone, where it would be
+# empty anyway), and the caches in a directory of this run, removed at its end.
+settings.register_profile('rtp_cluster', database=None)
+settings.load_profile('rtp_cluster')
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix='rtpct-hypothesis-')
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_HYPOTHESIS_HOME, ignore_errors=True)
 
 
 @pytest.fixture
