@@ -43,12 +43,10 @@ from ..core import sharing_actions as actions
 from ..core.redis_checks import NOTIFY, POLICY, ServerChecks
 from ..core.sentinel import Address, format_address
 from ..core.sessions import DEFAULT_SESSION_TTL
-from ..core.records import newest_records
 from ..core.sharing import SharedSessionStore, SharingCounters
 from ..core.sharing_state import PRESENCE_INTERVAL, Identity, SharingState
 
-__all__ = ['RedisSharing', 'connection_kwargs', 'sentinel_kwargs', 'newest_records',
-           'read_password', 'Backoff']
+__all__ = ['RedisSharing', 'connection_kwargs', 'sentinel_kwargs', 'read_password', 'Backoff']
 
 
 def connection_kwargs(config) -> dict[str, Any]:

@@ -687,16 +687,12 @@ def queued_reads(sharing) -> list:
     return items
 
 
-def raw_of(rec: Record) -> tuple[str, dict]:
-    return encoded(rec)
-
-
 def test_resync_does_not_bring_back_a_call_deleted_after_a_takeover():
     """b died owning c1; a took it over and deleted it (tombstone); c's resync reads both."""
     sharing, store = sharing_setup(me='c')
     sharing.state.own_load.done = True
-    stale = raw_of(record(cid='c1', owner='b', epoch=1, seq=1))
-    tomb = raw_of(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
+    stale = encoded(record(cid='c1', owner='b', epoch=1, seq=1))
+    tomb = encoded(record(cid='c1', owner='a', epoch=2, seq=2, state=DELETED_STATE))
     for order in ([stale, tomb], [tomb, stale]):
         sharing.state.on_records(newest_records(NS, order), 'resync')
         assert 'c1' not in store
@@ -704,7 +700,7 @@ def test_resync_does_not_bring_back_a_call_deleted_after_a_takeover():
 
 def test_event_read_answered_before_the_delete_event_does_not_resurrect():
     sharing, store = sharing_setup(me='a')
-    key, raw = raw_of(record(cid='c1', owner='b'))
+    key, raw = encoded(record(cid='c1', owner='b'))
     sharing._on_events([(CHANNEL + key, 'hset')])
     assert queued_reads(sharing) == [('read', [key])]
     # the reader's HGETALL ran before b's DEL; the del event reaches the reactor first
@@ -714,7 +710,7 @@ def test_event_read_answered_before_the_delete_event_does_not_resurrect():
     # the call is created again: its new hset is read and applied
     sharing._on_events([(CHANNEL + key, 'hset')])
     assert queued_reads(sharing) == [('read', [key])]
-    sharing.state.on_records([raw_of(record(cid='c1', owner='b', seq=2))], 'event')
+    sharing.state.on_records([encoded(record(cid='c1', owner='b', seq=2))], 'event')
     assert store.get('c1').seq == 2
     assert sharing.state.reads.pending_removals == {}                          # nothing in flight: forgotten
 
@@ -722,18 +718,18 @@ def test_event_read_answered_before_the_delete_event_does_not_resurrect():
 def test_resync_read_before_a_delete_event_does_not_resurrect():
     sharing, store = sharing_setup(me='a')
     sharing.state.own_load.done = True
-    key, raw = raw_of(record(cid='c1', owner='b'))
+    key, raw = encoded(record(cid='c1', owner='b'))
     sharing.request_resync()
     assert queued_reads(sharing)[0][0] == 'resync'
     sharing._on_events([(CHANNEL + key, 'del')])              # while the scan runs
-    sharing.state.on_records([(key, raw), raw_of(record(cid='c2', owner='b'))], 'resync')
+    sharing.state.on_records([(key, raw), encoded(record(cid='c2', owner='b'))], 'resync')
     assert 'c1' not in store and 'c2' in store
 
 
 def test_resync_skips_our_own_keys_once_loaded():
     """A resync may read an own key whose DEL is still queued: the table is the truth."""
     sharing, store = sharing_setup(me='a')
-    own = raw_of(record(cid='mine', owner='a'))
+    own = encoded(record(cid='mine', owner='a'))
     sharing.state.on_records([own], 'own')                  # the start-up load
     sharing.state.on_own_loaded()
     assert store.get('mine').owner == 'a'
@@ -744,18 +740,18 @@ def test_resync_skips_our_own_keys_once_loaded():
 
 def test_resync_applies_own_keys_until_the_own_load_succeeded():
     sharing, store = sharing_setup(me='a')
-    sharing.state.on_records([raw_of(record(cid='mine', owner='a'))], 'resync')
+    sharing.state.on_records([encoded(record(cid='mine', owner='a'))], 'resync')
     assert store.get('mine').owner == 'a'
 
 
 def test_resync_ignores_peers_removed_with_ksrm():
     sharing, store = sharing_setup(me='a', peers=('b', 'c'))
     sharing.state.own_load.done = True
-    sharing.state.on_records([raw_of(record(cid='b1', owner='b')),
-                              raw_of(record(cid='c1', owner='c'))], 'resync')
+    sharing.state.on_records([encoded(record(cid='b1', owner='b')),
+                              encoded(record(cid='c1', owner='c'))], 'resync')
     assert sharing.unsubscribe('b') == 1
-    sharing.state.on_records([raw_of(record(cid='b1', owner='b')),
-                              raw_of(record(cid='c1', owner='c'))], 'resync')   # the next resync
+    sharing.state.on_records([encoded(record(cid='b1', owner='b')),
+                              encoded(record(cid='c1', owner='c'))], 'resync')   # the next resync
     assert 'b1' not in store and 'c1' in store
 
 
