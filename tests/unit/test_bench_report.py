@@ -82,3 +82,21 @@ def test_machine_description_names_cpu_kernel_and_versions():
     assert machine['cpus'] >= 1 and machine['kernel'] and machine['cpu_model']
     assert machine['python'].split()[1].count('.') == 2
     assert len(machine['loadavg_start']) == 3
+
+
+def test_twin_only_goes_with_the_http_comparison(capsys):
+    import pytest
+    from bench.runner import main
+    with pytest.raises(SystemExit) as exit_:
+        main(['--twin', '--b', 'cluster-redis'])
+    assert exit_.value.code == 2
+    assert '--twin goes with --b cluster-http' in capsys.readouterr().err
+
+
+def test_memory_repeats_below_one_is_a_usage_error(capsys):
+    import pytest
+    from bench.memory import main
+    with pytest.raises(SystemExit) as exit_:
+        main(['--repeats', '0'])
+    assert exit_.value.code == 2
+    assert '--repeats must be at least 1' in capsys.readouterr().err

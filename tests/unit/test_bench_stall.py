@@ -73,3 +73,12 @@ def test_the_verdict_over_runs_is_the_worst_and_counts_the_runs_that_met_everyth
     assert found['worst_p99_ms'] == 25.0 and found['terminate_all_s'] == 70.0
     assert (found['p99_met'], found['max_met'], found['terminate_met']) == (False, True, False)
     assert (found['runs_meeting_all'], found['runs']) == (1, 3)
+
+
+def test_repeats_below_one_is_a_usage_error(capsys):
+    import pytest
+    from bench.stall import main
+    with pytest.raises(SystemExit) as exit_:
+        main(['--repeats', '0'])
+    assert exit_.value.code == 2
+    assert '--repeats must be at least 1' in capsys.readouterr().err
